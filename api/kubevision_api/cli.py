@@ -1,0 +1,95 @@
+"""The ``kubevision`` command. It only wires: parse, build settings, make one call. Each
+sub-command imports its package lazily, so ``kubevision train`` loads no kopf and
+``kubevision operator`` no torch."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from kubevision_api.errors import InputError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubevision", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train",
+        help="Train locally from View and ModelVersion manifests (no cluster).",
+        description=(
+            "Resolve the TrainingPlan from the manifests and run the trainer in this process, "
+            "with file:// storage under ./runs/ and a progress bar. A folder stands for its "
+            "*.yaml files."
+        ),
+    )
+    train.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="Manifest file or folder (repeatable); one View and one ModelVersion in all.",
+    )
+    train.add_argument("--output", metavar="URI", help="Output URI (default ./runs/<ns>/<name>/).")
+    train.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="Default: cuda if any."
+    )
+    train.add_argument("--epochs", type=int, metavar="N", help="Override spec.training.epochs.")
+    train.add_argument("--no-report", action="store_true", help="Skip the report image.")
+
+    trainer = sub.add_parser(
+        "trainer",
+        help="Run a TrainingPlan (what the training Job runs).",
+        description="Run the trainer on a TrainingPlan JSON file, as the training Job does.",
+    )
+    trainer.add_argument("--plan", required=True, metavar="PATH", help="TrainingPlan JSON file.")
+    trainer.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="Default: cuda if any."
+    )
+    trainer.add_argument(
+        "--termination-log",
+        default="/dev/termination-log",
+        metavar="PATH",
+        help="Where the last error goes, in one line (Kubernetes terminationMessagePath).",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point. Returns the exit code: 0 success, 2 bad input, 1 other failure."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "train":
+            from kubevision_trainer import local
+
+            local.run(
+                args.filename,
+                output=args.output,
+                device=args.device,
+                epochs=args.epochs,
+                report=not args.no_report,
+            )
+            return 0
+        if args.command == "trainer":
+            from kubevision_trainer import main as trainer_main
+
+            code: int = trainer_main.run_plan_file(
+                args.plan, device=args.device, termination_log=args.termination_log
+            )
+            return code
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""The ModelVersion resource: one trained network for a View."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from kubevision_api import architectures
+from kubevision_api.meta import API_VERSION, ApiModel, Condition, LocalObjectReference, ObjectMeta
+
+QUANTITY = r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+
+
+class Optimizer(StrEnum):
+    """``torch.optim`` optimizers."""
+
+    SGD = "sgd"
+    ADAM = "adam"
+    ADAMW = "adamw"
+
+
+class LrPolicy(StrEnum):
+    """Learning-rate schedules after warmup."""
+
+    CONSTANT = "constant"
+    STEP = "step"
+    COSINE = "cosine"
+    ONECYCLE = "onecycle"
+
+
+class MixedPrecision(StrEnum):
+    """Autocast dtype on CUDA; the CPU always trains in float32."""
+
+    BF16 = "bf16"
+    FP16 = "fp16"
+    NONE = "none"
+
+
+class LrSchedule(ApiModel):
+    """Learning-rate schedule, stepped per batch."""
+
+    policy: LrPolicy = Field(
+        default=LrPolicy.COSINE, description="constant, step, cosine, onecycle."
+    )
+    warmup_epochs: int = Field(
+        default=0, ge=0, le=1000, description="Linear warmup from 1% of learningRate, in epochs."
+    )
+    step_epochs: int = Field(
+        default=10, ge=1, le=10000, description="policy=step: epochs between decays."
+    )
+    gamma: float = Field(default=0.1, gt=0, le=1, description="policy=step: decay factor.")
+
+
+class EarlyStopping(ApiModel):
+    """Stop when the selection metric has not improved by ``minDelta`` for ``patience``
+    epochs."""
+
+    patience: int = Field(default=0, ge=0, le=10000, description="Epochs; 0 turns it off.")
+    min_delta: float = Field(default=0.0, ge=0, le=1, description="Smallest improvement.")
+
+
+class TrainingOptions(ApiModel):
+    """Optimisation options. Defaults follow torchvision's classification reference recipe
+    (SGD, momentum 0.9, weight decay 1e-4) with a cosine schedule."""
+
+    epochs: int = Field(default=10, ge=1, le=10000, description="Passes over the training set.")
+    batch_size: int = Field(default=32, ge=1, le=4096, description="Images per batch.")
+    optimizer: Optimizer = Field(default=Optimizer.SGD, description="sgd, adam or adamw.")
+    learning_rate: float = Field(default=0.01, gt=0, le=10, description="Peak learning rate.")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum (beta1 for Adam).")
+    weight_decay: float = Field(default=1e-4, ge=0, le=1, description="L2 weight decay.")
+    lr_schedule: LrSchedule = Field(default_factory=LrSchedule)
+    mixed_precision: MixedPrecision = Field(
+        default=MixedPrecision.BF16,
+        description="Autocast on CUDA: bf16 (fp16 where bf16 is unsupported), fp16 or none.",
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of weights and batches.")
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    data_loader_workers: int = Field(
+        default=2, ge=0, le=64, description="DataLoader worker processes (0: main process)."
+    )
+
+
+class ResizeMode(StrEnum):
+    """How images reach the network's input size."""
+
+    SQUASH = "squash"
+    CROP = "crop"
+    LETTERBOX = "letterbox"
+
+
+class ImageResizer(ApiModel):
+    """Input size and resizing. squash stretches to width x height; crop resizes the short
+    side then centre-crops; letterbox keeps the aspect ratio and pads with black. Boxes follow
+    the image. Sizes in 16-px steps, as the seed's platform documents."""
+
+    mode: ResizeMode = Field(default=ResizeMode.SQUASH, description="squash, crop or letterbox.")
+    width: int = Field(default=224, ge=16, le=4096, multiple_of=16, description="Pixels.")
+    height: int = Field(default=224, ge=16, le=4096, multiple_of=16, description="Pixels.")
+
+
+class Balancing(ApiModel):
+    """Oversampling of under-represented concepts in the training split."""
+
+    enabled: bool = Field(default=False, description="Oversample rare concepts.")
+    max_expansion_ratio: float = Field(
+        default=2.0,
+        ge=1,
+        le=100,
+        description="Upper bound on (training images after balancing) / (before).",
+    )
+
+
+class DatasetSplit(ApiModel):
+    """Train/validation split. An image's side depends only on (seed, image path), so adding
+    images never moves an existing one."""
+
+    validation_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of images in the validation split."
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the split.")
+    stratified: bool = Field(
+        default=True,
+        description="Guarantee every concept with 2+ images one validation and one training image.",
+    )
+    balancing: Balancing = Field(default_factory=Balancing)
+
+
+class AugmentationName(StrEnum):
+    """Augmentations, each a ``torchvision.transforms.v2`` operation (box-aware)."""
+
+    HORIZONTAL_FLIP = "HorizontalFlip"
+    VERTICAL_FLIP = "VerticalFlip"
+    ROTATE90 = "Rotate90"
+    BRIGHTNESS = "Brightness"
+    CONTRAST = "Contrast"
+    SATURATION = "Saturation"
+    HUE = "Hue"
+    GRAYSCALE = "Grayscale"
+    GAUSSIAN_BLUR = "GaussianBlur"
+    ZOOM_OUT = "ZoomOut"
+
+
+class Augmentation(ApiModel):
+    """One augmentation, applied with its own probability, drawn anew each time an image is
+    read."""
+
+    name: AugmentationName = Field(description="Operation name.")
+    probability: float = Field(default=0.5, ge=0, le=1, description="Chance to apply it.")
+    magnitude: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description=(
+            "Strength: jitter factor for Brightness/Contrast/Saturation, hue shift for Hue "
+            "(at most 0.5 used), sigma/4 for GaussianBlur, max zoom-out-1 for ZoomOut; "
+            "unused by flips, Rotate90, Grayscale."
+        ),
+    )
+
+
+def default_augmentations() -> list[Augmentation]:
+    """The platform's documented defaults: horizontal flip 0.5, vertical flip 0.5, 90° rotation
+    0.5, brightness 0.2 (design notes §2)."""
+    return [
+        Augmentation(name=AugmentationName.HORIZONTAL_FLIP, probability=0.5),
+        Augmentation(name=AugmentationName.VERTICAL_FLIP, probability=0.5),
+        Augmentation(name=AugmentationName.ROTATE90, probability=0.5),
+        Augmentation(name=AugmentationName.BRIGHTNESS, probability=1.0, magnitude=0.2),
+    ]
+
+
+class PretrainedWeights(ApiModel):
+    """Initial weights: a kubevision checkpoint or a plain state dict. Tensors whose name and
+    shape match are loaded; the others keep their initialisation (partial loads)."""
+
+    uri: str = Field(min_length=1, max_length=2048, description="fsspec URI of the file.")
+    credentials_secret_ref: LocalObjectReference | None = Field(default=None)
+
+
+class Resources(ApiModel):
+    """Compute of the training Pod."""
+
+    gpus: int = Field(default=1, ge=0, le=1, description="GPUs (0 or 1 for now).")
+    cpu: str = Field(default="4", pattern=QUANTITY, description="CPU request and limit.")
+    memory: str = Field(default="16Gi", pattern=QUANTITY, description="Memory request and limit.")
+
+
+class Toleration(ApiModel):
+    """A Pod toleration (``core/v1.Toleration``)."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Output(ApiModel):
+    """Where checkpoints and records go."""
+
+    uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="fsspec URI; default <operator base URI>/<namespace>/<name>/<uid>/.",
+    )
+    credentials_secret_ref: LocalObjectReference | None = Field(default=None)
+
+
+class RunPolicy(ApiModel):
+    """How the training Job runs."""
+
+    backoff_limit: int = Field(default=2, ge=0, le=100, description="Retries of the Pod.")
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Wall-clock limit of the Job. Mutable."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the finished Job after this time."
+    )
+    suspend: bool = Field(default=False, description="Stop the training (resumable). Mutable.")
+    queue_name: str | None = Field(
+        default=None, max_length=63, description="Kueue LocalQueue (kueue.x-k8s.io/queue-name)."
+    )
+
+
+class ModelVersionSpec(ApiModel):
+    """Desired state of a ModelVersion. Immutable except runPolicy.suspend and
+    runPolicy.activeDeadlineSeconds: a trained version is a fact."""
+
+    view_ref: LocalObjectReference = Field(description="The View, in the same namespace.")
+    architecture: str = Field(
+        description="torchvision model name that fits the View's task.",
+        json_schema_extra={"enum": list(architectures.ALL_ARCHITECTURES)},
+    )
+    pretrained_weights: PretrainedWeights | None = Field(default=None)
+    training: TrainingOptions = Field(default_factory=TrainingOptions)
+    image_resizer: ImageResizer = Field(default_factory=ImageResizer)
+    dataset_split: DatasetSplit = Field(default_factory=DatasetSplit)
+    augmentation: list[Augmentation] = Field(
+        default_factory=default_augmentations, max_length=32, description="In order."
+    )
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    priority_class_name: str | None = Field(default=None, max_length=253)
+    image: str | None = Field(default=None, description="Trainer image override.")
+    output: Output = Field(default_factory=Output)
+    run_policy: RunPolicy = Field(default_factory=RunPolicy)
+
+    @field_validator("architecture")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in architectures.ALL_ARCHITECTURES:
+            raise ValueError(
+                f"unknown architecture {value!r}; known: "
+                + ", ".join(architectures.ALL_ARCHITECTURES)
+            )
+        return value
+
+
+class StepName(StrEnum):
+    """Named steps of the progress bar, in order."""
+
+    SCHEDULING = "Scheduling"
+    LOADING_DATASET = "LoadingDataset"
+    TRAINING = "Training"
+    EVALUATING = "Evaluating"
+    EXPORTING = "Exporting"
+
+
+class StepState(StrEnum):
+    """State of one step."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+
+
+class Step(ApiModel):
+    """One step of the progress bar."""
+
+    name: StepName
+    state: StepState = StepState.PENDING
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    message: str | None = Field(default=None, max_length=4096)
+
+
+def initial_steps() -> list[Step]:
+    """Every step, Pending, in order."""
+    return [Step(name=name) for name in StepName]
+
+
+class Progress(ApiModel):
+    """Progress bar."""
+
+    percent: int = Field(default=0, ge=0, le=100)
+    epoch: int = Field(default=0, ge=0, description="Epochs finished.")
+    epochs: int = Field(default=0, ge=0, description="Epochs planned.")
+    display: str = Field(default="0/0", description="epoch/epochs.")
+
+
+class BestMetric(ApiModel):
+    """Best value of the selection metric so far."""
+
+    epoch: int = Field(ge=1)
+    value: float
+
+
+class EpochMetrics(ApiModel):
+    """Metrics of one epoch (one record of metrics.jsonl). Null where the task has none."""
+
+    epoch: int = Field(ge=1)
+    learning_rate: float | None = None
+    train_loss: float | None = None
+    val_loss: float | None = None
+    accuracy: float | None = Field(default=None, description="Val accuracy (tagging: at 0.5).")
+    map: float | None = Field(
+        default=None, alias="mAP", description="Val mAP (detection: COCO mAP@[.5:.95])."
+    )
+    ap50: float | None = Field(default=None, alias="ap50", description="Detection: COCO AP50.")
+
+
+class MetricsStatus(ApiModel):
+    """Latest and best validation metrics."""
+
+    selection: Literal["accuracy", "mAP"]
+    best: BestMetric | None = None
+    last: EpochMetrics | None = None
+
+
+class SkippedImages(ApiModel):
+    """Images left out, by reason."""
+
+    reason: str = Field(description="CamelCase reason, e.g. NoBoxes.")
+    count: int = Field(ge=0)
+
+
+class DatasetStatus(ApiModel):
+    """What the trainer found in the dataset."""
+
+    train: int = Field(ge=0, description="Training images (before balancing).")
+    val: int = Field(ge=0, description="Validation images.")
+    train_balanced: int | None = Field(default=None, ge=0, description="After balancing.")
+    skipped: list[SkippedImages] = Field(default_factory=list)
+    ignored_annotations: int = Field(
+        default=0, ge=0, description="Annotations of concepts that the View lacks."
+    )
+    concepts_without_val_positives: list[str] = Field(default_factory=list)
+
+
+class CheckpointStatus(ApiModel):
+    """The best checkpoint in storage."""
+
+    uri: str
+    epoch: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class ModelVersionStatus(ApiModel):
+    """Observed state of a ModelVersion, written by the operator alone."""
+
+    phase: str | None = Field(default=None, description="Printer column only; derived.")
+    observed_generation: int | None = Field(default=None, ge=0)
+    conditions: list[Condition] = Field(default_factory=list)
+    model: str | None = None
+    concepts: list[str] = Field(default_factory=list, description="Snapshot, index order.")
+    steps: list[Step] = Field(default_factory=list)
+    current_step: StepName | None = None
+    progress: Progress | None = None
+    metrics: MetricsStatus | None = None
+    dataset: DatasetStatus | None = None
+    checkpoint: CheckpointStatus | None = None
+    job_name: str | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+
+
+class ModelVersion(ApiModel):
+    """One trained network for a View (``kubevision.dev/v1alpha1``, kind ``ModelVersion``)."""
+
+    api_version: Literal["kubevision.dev/v1alpha1"] = API_VERSION
+    kind: Literal["ModelVersion"] = "ModelVersion"
+    metadata: ObjectMeta
+    spec: ModelVersionSpec
+    status: ModelVersionStatus | None = None

@@ -1,0 +1,29 @@
+"""The trainer's progress snapshot: what it reports (to the operator's status endpoint, and to
+the local progress bar). Each report is a whole snapshot, so reports are idempotent."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from kubevision_api.meta import ApiModel
+from kubevision_api.modelversion import (
+    CheckpointStatus,
+    DatasetStatus,
+    MetricsStatus,
+    Progress,
+    Step,
+)
+
+
+class TrainerReport(ApiModel):
+    """A full snapshot of a training's progress, from the trainer."""
+
+    namespace: str
+    model_version: str
+    uid: str | None = None
+    steps: list[Step] = Field(description="LoadingDataset, Training, Evaluating, Exporting.")
+    progress: Progress
+    metrics: MetricsStatus | None = None
+    dataset: DatasetStatus | None = None
+    checkpoint: CheckpointStatus | None = None
+    sequence: int = Field(ge=0, description="Grows with each report; stale ones are dropped.")

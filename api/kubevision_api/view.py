@@ -1,0 +1,154 @@
+"""The View resource: one vision task over a dataset. Its concepts define the model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from kubevision_api.meta import API_VERSION, ApiModel, Condition, LocalObjectReference, ObjectMeta
+
+CONCEPT_NAME = r"^[A-Za-z0-9]([A-Za-z0-9 _.:-]*[A-Za-z0-9])?$"
+
+
+class Task(StrEnum):
+    """The vision task of a View. Lowercase values, as in the product's vocabulary
+    (docs/decisions.md explains why they are not CamelCase)."""
+
+    CLASSIFICATION = "classification"
+    TAGGING = "tagging"
+    DETECTION = "detection"
+
+
+class DatasetFormat(StrEnum):
+    """Annotation formats that the trainer reads (design notes §2)."""
+
+    COCO = "coco"
+    IMAGEFOLDER = "imagefolder"
+    TAGS_CSV = "tags-csv"
+    TAGS_JSONL = "tags-jsonl"
+
+
+#: Which formats carry which tasks.
+FORMAT_TASKS: dict[DatasetFormat, frozenset[Task]] = {
+    DatasetFormat.COCO: frozenset(Task),
+    DatasetFormat.IMAGEFOLDER: frozenset({Task.CLASSIFICATION}),
+    DatasetFormat.TAGS_CSV: frozenset({Task.CLASSIFICATION, Task.TAGGING}),
+    DatasetFormat.TAGS_JSONL: frozenset({Task.CLASSIFICATION, Task.TAGGING}),
+}
+
+
+class Concept(ApiModel):
+    """One concept (class) of the View."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=CONCEPT_NAME,
+        description="Concept name, unique in the View; matched by name against the dataset.",
+    )
+    description: str | None = Field(default=None, max_length=1024, description="Free text.")
+
+
+class DatasetSource(ApiModel):
+    """Where the images and annotations are."""
+
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        description=(
+            "fsspec URI. For imagefolder the root folder (one sub-folder per concept); for the "
+            "other formats the annotation file, image paths being relative to its folder. "
+            "s3:// and file:// are tested; local mode also takes a path relative to the manifest."
+        ),
+    )
+    format: DatasetFormat = Field(description="coco, imagefolder, tags-csv or tags-jsonl.")
+    credentials_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description=(
+            "Secret whose keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3 and "
+            "AWS_REGION reach the trainer as environment variables, for reading the dataset."
+        ),
+    )
+
+
+class ViewSpec(ApiModel):
+    """Desired state of a View."""
+
+    task: Task = Field(description="classification, tagging or detection. Immutable.")
+    concepts: list[Concept] = Field(
+        min_length=1,
+        max_length=1000,
+        description="Concepts of the task, unique by name. Changing them makes a new model.",
+    )
+    dataset: DatasetSource = Field(description="The images and their annotations.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ViewSpec:
+        seen: set[str] = set()
+        for i, concept in enumerate(self.concepts):
+            if concept.name in seen:
+                raise ValueError(f"concepts[{i}].name: duplicate concept {concept.name!r}")
+            seen.add(concept.name)
+        if self.task not in FORMAT_TASKS[self.dataset.format]:
+            raise ValueError(
+                f"dataset.format: {self.dataset.format.value!r} cannot carry a "
+                f"{self.task.value} task"
+            )
+        if self.task is Task.CLASSIFICATION and len(self.concepts) < 2:
+            raise ValueError("concepts: a classification View needs at least 2 concepts")
+        return self
+
+    def concept_names(self) -> list[str]:
+        """Concept names in class-index order: sorted by name (design notes §3)."""
+        return sorted(c.name for c in self.concepts)
+
+
+class ModelSummary(ApiModel):
+    """One ModelVersion of a model in the View's models library."""
+
+    model_version: str = Field(description="ModelVersion name.")
+    phase: str | None = Field(default=None, description="Its phase.")
+    best: float | None = Field(default=None, description="Its best validation metric.")
+
+
+class ModelEntry(ApiModel):
+    """One model (a set of concepts) seen for this View."""
+
+    model: str = Field(description="Model id.")
+    concept_count: int = Field(ge=0, description="Number of concepts of that model.")
+    model_versions: list[ModelSummary] = Field(default_factory=list)
+
+
+class ViewStatus(ApiModel):
+    """Observed state of a View."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    model: str | None = Field(default=None, description="Model id of the current concepts.")
+    concept_count: int | None = Field(default=None, ge=0, description="Number of concepts.")
+    conditions: list[Condition] = Field(default_factory=list)
+    models: list[ModelEntry] = Field(
+        default_factory=list, description="Models library: every model id seen for this View."
+    )
+
+
+class View(ApiModel):
+    """A vision task over a dataset (``kubevision.dev/v1alpha1``, kind ``View``)."""
+
+    api_version: Literal["kubevision.dev/v1alpha1"] = API_VERSION
+    kind: Literal["View"] = "View"
+    metadata: ObjectMeta
+    spec: ViewSpec
+    status: ViewStatus | None = None
+
+
+def model_id(task: Task, concept_names: Iterable[str]) -> str:
+    """The model id of a task and a set of concepts: ``m`` + the first 12 hex digits of
+    sha256 of ``json.dumps([task, sorted(names)], separators=(",", ":"))`` (design notes §2).
+    Adding or removing a concept changes it; the dataset does not enter it."""
+    payload = json.dumps([task.value, sorted(concept_names)], separators=(",", ":"))
+    return "m" + hashlib.sha256(payload.encode()).hexdigest()[:12]
