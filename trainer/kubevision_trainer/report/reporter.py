@@ -1,0 +1,132 @@
+"""The ``Reporter`` protocol: what the engine tells the outside world, and nothing more. The
+engine knows no Prometheus, storage or Kubernetes; ``main`` plugs reporters in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+from kubevision_api.modelversion import (
+    BestMetric,
+    CheckpointStatus,
+    DatasetStatus,
+    EpochMetrics,
+    StepName,
+    StepState,
+)
+
+Selection = Literal["accuracy", "mAP"]
+
+
+class Reporter(Protocol):
+    """Receives training events. Implementations must not raise for transport failures (a
+    failed report never stops training); they log instead."""
+
+    def step(self, name: StepName, state: StepState, message: str | None = None) -> None:
+        """A step of the progress bar changed state."""
+
+    def dataset(self, status: DatasetStatus) -> None:
+        """The dataset was read and split."""
+
+    def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
+        """Epoch ``epoch`` (1-based) of ``epochs`` starts, with ``batches`` batches."""
+
+    def batch(
+        self,
+        epoch: int,
+        index: int,
+        batches: int,
+        learning_rate: float,
+        loss: float,
+        images: int,
+        seconds: float,
+    ) -> None:
+        """Batch ``index`` (0-based) of ``epoch`` ended: learning rate used, batch loss,
+        images in the batch and the batch's wall time in seconds."""
+
+    def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:
+        """An epoch ended and was validated."""
+
+    def checkpoint(self, status: CheckpointStatus) -> None:
+        """A new best checkpoint was written."""
+
+    def close(self, ok: bool) -> None:
+        """The run ended (``ok``: successfully). Flush and release resources."""
+
+
+class MultiReporter:
+    """Fans every event out to several reporters, in order."""
+
+    def __init__(self, reporters: Sequence[Reporter]) -> None:
+        self.reporters = list(reporters)
+
+    def step(self, name: StepName, state: StepState, message: str | None = None) -> None:
+        for reporter in self.reporters:
+            reporter.step(name, state, message)
+
+    def dataset(self, status: DatasetStatus) -> None:
+        for reporter in self.reporters:
+            reporter.dataset(status)
+
+    def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
+        for reporter in self.reporters:
+            reporter.start_epoch(epoch, epochs, batches)
+
+    def batch(
+        self,
+        epoch: int,
+        index: int,
+        batches: int,
+        learning_rate: float,
+        loss: float,
+        images: int,
+        seconds: float,
+    ) -> None:
+        for reporter in self.reporters:
+            reporter.batch(epoch, index, batches, learning_rate, loss, images, seconds)
+
+    def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:
+        for reporter in self.reporters:
+            reporter.epoch(metrics, best, selection)
+
+    def checkpoint(self, status: CheckpointStatus) -> None:
+        for reporter in self.reporters:
+            reporter.checkpoint(status)
+
+    def close(self, ok: bool) -> None:
+        for reporter in self.reporters:
+            reporter.close(ok)
+
+
+class NullReporter:
+    """Ignores every event (base class for reporters that need only a few)."""
+
+    def step(self, name: StepName, state: StepState, message: str | None = None) -> None:
+        return None
+
+    def dataset(self, status: DatasetStatus) -> None:
+        return None
+
+    def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
+        return None
+
+    def batch(
+        self,
+        epoch: int,
+        index: int,
+        batches: int,
+        learning_rate: float,
+        loss: float,
+        images: int,
+        seconds: float,
+    ) -> None:
+        return None
+
+    def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:
+        return None
+
+    def checkpoint(self, status: CheckpointStatus) -> None:
+        return None
+
+    def close(self, ok: bool) -> None:
+        return None
