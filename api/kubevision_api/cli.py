@@ -68,9 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "train":
-            from kubevision_trainer import local
+            import kubevision_trainer.local
 
-            local.run(
+            kubevision_trainer.local.run(
                 args.filename,
                 output=args.output,
                 device=args.device,
@@ -79,9 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 0
         if args.command == "trainer":
-            from kubevision_trainer import main as trainer_main
+            import kubevision_trainer.main
 
-            code: int = trainer_main.run_plan_file(
+            code: int = kubevision_trainer.main.run_plan_file(
                 args.plan, device=args.device, termination_log=args.termination_log
             )
             return code

@@ -1,0 +1,79 @@
+"""Checkpoints in object storage: ``checkpoints/best.pt`` and ``checkpoints/last.pt`` under the
+output URI, written atomically (a reader sees the old file or the new one, never a part), and
+read back with ``weights_only=True`` (state dicts and plain data only)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import torch
+
+from kubevision_api.errors import InputError
+from kubevision_api.modelversion import CheckpointStatus
+from kubevision_trainer import storage
+
+BEST = "checkpoints/best.pt"
+LAST = "checkpoints/last.pt"
+
+
+def to_bytes(state: dict[str, Any]) -> bytes:
+    """Serialise a checkpoint payload with ``torch.save``."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(data: bytes, source: str) -> dict[str, Any]:
+    """Deserialise a checkpoint with ``weights_only=True``, on the CPU.
+
+    Raises:
+        InputError: not a checkpoint (names ``source``).
+    """
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise InputError(source, f"not a readable checkpoint: {exc}") from exc
+    if not isinstance(state, dict):
+        raise InputError(source, "not a kubevision checkpoint (expected a dict)")
+    return state
+
+
+class CheckpointStore:
+    """Checkpoints of one run, under ``output_uri`` (ending with '/')."""
+
+    def __init__(self, output_uri: str) -> None:
+        self.output_uri = output_uri
+        self.best_uri = storage.join(output_uri, BEST)
+        self.last_uri = storage.join(output_uri, LAST)
+
+    def save_last(self, state: dict[str, Any]) -> None:
+        """Replace ``last.pt`` atomically."""
+        storage.write_atomic(self.last_uri, to_bytes(state))
+
+    def save_best(self, state: dict[str, Any], epoch: int) -> CheckpointStatus:
+        """Replace ``best.pt`` atomically; returns its URI, epoch, sha256 and size."""
+        data = to_bytes(state)
+        digest = storage.write_atomic(self.best_uri, data)
+        return CheckpointStatus(uri=self.best_uri, epoch=epoch, sha256=digest, bytes=len(data))
+
+    def load_last(self) -> dict[str, Any] | None:
+        """The ``last.pt`` payload, or None if the run has none yet."""
+        if not storage.exists(self.last_uri):
+            return None
+        return from_bytes(storage.read_bytes(self.last_uri), self.last_uri)
+
+    def load_best(self) -> dict[str, Any]:
+        """The ``best.pt`` payload.
+
+        Raises:
+            InputError: missing or unreadable.
+        """
+        return from_bytes(storage.read_bytes(self.best_uri), self.best_uri)
+
+    def best_status(self, epoch: int) -> CheckpointStatus:
+        """What ``best.pt`` holds now (for a resumed run's report)."""
+        data = storage.read_bytes(self.best_uri)
+        return CheckpointStatus(
+            uri=self.best_uri, epoch=epoch, sha256=storage.sha256(data), bytes=len(data)
+        )

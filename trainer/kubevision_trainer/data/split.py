@@ -1,0 +1,77 @@
+"""Train/validation split keyed on (seed, image path), so that adding images never moves an
+existing one (design notes §2)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+
+from kubevision_trainer.data.sample import Sample
+
+
+def draw(seed: int, path: str) -> float:
+    """The image's uniform draw in [0, 1): the first 8 bytes of
+    ``sha256(f"{seed}:{path}")``, big-endian, divided by 2**64."""
+    digest = hashlib.sha256(f"{seed}:{path}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def primary_concept(sample: Sample) -> int:
+    """The concept a sample is stratified by: its smallest label (the label itself for
+    classification), or -1 for an image without label."""
+    return min(sample.labels) if sample.labels else -1
+
+
+def split(
+    samples: list[Sample], validation_fraction: float, seed: int, stratified: bool
+) -> tuple[list[Sample], list[Sample]]:
+    """Split samples into training and validation sets.
+
+    An image goes to validation when ``draw(seed, path) < validation_fraction``; its side
+    depends on nothing else, so adding or removing other images never moves it.
+
+    With ``stratified``, samples are grouped by :func:`primary_concept` (-1 being a group too)
+    and an image moves only in two cases: a group of 2 or more images that drew no validation
+    image sends its lowest-draw image to validation; one that drew no training image sends its
+    highest-draw image to training. Such a move can be undone when images are added to the
+    group, the one exception to the rule above.
+
+    Args:
+        samples: the dataset's samples; paths must be unique.
+        validation_fraction: share of images expected in validation, in [0, 1].
+        seed: split seed.
+        stratified: apply the per-concept guarantee above.
+
+    Returns:
+        ``(train, val)``, each sorted by path.
+
+    Raises:
+        ValueError: ``validation_fraction`` outside [0, 1], or a path listed twice.
+    """
+    if not 0.0 <= validation_fraction <= 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1], got {validation_fraction}")
+    draws: dict[str, float] = {}
+    for sample in samples:
+        if sample.path in draws:
+            raise ValueError(f"image path {sample.path!r} appears twice")
+        draws[sample.path] = draw(seed, sample.path)
+    in_val = {path: u < validation_fraction for path, u in draws.items()}
+
+    if stratified:
+        groups: dict[int, list[Sample]] = defaultdict(list)
+        for sample in samples:
+            groups[primary_concept(sample)].append(sample)
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            # Ties in the draw (same 64 bits) are broken by path, to stay deterministic.
+            ordered = sorted(members, key=lambda s: (draws[s.path], s.path))
+            if not any(in_val[s.path] for s in members):
+                in_val[ordered[0].path] = True
+            elif all(in_val[s.path] for s in members):
+                in_val[ordered[-1].path] = False
+
+    ordered_samples = sorted(samples, key=lambda s: s.path)
+    train = [s for s in ordered_samples if not in_val[s.path]]
+    val = [s for s in ordered_samples if in_val[s.path]]
+    return train, val

@@ -1,0 +1,134 @@
+"""The torch side of the data: a map-style Dataset over cached images, an epoch-aware sampler
+and the collate functions.
+
+Every sample draws its augmentations from its own generator, seeded by (seed, epoch, index):
+the batches of an epoch are the same whatever the number of DataLoader workers, and an epoch
+re-run after a restart draws exactly what the first run drew."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from kubevision_api.view import Task
+from kubevision_trainer.data import decode
+from kubevision_trainer.data.loading import CachedImage
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (sha256 based, so nearby inputs give unrelated seeds)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class VisionDataset(Dataset[tuple[torch.Tensor, Any]]):
+    """Images and targets for one task.
+
+    Indices are ``epoch * len(self) + i``: the sampler tells each item its epoch, which
+    seeds the item's augmentations. Items:
+
+    - classification: ``(image (3, H, W) float32, label int)``
+    - tagging: ``(image, targets (C,) float32 multi-hot)``; all zeros for "without concept"
+    - detection: ``(image, {"boxes": BoundingBoxes (N, 4) XYXY, "labels": (N,) int64})``,
+      labels = class index + 1 (0 is background)
+    """
+
+    def __init__(
+        self,
+        items: Sequence[CachedImage],
+        task: Task,
+        num_classes: int,
+        transform: v2.Compose,
+        seed: int,
+    ) -> None:
+        self.items = list(items)
+        self.task = task
+        self.num_classes = num_classes
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _target(self, item: CachedImage, canvas: tuple[int, int]) -> Any:
+        sample = item.sample
+        if self.task is Task.CLASSIFICATION:
+            return sample.labels[0]
+        if self.task is Task.TAGGING:
+            target = torch.zeros(self.num_classes, dtype=torch.float32)
+            target[list(sample.labels)] = 1.0
+            return target
+        boxes = torch.tensor(sample.boxes, dtype=torch.float32).reshape(-1, 4)
+        return {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=canvas),
+            "labels": torch.tensor(sample.box_labels, dtype=torch.int64) + 1,
+        }
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
+        epoch, i = divmod(index, len(self.items))
+        item = self.items[i]
+        pil: Image.Image = decode.decode_image(item.local_path.read_bytes(), str(item.local_path))[
+            0
+        ]
+        image = tv_tensors.Image(v2.functional.pil_to_tensor(pil))
+        target = self._target(item, (item.height, item.width))
+        # fork_rng keeps the caller's global RNG untouched when there are no workers.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, epoch, i))
+            if self.task is Task.DETECTION:
+                image, target = self.transform(image, target)
+                target = {
+                    "boxes": target["boxes"].as_subclass(torch.Tensor),
+                    "labels": target["labels"],
+                }
+            else:
+                image = self.transform(image)
+        return image.as_subclass(torch.Tensor), target
+
+
+class EpochSampler(Sampler[int]):
+    """Yields ``epoch * n + i`` for a permutation of ``range(n)`` seeded by (seed, epoch),
+    or in order when ``shuffle`` is False. ``set_epoch`` chooses the epoch and the first
+    position (for a restart in the middle of an epoch)."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+        self.n = n
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Next iteration yields epoch ``epoch`` from position ``start``."""
+        self.epoch = epoch
+        self.start = start
+
+    def order(self, epoch: int) -> list[int]:
+        """The sample order of ``epoch``, 0-based positions into the dataset."""
+        if not self.shuffle:
+            return list(range(self.n))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch, 0x5A))
+        return [int(i) for i in torch.randperm(self.n, generator=generator)]
+
+    def __iter__(self) -> Iterator[int]:
+        base = self.epoch * self.n
+        for i in self.order(self.epoch)[self.start :]:
+            yield base + i
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+
+def collate_detection(
+    batch: Sequence[tuple[torch.Tensor, Any]],
+) -> tuple[list[torch.Tensor], list[Any]]:
+    """Detection batches stay lists: torchvision detectors take a list of (3, H, W) images and
+    a list of target dicts."""
+    return [item[0] for item in batch], [item[1] for item in batch]

@@ -1,0 +1,376 @@
+"""The training loop: one epoch of training, one pass of validation, and ``fit`` around them
+with best-checkpoint selection, early stopping and resume. It knows no storage, Prometheus or
+Kubernetes: it talks to a ``Reporter`` and a ``Checkpoints`` sink."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from kubevision_api.modelversion import (
+    BestMetric,
+    CheckpointStatus,
+    EpochMetrics,
+    MixedPrecision,
+    StepName,
+    StepState,
+    TrainingOptions,
+)
+from kubevision_api.view import Task
+from kubevision_trainer import metrics, schedule
+from kubevision_trainer.data.torchdata import EpochSampler, derive_seed
+from kubevision_trainer.report.reporter import Reporter, Selection
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
+
+
+class PreemptedError(RuntimeError):
+    """A stop was requested (SIGTERM); ``last.pt`` holds the position to resume from."""
+
+
+class Checkpoints(Protocol):
+    """Where the engine's checkpoints go (``checkpoint.CheckpointStore`` in production)."""
+
+    def save_last(self, state: dict[str, Any]) -> None:
+        """Replace ``last.pt`` atomically."""
+
+    def save_best(self, state: dict[str, Any], epoch: int) -> CheckpointStatus:
+        """Replace ``best.pt`` atomically; returns what was written."""
+
+
+@dataclass
+class Progress:
+    """The plain-data part of ``last.pt``: where the run is."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches completed in epoch + 1 (non-zero only after a preemption)
+    best_epoch: int | None = None
+    best_value: float | None = None
+    stale_epochs: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    batches_total: int = 0
+    images_total: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class FitResult:
+    """How ``fit`` ended."""
+
+    progress: Progress
+    stopped_early: bool
+
+
+def selection(task: Task) -> Selection:
+    """The best-checkpoint metric: accuracy for classification, mAP otherwise (the seed)."""
+    return "accuracy" if task is Task.CLASSIFICATION else "mAP"
+
+
+def _value(m: EpochMetrics, sel: Selection) -> float | None:
+    return m.accuracy if sel == "accuracy" else m.map
+
+
+class Engine:
+    """Trains ``model`` on ``train_loader`` (whose sampler is an ``EpochSampler``) and
+    validates on ``val_loader``.
+
+    Args:
+        task, concepts: the View's task and concepts in class-index order.
+        model: classifier (logits (N, C)) or torchvision detector.
+        options: ``spec.training``.
+        device: where to train; on CUDA, mixed precision and channels_last apply.
+        reporter: receives every event.
+        checkpoints: receives ``last.pt`` and ``best.pt`` states.
+        meta: plain data stored in every checkpoint (plan hash, dataset hash, concepts...).
+        should_stop: polled after each batch; True saves ``last.pt`` and raises ``PreemptedError``.
+    """
+
+    def __init__(
+        self,
+        *,
+        task: Task,
+        concepts: list[str],
+        model: nn.Module,
+        train_loader: DataLoader[Any],
+        val_loader: DataLoader[Any],
+        options: TrainingOptions,
+        device: torch.device,
+        reporter: Reporter,
+        checkpoints: Checkpoints,
+        meta: dict[str, Any],
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.task = task
+        self.concepts = concepts
+        self.options = options
+        self.device = device
+        self.reporter = reporter
+        self.checkpoints = checkpoints
+        self.meta = meta
+        self.should_stop = should_stop
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        sampler = getattr(train_loader.batch_sampler, "sampler", None)
+        if not isinstance(sampler, EpochSampler):
+            raise TypeError("train_loader must batch an EpochSampler")
+        self.sampler = sampler
+        self.steps_per_epoch = len(train_loader)
+        self.cuda = device.type == "cuda"
+        self.amp_dtype = self._amp_dtype()
+        self.model = model.to(device)
+        if self.cuda and task is not Task.DETECTION:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = schedule.optimizer(self.model.parameters(), options)
+        self.scheduler = schedule.scheduler(self.optimizer, options, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.selection = selection(task)
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        if not self.cuda or self.options.mixed_precision is MixedPrecision.NONE:
+            return None
+        if self.options.mixed_precision is MixedPrecision.BF16 and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def _to_device(self, images: Any, targets: Any) -> tuple[Any, Any]:
+        nb = self.cuda
+        if self.task is Task.DETECTION:
+            images = [img.to(self.device, non_blocking=nb) for img in images]
+            targets = [
+                {k: v.to(self.device, non_blocking=nb) for k, v in t.items()} for t in targets
+            ]
+            return images, targets
+        images = images.to(self.device, non_blocking=nb)
+        if self.cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, targets.to(self.device, non_blocking=nb)
+
+    def _loss(self, images: Any, targets: Any) -> torch.Tensor:
+        if self.task is Task.DETECTION:
+            losses = self.model(images, targets)
+            return torch.stack([v for v in losses.values()]).sum()
+        logits = self.model(images)
+        if self.task is Task.CLASSIFICATION:
+            return nn.functional.cross_entropy(logits.float(), targets)
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def state(self, progress: Progress) -> dict[str, Any]:
+        """The ``last.pt`` payload: state dicts and plain data (loadable with
+        ``weights_only=True``)."""
+        return {
+            "format": 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "progress": asdict(progress),
+            "meta": self.meta,
+        }
+
+    def restore(self, state: dict[str, Any]) -> Progress:
+        """Load a ``last.pt`` payload; returns its progress."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        return Progress(**state["progress"])
+
+    # -- loops ---------------------------------------------------------------------------
+
+    def _batches(self, epoch: int, start: int) -> Iterator[tuple[int, Any, Any]]:
+        self.sampler.set_epoch(epoch, start * (self.train_loader.batch_size or 1))
+        for index, (images, targets) in enumerate(self.train_loader, start=start):
+            yield index, images, targets
+
+    def train_one_epoch(self, epoch: int, progress: Progress) -> float:
+        """Train epoch ``epoch`` (1-based) from batch ``progress.batch``; returns the mean
+        batch loss of the epoch.
+
+        Raises:
+            TrainingError: the loss is not finite.
+            Preempted: ``should_stop()`` turned True (``last.pt`` was saved first).
+        """
+        self.model.train()
+        if progress.batch == 0:
+            # Seeding per epoch makes an epoch re-run after a restart draw the same numbers.
+            torch.manual_seed(derive_seed(self.options.seed, epoch, 0xE9))
+        self.reporter.start_epoch(epoch, self.options.epochs, self.steps_per_epoch)
+        for index, cpu_images, cpu_targets in self._batches(epoch, progress.batch):
+            started = time.perf_counter()
+            images, targets = self._to_device(cpu_images, cpu_targets)
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            with self._autocast():
+                loss = self._loss(images, targets)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the loss is {loss.item()} at epoch {epoch}, batch {index}: lower "
+                    "spec.training.learningRate or add warmup (spec.training.lrSchedule)"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            value = float(loss.detach())
+            count = len(images)
+            progress.batch = index + 1
+            progress.loss_sum += value
+            progress.loss_count += 1
+            progress.batches_total += 1
+            progress.images_total += count
+            self.reporter.batch(
+                epoch, index, self.steps_per_epoch, lr, value, count, time.perf_counter() - started
+            )
+            if self.should_stop() and progress.batch < self.steps_per_epoch:
+                self.checkpoints.save_last(self.state(progress))
+                raise PreemptedError(f"stopped at epoch {epoch}, batch {progress.batch}")
+        mean = progress.loss_sum / max(1, progress.loss_count)
+        return mean
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, metrics.EvalResult]:
+        """Validation loss (mean over batches of the task's loss) and metrics on the val set.
+
+        Detection's val loss is computed in train mode (torchvision detectors return losses
+        only then) with every norm layer in eval mode, so the running statistics are not
+        updated by validation data."""
+        evaluator = metrics.evaluator_for(self.task, self.concepts)
+        total, batches = 0.0, 0
+        for cpu_images, cpu_targets in self.val_loader:
+            images, targets = self._to_device(cpu_images, cpu_targets)
+            with self._autocast():
+                if self.task is Task.DETECTION:
+                    self.model.train()
+                    for module in self.model.modules():
+                        if isinstance(
+                            module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm
+                        ):
+                            module.eval()
+                    total += float(self._loss(images, targets))
+                    self.model.eval()
+                    outputs = self.model(images)
+                    evaluator.update(
+                        [{k: v.float().cpu() for k, v in o.items()} for o in outputs],
+                        [{k: v.cpu() for k, v in t.items()} for t in targets],
+                    )
+                else:
+                    self.model.eval()
+                    logits = self.model(images).float()
+                    if self.task is Task.CLASSIFICATION:
+                        total += float(nn.functional.cross_entropy(logits, targets))
+                    else:
+                        total += float(
+                            nn.functional.binary_cross_entropy_with_logits(logits, targets)
+                        )
+                    evaluator.update(logits.cpu(), targets.cpu())
+            batches += 1
+        self.model.train()
+        return total / max(1, batches), evaluator.compute()
+
+    def _improved(self, value: float | None, progress: Progress) -> bool:
+        if progress.best_epoch is None:
+            return True
+        if value is None:
+            return False
+        if progress.best_value is None:
+            return True
+        return value > progress.best_value + self.options.early_stopping.min_delta
+
+    def fit(self, progress: Progress | None = None) -> FitResult:
+        """Train from ``progress`` (a fresh run when None) to the last epoch or an early stop.
+
+        Each epoch: train, validate, report the epoch, save ``best.pt`` when the selection
+        metric improved (by more than ``minDelta``; the first epoch always counts), then save
+        ``last.pt``. Returns where the run ended."""
+        progress = progress or Progress()
+        epochs = self.options.epochs
+        patience = self.options.early_stopping.patience
+        self.reporter.step(StepName.TRAINING, StepState.RUNNING)
+        stopped_early = False
+        while progress.epoch < epochs:
+            epoch = progress.epoch + 1
+            train_loss = self.train_one_epoch(epoch, progress)
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            val_loss, result = self.evaluate()
+            record = EpochMetrics(
+                epoch=epoch,
+                learning_rate=lr,
+                train_loss=train_loss,
+                val_loss=val_loss,
+                accuracy=result.accuracy,
+                map=result.map,
+                ap50=result.ap50,
+            )
+            value = _value(record, self.selection)
+            improved = self._improved(value, progress)
+            progress.epoch, progress.batch = epoch, 0
+            progress.loss_sum, progress.loss_count = 0.0, 0
+            progress.history.append(record.model_dump(mode="json", by_alias=True))
+            if improved:
+                progress.best_epoch, progress.best_value = epoch, value
+                progress.stale_epochs = 0
+            else:
+                progress.stale_epochs += 1
+            best = (
+                BestMetric(epoch=progress.best_epoch, value=progress.best_value)
+                if progress.best_epoch is not None and progress.best_value is not None
+                else None
+            )
+            self.reporter.epoch(record, best, self.selection)
+            if improved:
+                status = self.checkpoints.save_best(self.best_state(epoch, record), epoch)
+                self.reporter.checkpoint(status)
+            self.checkpoints.save_last(self.state(progress))
+            log.info(
+                "epoch %d/%d: train loss %.4f, val loss %.4f, accuracy %s, mAP %s",
+                epoch,
+                epochs,
+                train_loss,
+                val_loss,
+                record.accuracy,
+                record.map,
+            )
+            if patience and progress.stale_epochs >= patience and progress.epoch < epochs:
+                stopped_early = True
+                log.info("early stop: no improvement for %d epochs", patience)
+                break
+            if self.should_stop() and progress.epoch < epochs:
+                raise PreemptedError(f"stopped after epoch {epoch}")
+        self.reporter.step(
+            StepName.TRAINING,
+            StepState.SUCCEEDED,
+            f"early stop after epoch {progress.epoch}" if stopped_early else None,
+        )
+        return FitResult(progress, stopped_early)
+
+    def best_state(self, epoch: int, record: EpochMetrics) -> dict[str, Any]:
+        """The ``best.pt`` payload: the model's state dict and plain data."""
+        return {
+            "format": 1,
+            "model": self.model.state_dict(),
+            "epoch": epoch,
+            "metrics": record.model_dump(mode="json", by_alias=True),
+            "meta": self.meta,
+        }

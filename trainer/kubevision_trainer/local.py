@@ -1,0 +1,106 @@
+"""Local mode (``kubevision train``): the same TrainingPlan and trainer as a Job, in this
+process, with ``file://`` storage under ``./runs/``, a progress bar and a report image."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kubevision_api import manifests
+from kubevision_api.errors import InputError
+from kubevision_api.modelversion import ModelVersion
+from kubevision_api.plan import PlanDefaults, TrainingPlan, resolve
+from kubevision_api.view import View
+from kubevision_trainer import main, storage
+from kubevision_trainer.report import image, records
+from kubevision_trainer.report.progress import ProgressBarReporter
+
+log = logging.getLogger(__name__)
+
+REPORT = "report.png"
+
+
+def _absolute(uri: str, base: Path) -> str:
+    """A scheme-less URI is a path relative to the manifest's folder."""
+    if "://" in uri:
+        return uri
+    return "file://" + str((base / uri).resolve())
+
+
+def plan_from_manifests(
+    paths: Sequence[str | Path], *, output: str | None = None, epochs: int | None = None
+) -> TrainingPlan:
+    """Load one View and one ModelVersion from manifest files or folders and resolve them
+    into a plan, as the operator would, with local defaults.
+
+    Raises:
+        InputError: not exactly one View and one ModelVersion, a bad manifest, or a plan
+            error (e.g. an architecture that does not fit the task).
+    """
+    loaded = manifests.load(paths)
+    views = [item for item in loaded if isinstance(item.obj, View)]
+    versions = [item for item in loaded if isinstance(item.obj, ModelVersion)]
+    names = ", ".join(str(p) for p in paths)
+    if len(views) != 1 or len(versions) != 1:
+        raise InputError(
+            names,
+            f"expected one View and one ModelVersion, found {len(views)} and {len(versions)}",
+        )
+    view_item, mv_item = views[0], versions[0]
+    view, mv = view_item.obj, mv_item.obj
+    assert isinstance(view, View) and isinstance(mv, ModelVersion)
+    dataset = view.spec.dataset.model_copy(
+        update={"uri": _absolute(view.spec.dataset.uri, view_item.source.parent)}
+    )
+    view = view.model_copy(update={"spec": view.spec.model_copy(update={"dataset": dataset})})
+    spec_update: dict[str, Any] = {}
+    if mv.spec.pretrained_weights is not None:
+        weights = mv.spec.pretrained_weights
+        spec_update["pretrained_weights"] = weights.model_copy(
+            update={"uri": _absolute(weights.uri, mv_item.source.parent)}
+        )
+    if epochs is not None:
+        spec_update["training"] = mv.spec.training.model_copy(update={"epochs": epochs})
+    if output is not None:
+        spec_update["output"] = mv.spec.output.model_copy(
+            update={"uri": _absolute(output, Path.cwd())}
+        )
+    if spec_update:
+        mv = mv.model_copy(update={"spec": mv.spec.model_copy(update=spec_update)})
+    # Local runs have no operator: no status endpoint, no metrics port.
+    defaults = PlanDefaults(output_base_uri="file://" + str(Path.cwd() / "runs"), metrics_port=None)
+    return resolve(view, mv, defaults)
+
+
+def run(
+    paths: Sequence[str | Path],
+    *,
+    output: str | None = None,
+    device: str = "auto",
+    epochs: int | None = None,
+    report: bool = True,
+) -> str:
+    """Train from manifests on this machine; returns the output URI.
+
+    Raises:
+        InputError: bad manifests, dataset or images (one line naming file, record, field).
+    """
+    plan = plan_from_manifests(paths, output=output, epochs=epochs)
+    bar = ProgressBarReporter()
+    bar.console.log(f"training {plan.namespace}/{plan.model_version} into {plan.output_uri}")
+    card = main.run(plan, device=device, reporters=[bar])
+    if report:
+        png = image.render(
+            records.read_jsonl(storage.join(plan.output_uri, records.BATCHES)),
+            records.read_jsonl(storage.join(plan.output_uri, records.METRICS)),
+            f"{plan.namespace}/{plan.model_version} ({plan.spec.architecture}, {plan.task.value})",
+        )
+        storage.write_atomic(storage.join(plan.output_uri, REPORT), png)
+    metrics = card["metrics"]
+    bar.console.log(
+        f"done: best epoch {metrics['bestEpoch']}: accuracy {metrics.get('accuracy')}, "
+        f"mAP {metrics.get('mAP')}; outputs in {plan.output_uri}"
+    )
+    return plan.output_uri

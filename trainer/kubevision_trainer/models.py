@@ -1,0 +1,144 @@
+"""torchvision architectures per task, heads sized to the View's concepts, and partial loads
+of initial weights. Nothing is downloaded: every builder gets ``weights=None``."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torchvision
+from torch import nn
+
+from kubevision_api.errors import InputError
+from kubevision_api.modelversion import ImageResizer
+from kubevision_api.view import Task
+
+log = logging.getLogger(__name__)
+
+#: Prefixes under which a detector keeps a classifier's layers, tried in order when a tensor
+#: name does not match as is (``backbone.body.layer1...`` <- ``layer1...``).
+_BACKBONE_PREFIXES = ("backbone.body.", "backbone.", "")
+
+
+def build(architecture: str, task: Task, num_concepts: int, resizer: ImageResizer) -> nn.Module:
+    """A freshly initialised model.
+
+    Classification and tagging: ``num_concepts`` logits, shape (N, C). Detection: a torchvision
+    detector with ``num_concepts + 1`` classes (0 is background) whose internal resize matches
+    the resizer, so images reach the network at the resizer's size.
+
+    Raises:
+        InputError: the architecture is not a torchvision model of the task's kind.
+    """
+    if task is Task.DETECTION:
+        known = torchvision.models.list_models(module=torchvision.models.detection)
+        if architecture not in known:
+            raise InputError("spec.architecture", f"{architecture!r} is not a torchvision detector")
+        kwargs = detector_kwargs(architecture, resizer)
+        model: nn.Module = torchvision.models.get_model(
+            architecture,
+            weights=None,
+            weights_backbone=None,
+            num_classes=num_concepts + 1,
+            **kwargs,
+        )
+        return model
+    known = torchvision.models.list_models(module=torchvision.models)
+    if architecture not in known:
+        raise InputError("spec.architecture", f"{architecture!r} is not a torchvision classifier")
+    model = torchvision.models.get_model(architecture, weights=None, num_classes=num_concepts)
+    return model
+
+
+def detector_kwargs(architecture: str, resizer: ImageResizer) -> dict[str, object]:
+    """Builder options of a detector for the resizer's input size.
+
+    The images already have the resizer's size, so the model's own resize keeps them as they
+    are (``min_size``/``max_size``). For inputs of 320 px or less the RPN keeps fewer proposals
+    and samples fewer RoIs: the values of torchvision's 320-px MobileNet recipe at test time,
+    applied to training too, since small images hold few objects.
+    """
+    side_min, side_max = min(resizer.width, resizer.height), max(resizer.width, resizer.height)
+    if architecture.startswith("ssdlite") or architecture.startswith("ssd"):
+        return {}
+    kwargs: dict[str, object] = {"min_size": side_min, "max_size": side_max}
+    if architecture.startswith("fasterrcnn") and side_max <= 320:
+        kwargs.update(
+            rpn_pre_nms_top_n_train=300,
+            rpn_post_nms_top_n_train=300,
+            rpn_pre_nms_top_n_test=150,
+            rpn_post_nms_top_n_test=150,
+            box_batch_size_per_image=128,
+        )
+    return kwargs
+
+
+@dataclass
+class LoadReport:
+    """What a partial load did: tensor names loaded, and left at their initialisation."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+
+
+def state_dict_from_bytes(data: bytes, source: str) -> dict[str, torch.Tensor]:
+    """The model state dict inside a kubevision checkpoint (key ``model``) or a plain state
+    dict file. Loaded with ``weights_only=True``: no code runs.
+
+    Raises:
+        InputError: not a torch file, or no tensors in it.
+    """
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise InputError(source, f"not a loadable torch state dict: {exc}") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(source, "holds no tensors (expected a state dict)")
+    return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _match(source: dict[str, torch.Tensor], key: str, shape: torch.Size) -> str | None:
+    # torchvision classifiers keep their trunk under ``features.`` (MobileNet, EfficientNet);
+    # a detector's ``backbone.body`` is that trunk without the prefix.
+    for candidate in (key, "features." + key):
+        tensor = source.get(candidate)
+        if tensor is not None and tensor.shape == shape:
+            return candidate
+    return None
+
+
+def load_partial(model: nn.Module, source: dict[str, torch.Tensor]) -> LoadReport:
+    """Copy every tensor of ``source`` whose name and shape fit ``model``; the rest keep their
+    initialisation. A name is tried as is, then with the prefixes a detector puts before a
+    classifier's layers (``backbone.body.``, ``backbone.``), so a detector can start from a
+    classifier's backbone. Heads of another size are left out by the shape check."""
+    target = model.state_dict()
+    report = LoadReport()
+    update: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    for name, tensor in target.items():
+        for prefix in _BACKBONE_PREFIXES:
+            if not name.startswith(prefix):
+                continue
+            key = _match(source, name[len(prefix) :], tensor.shape)
+            if key is not None:
+                update[name] = source[key]
+                used.add(key)
+                break
+        else:
+            report.missing.append(name)
+    model.load_state_dict(update, strict=False)
+    report.loaded = sorted(update)
+    report.unused = sorted(set(source) - used)
+    log.info(
+        "initial weights: %d tensors loaded, %d left initialised, %d unused",
+        len(report.loaded),
+        len(report.missing),
+        len(report.unused),
+    )
+    return report

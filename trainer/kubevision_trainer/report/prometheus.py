@@ -1,0 +1,229 @@
+"""Prometheus metrics of a training run (ARCHITECTURE.md §6): served on ``/metrics`` and, where
+configured, pushed to a Pushgateway.
+
+Every metric carries the labels ``namespace``, ``view`` and ``modelversion`` and lives in the
+reporter's own ``CollectorRegistry`` (never the global one), so two reporters in one process
+do not collide and nothing is registered at import.
+
+Pushes (job ``kubevision-trainer``, grouping key ``namespace`` + ``modelversion``, so a
+Pushgateway scraped with ``honor_labels`` keeps the pushed labels) happen at every epoch end,
+at ``close``, and on batches at most every ``push_interval`` seconds. A failed push is logged
+and never raised: a failed report never stops training. Deleting the group afterwards is the
+operator's sweep (§7), not the trainer's.
+
+Counters and resume: a resumed trainer is a new process whose counters would start at 0.
+Pass ``start_batches`` and ``start_images`` (the totals recorded in ``last.pt`` for the
+epochs already done) and the counters continue from there, so the pushed series (which
+``rate()`` would not stitch across a Pushgateway group) stays monotonic across restarts.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import threading
+import time
+from collections.abc import Callable
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, start_http_server
+from typing_extensions import override  # Python 3.12's typing.override
+
+from kubevision_api.modelversion import BestMetric, EpochMetrics
+from kubevision_trainer.report.reporter import NullReporter, Selection
+
+log = logging.getLogger(__name__)
+
+JOB = "kubevision-trainer"
+LABELS = ("namespace", "view", "modelversion")
+
+Pusher = Callable[..., None]
+"""``prometheus_client.push_to_gateway``'s signature: (gateway, job, registry, grouping_key,
+timeout)."""
+
+
+class PrometheusReporter(NullReporter):
+    """Reports training events as Prometheus metrics.
+
+    Args:
+        namespace, view, modelversion: the label values of every metric.
+        port: serve ``/metrics`` on this port (0: a free one; see ``port``); None: no server.
+        address: the address the server binds (all interfaces by default, for the PodMonitor).
+        pushgateway_url: push to this Pushgateway (``http://host:port``); None: never push.
+        push_interval: the least seconds between two pushes on batches.
+        push_timeout: seconds a push may take before it counts as failed.
+        start_batches, start_images: the counters' starting totals on resume.
+        clock: monotonic seconds (tests pass a fake one).
+        pusher: the push function (tests may pass a fake one).
+
+    Raises:
+        OSError: the ``/metrics`` server cannot bind ``port``.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        view: str,
+        modelversion: str,
+        port: int | None = None,
+        address: str = "0.0.0.0",
+        pushgateway_url: str | None = None,
+        push_interval: float = 5.0,
+        push_timeout: float = 5.0,
+        start_batches: int = 0,
+        start_images: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        pusher: Pusher = push_to_gateway,
+    ) -> None:
+        if start_batches < 0 or start_images < 0:
+            raise ValueError("start_batches and start_images must not be negative")
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.labels = {"namespace": namespace, "view": view, "modelversion": modelversion}
+        self.grouping_key = {"namespace": namespace, "modelversion": modelversion}
+        self.pushgateway_url = pushgateway_url
+        self.push_interval = push_interval
+        self.push_timeout = push_timeout
+        self.pushes = 0
+        self.push_failures = 0
+        self._clock = clock
+        self._pusher = pusher
+        self._last_push: float | None = None
+        self._failing = False
+        self._closed = False
+        self._lock = threading.Lock()
+
+        # Gauges get their labelled child on the first set (a gauge never set is absent, not
+        # 0); the counters' children exist from the start (0 batches done is a fact).
+        def gauge(name: str, documentation: str) -> Gauge:
+            return Gauge(name, documentation, LABELS, registry=self.registry)
+
+        def counter(name: str, documentation: str) -> Counter:
+            return Counter(name, documentation, LABELS, registry=self.registry).labels(
+                **self.labels
+            )
+
+        self.learning_rate = gauge(
+            "kubevision_train_learning_rate", "Learning rate of the last training batch."
+        )
+        self.batch_loss = gauge("kubevision_train_batch_loss", "Loss of the last training batch.")
+        self.batches = counter("kubevision_train_batches_total", "Training batches done.")
+        self.images = counter("kubevision_train_images_total", "Training images processed.")
+        self.images_per_second = gauge(
+            "kubevision_train_images_per_second", "Throughput of the last training batch."
+        )
+        self.epoch_number = gauge(
+            "kubevision_train_epoch", "Current epoch (1-based): started or last finished."
+        )
+        self.val_loss = gauge("kubevision_val_loss", "Validation loss of the last epoch.")
+        self.val_accuracy = gauge(
+            "kubevision_val_accuracy", "Validation accuracy of the last epoch."
+        )
+        self.val_map = gauge("kubevision_val_map", "Validation mAP of the last epoch.")
+        self.best_metric = gauge(
+            "kubevision_best_metric", "Best value so far of the selection metric."
+        )
+        if start_batches:
+            self.batches.inc(start_batches)
+        if start_images:
+            self.images.inc(start_images)
+
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+        if port is not None:
+            self._server, self._thread = start_http_server(
+                port, addr=address, registry=self.registry
+            )
+            self.port = int(self._server.server_port)
+            log.info("serving Prometheus metrics on %s:%d/metrics", address, self.port)
+
+    def _set(self, gauge: Gauge, value: float) -> None:
+        gauge.labels(**self.labels).set(value)
+
+    # --- Reporter events -------------------------------------------------------------------
+
+    @override
+    def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
+        """Sets ``kubevision_train_epoch``."""
+        self._set(self.epoch_number, epoch)
+
+    @override
+    def batch(
+        self,
+        epoch: int,
+        index: int,
+        batches: int,
+        learning_rate: float,
+        loss: float,
+        images: int,
+        seconds: float,
+    ) -> None:
+        """Sets the batch gauges, counts the batch and its images; pushes if the last push is
+        ``push_interval`` seconds old."""
+        self._set(self.learning_rate, learning_rate)
+        self._set(self.batch_loss, loss)
+        self.batches.inc()
+        self.images.inc(images)
+        if seconds > 0:
+            self._set(self.images_per_second, images / seconds)
+        if self._last_push is None or self._clock() - self._last_push >= self.push_interval:
+            self.push()
+
+    @override
+    def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:
+        """Sets the validation gauges that have a value, and the best metric; pushes."""
+        self._set(self.epoch_number, metrics.epoch)
+        if metrics.val_loss is not None:
+            self._set(self.val_loss, metrics.val_loss)
+        if metrics.accuracy is not None:
+            self._set(self.val_accuracy, metrics.accuracy)
+        if metrics.map is not None:
+            self._set(self.val_map, metrics.map)
+        if best is not None:
+            self._set(self.best_metric, best.value)
+        self.push()
+
+    @override
+    def close(self, ok: bool) -> None:
+        """Pushes a last time and stops the ``/metrics`` server. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.push()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._server = None
+
+    # --- Pushgateway ---------------------------------------------------------------------
+
+    def push(self) -> bool:
+        """Push the registry to the Pushgateway now (no-op without one). Failures are logged
+        (the first of a series as a warning, the rest at debug level) and counted in
+        ``push_failures``; returns whether the push succeeded."""
+        if self.pushgateway_url is None:
+            return False
+        with self._lock:
+            self._last_push = self._clock()
+            try:
+                self._pusher(
+                    self.pushgateway_url,
+                    job=JOB,
+                    registry=self.registry,
+                    grouping_key=self.grouping_key,
+                    timeout=self.push_timeout,
+                )
+            except (OSError, http.client.HTTPException) as exc:
+                self.push_failures += 1
+                level = logging.DEBUG if self._failing else logging.WARNING
+                log.log(level, "push to Pushgateway %s failed: %s", self.pushgateway_url, exc)
+                self._failing = True
+                return False
+            self.pushes += 1
+            if self._failing:
+                log.info("push to Pushgateway %s works again", self.pushgateway_url)
+                self._failing = False
+            return True
