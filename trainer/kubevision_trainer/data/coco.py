@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import posixpath
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,14 +107,7 @@ def read(source_uri: str, task: view.Task, concepts: list[str]) -> ReadResult:
 
     folder = source_uri.rsplit("/", 1)[0] if "/" in source_uri else "."
     for image in images.values():
-        sample = _sample(
-            image,
-            task,
-            concepts=concepts,
-            folder=folder,
-            source_uri=source_uri,
-            skipped=result.skipped,
-        )
+        sample = _sample(image, task, concepts, folder, result)
         if sample is not None:
             result.samples.append(sample)
     result.samples.sort(key=lambda s: s.path)
@@ -123,19 +115,14 @@ def read(source_uri: str, task: view.Task, concepts: list[str]) -> ReadResult:
 
 
 def _sample(
-    image: _Image,
-    task: view.Task,
-    *,
-    concepts: list[str],
-    folder: str,
-    source_uri: str,
-    skipped: Counter[str],
+    image: _Image, task: view.Task, concepts: list[str], folder: str, result: ReadResult
 ) -> Sample | None:
+    """The image's sample, or None (counted in ``result.skipped``) when the task leaves it out."""
     uri = storage.join(folder, image.path)
     labels = tuple(sorted(image.labels))
     if task is view.Task.DETECTION:
         if not image.boxes:
-            skipped["NoBoxes"] += 1
+            result.skipped["NoBoxes"] += 1
             return None
         return Sample(
             path=image.path,
@@ -148,7 +135,7 @@ def _sample(
         )
     if task is view.Task.CLASSIFICATION and len(labels) != 1:
         if not labels and image.ignored:
-            skipped["ConceptNotInView"] += 1
+            result.skipped["ConceptNotInView"] += 1
             return None
         if not labels:
             problem = "has no annotation"
@@ -156,7 +143,7 @@ def _sample(
             names = ", ".join(concepts[label] for label in labels)
             problem = f"has {len(labels)} concepts ({names})"
         raise errors.InputError(
-            source_uri,
+            result.source,
             f"{problem}; classification needs exactly one concept per image",
             record=image.record,
         )

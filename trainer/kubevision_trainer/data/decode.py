@@ -29,6 +29,10 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 from kubevision_api import errors
 
 _ORIENTATIONS = frozenset(range(1, 9))
+#: Formats Pillow may open: the dataset formats' image types (JPEG includes the multi-picture
+#: JPEGs of cameras, MPO). Others are refused, datasets being untrusted input: EPS, for one,
+#: runs Ghostscript.
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 # Errors that Pillow's plugins raise on bad data; DecompressionBombError is not an OSError.
 _DECODE_ERRORS = (
     OSError,
@@ -54,15 +58,16 @@ def decode_image(data: bytes, source: str) -> tuple[Image.Image, int, tuple[int,
         the stored size ``(width, height)`` in pixels, before orientation.
 
     Raises:
-        InputError: the bytes are not a readable image, are truncated or corrupt, or exceed
-            Pillow's decompression-bomb limit (names ``source`` and the cause).
+        InputError: the bytes are not an image of one of :data:`FORMATS`, are truncated or
+            corrupt, or exceed Pillow's decompression-bomb limit (names ``source`` and the
+            cause).
         RuntimeError: ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` was set to True by someone.
     """
     # Pillow would otherwise pad a truncated image with grey and train on it silently.
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
     try:
-        image: Image.Image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
         image.load()
         raw_size = image.size
         orientation = _orientation(image)
@@ -76,7 +81,7 @@ def decode_image(data: bytes, source: str) -> tuple[Image.Image, int, tuple[int,
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, UnidentifiedImageError):
-        return "not an image file in a format Pillow reads"
+        return "not a JPEG, PNG, BMP, GIF, WebP or TIFF image"
     text = str(exc) or type(exc).__name__
     if "truncated" in text:
         return f"the file is truncated ({text})"

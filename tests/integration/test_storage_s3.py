@@ -1,0 +1,154 @@
+"""``kubevision_trainer.storage`` against a real S3 server, configured only through the
+``AWS_*`` variables (as in the trainer's Job)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+import pytest
+from tests.integration import services
+
+from kubevision_api.errors import InputError
+from kubevision_trainer import storage
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server: services.S3Server) -> str:
+    """One bucket for this module (SeaweedFS allocates volumes per bucket: ~0.4 s each)."""
+    return s3_server.create_bucket()
+
+
+@pytest.fixture
+def base(bucket: str, s3_env: services.S3Server) -> str:
+    """A fresh ``s3://`` prefix for one test, with the ``AWS_*`` variables set."""
+    return f"s3://{bucket}/{uuid.uuid4().hex[:8]}/mv-1"
+
+
+def keys(server: services.S3Server, base: str) -> list[str]:
+    """Every object key under ``base``, relative to it, read with boto3 (not through the code
+    under test)."""
+    bucket, prefix = base.removeprefix("s3://").split("/", 1)
+    response = server.client().list_objects_v2(Bucket=bucket, Prefix=prefix + "/")
+    return sorted(item["Key"].removeprefix(prefix + "/") for item in response.get("Contents", []))
+
+
+def test_write_atomic_then_read_back(base: str, s3_env: services.S3Server) -> None:
+    data = b"\x00checkpoint\xff" * 1000
+    digest = storage.write_atomic(storage.join(base, "checkpoints/best.pt"), data)
+
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert storage.read_bytes(storage.join(base, "checkpoints/best.pt")) == data
+    # Exactly the target: no temporary object left beside it.
+    assert keys(s3_env, base) == ["checkpoints/best.pt"]
+    bucket, prefix = base.removeprefix("s3://").split("/", 1)
+    body = s3_env.client().get_object(Bucket=bucket, Key=f"{prefix}/checkpoints/best.pt")
+    assert body["Body"].read() == data
+
+
+def test_overwrite_replaces_content(base: str) -> None:
+    uri = storage.join(base, "model.json")
+    storage.write_atomic(uri, b'{"v": 1}')
+    storage.write_atomic(uri, b'{"v": 2}')
+    assert storage.read_bytes(uri) == b'{"v": 2}'
+
+
+def test_exists(base: str) -> None:
+    uri = storage.join(base, "metrics.jsonl")
+    assert not storage.exists(uri)
+    storage.write_atomic(uri, b"{}\n")
+    assert storage.exists(uri)
+    assert not storage.exists(storage.join(base, "metrics.json"))
+
+
+def test_list_dir_names_files_and_folders(base: str) -> None:
+    storage.write_atomic(storage.join(base, "model.json"), b"{}")
+    storage.write_atomic(storage.join(base, "metrics.jsonl"), b"")
+    storage.write_atomic(storage.join(base, "checkpoints/last.pt"), b"last")
+    storage.write_atomic(storage.join(base, "checkpoints/best.pt"), b"best")
+
+    assert storage.list_dir(base) == [
+        ("checkpoints", True),
+        ("metrics.jsonl", False),
+        ("model.json", False),
+    ]
+    assert storage.list_dir(storage.join(base, "checkpoints")) == [
+        ("best.pt", False),
+        ("last.pt", False),
+    ]
+
+
+def test_missing_object_and_folder_name_the_uri(base: str) -> None:
+    uri = storage.join(base, "nope.json")
+    with pytest.raises(InputError, match=r"nope\.json: file not found"):
+        storage.read_bytes(uri)
+    with pytest.raises(InputError, match="folder not found"):
+        storage.list_dir(storage.join(base, "no-such-folder"))
+
+
+def test_append_text(base: str) -> None:
+    uri = storage.join(base, "batches.jsonl")
+    storage.append_text(uri, '{"batch": 1}\n')
+    storage.append_text(uri, '{"batch": 2}\n')
+    assert storage.read_bytes(uri) == b'{"batch": 1}\n{"batch": 2}\n'
+
+
+def test_failed_verification_leaves_old_object(
+    base: str, s3_env: services.S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = storage.join(base, "checkpoints/last.pt")
+    storage.write_atomic(uri, b"old")
+    real_sha256 = storage.sha256
+    calls: list[bytes] = []
+
+    def corrupt_on_read_back(data: bytes) -> str:
+        # First call: the digest of the data to write; second: the read-back, made wrong.
+        calls.append(data)
+        return real_sha256(data) if len(calls) == 1 else "0" * 64
+
+    monkeypatch.setattr(storage, "sha256", corrupt_on_read_back)
+    with pytest.raises(OSError, match="verification failed"):
+        storage.write_atomic(uri, b"new")
+
+    assert calls == [b"new", b"new"]  # the read-back really came from the server
+    monkeypatch.setattr(storage, "sha256", real_sha256)
+    assert storage.read_bytes(uri) == b"old"
+    assert keys(s3_env, base) == ["checkpoints/last.pt"]
+
+
+def test_failed_move_leaves_old_object(
+    base: str, s3_env: services.S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = storage.join(base, "model.json")
+    storage.write_atomic(uri, b"old")
+    real_filesystem = storage.filesystem
+
+    def failing_move(target: str) -> tuple[Any, str]:
+        fs, path = real_filesystem(target)
+
+        def mv(*args: object, **kwargs: object) -> None:
+            raise OSError("injected: connection lost during copy")
+
+        fs.mv = mv
+        return fs, path
+
+    monkeypatch.setattr(storage, "filesystem", failing_move)
+    with pytest.raises(OSError, match="injected"):
+        storage.write_atomic(uri, b"new")
+
+    monkeypatch.setattr(storage, "filesystem", real_filesystem)
+    assert storage.read_bytes(uri) == b"old"
+    assert keys(s3_env, base) == ["model.json"]
+
+
+def test_wrong_secret_is_refused(
+    base: str, s3_env: services.S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server checks the key, so the tests above really used the configured one."""
+    if s3_env.kind == "moto":
+        pytest.skip("moto accepts any credentials")
+    storage.write_atomic(storage.join(base, "a.txt"), b"a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises((InputError, PermissionError, OSError)):
+        storage.read_bytes(storage.join(base, "a.txt"))
