@@ -312,9 +312,7 @@ def write_detection(root: Path, digits: Digits, opts: Options) -> int:
             )
         rel = f"images/canvas-{n:04d}.png"
         Image.fromarray(to_u8(canvas), mode="RGB").save(root / rel)
-        images.append(
-            {"id": image_id, "file_name": rel, "width": DET_CANVAS, "height": DET_CANVAS}
-        )
+        images.append({"id": image_id, "file_name": rel, "width": DET_CANVAS, "height": DET_CANVAS})
     coco = {
         # pycocotools copies "info" and "licenses" when loading results: keep them present.
         "info": {"description": "kubevision example: digits scans pasted on canvases"},

@@ -96,7 +96,7 @@ def test_classification_needs_two_concepts() -> None:
 def test_rejects_empty_concepts_and_bad_names() -> None:
     with pytest.raises(ValidationError):
         ViewSpec.model_validate(view_spec(task="tagging", concepts=()))
-    with pytest.raises(ValidationError, match="concepts.0.name"):
+    with pytest.raises(ValidationError, match=r"concepts\.0\.name"):
         ViewSpec.model_validate(view_spec(concepts=(" cat", "dog")))
 
 

@@ -64,6 +64,7 @@ class Progress:
     batches_total: int = 0
     images_total: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    initial: dict[str, Any] | None = None  # validation of the model before any training
 
 
 @dataclass
@@ -305,6 +306,17 @@ class Engine:
         metric improved (by more than ``minDelta``; the first epoch always counts), then save
         ``last.pt``. Returns where the run ended."""
         progress = progress or Progress()
+        if progress.initial is None and progress.epoch == 0 and progress.batch == 0:
+            # The untrained (or pretrained) model's metrics: the baseline every epoch beats.
+            val_loss, result = self.evaluate()
+            progress.initial = EpochMetrics(
+                epoch=1,
+                val_loss=val_loss,
+                accuracy=result.accuracy,
+                map=result.map,
+                ap50=result.ap50,
+            ).model_dump(mode="json", by_alias=True, exclude={"epoch"})
+            log.info("before training: %s", progress.initial)
         epochs = self.options.epochs
         patience = self.options.early_stopping.patience
         self.reporter.step(StepName.TRAINING, StepState.RUNNING)

@@ -32,7 +32,12 @@ from kubevision_api.view import Task
 from kubevision_trainer import checkpoint, engine, models, presets, storage
 from kubevision_trainer.data import balance, loading, readers, split
 from kubevision_trainer.data.loading import CachedImage
-from kubevision_trainer.data.torchdata import EpochSampler, VisionDataset, collate_detection
+from kubevision_trainer.data.torchdata import (
+    EpochSampler,
+    VisionDataset,
+    collate_detection,
+    derive_seed,
+)
 from kubevision_trainer.report import factory
 from kubevision_trainer.report.records import RecordsReporter
 from kubevision_trainer.report.reporter import MultiReporter, Reporter
@@ -174,7 +179,7 @@ def loaders(
 
 
 def _model_card(
-    plan: TrainingPlan, final: EpochMetrics, best_epoch: int | None, plan_hash: str
+    plan: TrainingPlan, final: EpochMetrics, progress: engine.Progress, plan_hash: str
 ) -> dict[str, Any]:
     spec = plan.spec
     return {
@@ -194,7 +199,11 @@ def _model_card(
             "normalisation": presets.normalisation(plan.task),
             "detectionLabelOffset": 1 if plan.task is Task.DETECTION else 0,
         },
-        "metrics": {"bestEpoch": best_epoch, **final.model_dump(mode="json", by_alias=True)},
+        "metrics": {
+            "bestEpoch": progress.best_epoch,
+            **final.model_dump(mode="json", by_alias=True),
+            "initial": progress.initial,
+        },
         "planHash": plan_hash,
         "recipe": plan.model_dump(mode="json", by_alias=True, exclude={"status_endpoint"}),
         "versions": {
@@ -250,6 +259,8 @@ def run(
         }
         if last is not None:
             _check_resumable(last, meta, store.last_uri)
+        # The initial weights depend on the seed alone, as every later random draw does.
+        torch.manual_seed(derive_seed(plan.spec.training.seed, 0xB1D))
         model = models.build(
             plan.spec.architecture, plan.task, len(plan.concepts), plan.spec.image_resizer
         )
@@ -296,7 +307,7 @@ def run(
         fanout.step(StepName.EVALUATING, StepState.SUCCEEDED, f"best epoch {final.epoch}")
 
         fanout.step(StepName.EXPORTING, StepState.RUNNING)
-        card = _model_card(plan, final, result.progress.best_epoch, plan_hash)
+        card = _model_card(plan, final, result.progress, plan_hash)
         storage.write_atomic(
             storage.join(plan.output_uri, MODEL_CARD), json.dumps(card, indent=1).encode()
         )

@@ -21,8 +21,9 @@ def _options(uri: str) -> dict[str, Any]:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
             options["endpoint_url"] = endpoint
-        # A fresh filesystem per call: s3fs caches listings, and we read what we just wrote.
-        options["skip_instance_cache"] = True
+        # The filesystem instance is reused (a new S3 client costs ~0.2 s), but not its listings
+        # cache: we read back what we just wrote.
+        options["use_listings_cache"] = False
         return options
     return {}
 

@@ -1,0 +1,77 @@
+"""Small real datasets and plans for trainer tests, made from scikit-learn's digits scans
+(installed with the package; nothing is downloaded)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from kubevision_api.modelversion import ModelVersion
+from kubevision_api.plan import PlanDefaults, TrainingPlan, resolve
+from kubevision_api.view import View
+
+NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def write_digits_imagefolder(
+    root: Path, digits: tuple[int, ...], per_class: int, size: int
+) -> Path:
+    """An ImageFolder of ``per_class`` scans of each digit in ``digits``, upscaled to
+    ``size`` x ``size`` 8-bit greyscale PNGs. Returns ``root``."""
+    data = load_digits()
+    for digit in digits:
+        folder = root / NAMES[digit]
+        folder.mkdir(parents=True, exist_ok=True)
+        indices = np.flatnonzero(data.target == digit)[:per_class]
+        for index in indices:
+            pixels = (data.images[index] * 255.0 / 16.0).astype(np.uint8)
+            Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR).save(
+                folder / f"{index:04d}.png"
+            )
+    return root
+
+
+def classification_plan(
+    data: Path,
+    output: str,
+    digits: tuple[int, ...],
+    *,
+    metrics_port: int | None = None,
+    **training: object,
+) -> TrainingPlan:
+    """A plan that trains resnet18 at 32 px on an ImageFolder of digits."""
+    view = View.model_validate(
+        {
+            "metadata": {"name": "digits"},
+            "spec": {
+                "task": "classification",
+                "concepts": [{"name": NAMES[d]} for d in digits],
+                "dataset": {"uri": f"file://{data}", "format": "imagefolder"},
+            },
+        }
+    )
+    mv = ModelVersion.model_validate(
+        {
+            "metadata": {"name": "digits-test", "namespace": "tests"},
+            "spec": {
+                "viewRef": {"name": "digits"},
+                "architecture": "resnet18",
+                "imageResizer": {"width": 32, "height": 32},
+                "augmentation": [{"name": "Brightness", "probability": 1.0, "magnitude": 0.3}],
+                "training": {"batchSize": 8, "learningRate": 0.02, **training},
+                "output": {"uri": output},
+            },
+        }
+    )
+    return resolve(view, mv, PlanDefaults(metrics_port=metrics_port))
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
