@@ -222,7 +222,7 @@ class S3Server:
 
     def client(self) -> Any:
         """A boto3 S3 client for this server."""
-        import boto3  # type: ignore[import-untyped]
+        import boto3
 
         return boto3.client(
             "s3",

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+from botocore.exceptions import ClientError
 from tests.integration import services
 
 
@@ -31,7 +31,7 @@ def test_s3_server_round_trip(s3_server: services.S3Server) -> None:
 def test_s3_server_rejects_unknown_keys(s3_server: services.S3Server) -> None:
     if s3_server.kind == "moto":
         pytest.skip("moto accepts any credentials")
-    import boto3  # type: ignore[import-untyped]
+    import boto3
 
     intruder = boto3.client(
         "s3",

@@ -24,7 +24,6 @@ def _kubevision(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=300,
-        check=False,
     )
 
 

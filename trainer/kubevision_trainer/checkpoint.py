@@ -5,6 +5,7 @@ read back with ``weights_only=True`` (state dicts and plain data only)."""
 from __future__ import annotations
 
 import io
+import pickle
 from typing import Any
 
 import torch
@@ -30,9 +31,12 @@ def from_bytes(data: bytes, source: str) -> dict[str, Any]:
     Raises:
         InputError: not a checkpoint (names ``source``).
     """
+    # See models.state_dict_from_bytes: only zip archives reach torch.load.
+    if not data.startswith(b"PK\x03\x04"):
+        raise InputError(source, "not a torch.save file (expected a zip archive)")
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         raise InputError(source, f"not a readable checkpoint: {exc}") from exc
     if not isinstance(state, dict):
         raise InputError(source, "not a kubevision checkpoint (expected a dict)")

@@ -201,7 +201,7 @@ class Engine:
     # -- loops ---------------------------------------------------------------------------
 
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[int, Any, Any]]:
-        self.sampler.set_epoch(epoch, start * (self.train_loader.batch_size or 1))
+        self.sampler.set_epoch(epoch, start * self.options.batch_size)
         for index, (images, targets) in enumerate(self.train_loader, start=start):
             yield index, images, targets
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import pickle
 from dataclasses import dataclass, field
 
 import torch
@@ -35,7 +36,11 @@ def build(architecture: str, task: Task, num_concepts: int, resizer: ImageResize
     if task is Task.DETECTION:
         known = torchvision.models.list_models(module=torchvision.models.detection)
         if architecture not in known:
-            raise InputError("spec.architecture", f"{architecture!r} is not a torchvision detector")
+            raise InputError(
+                "TrainingPlan",
+                f"{architecture!r} is not a torchvision detector",
+                field="spec.architecture",
+            )
         kwargs = detector_kwargs(architecture, resizer)
         model: nn.Module = torchvision.models.get_model(
             architecture,
@@ -47,7 +52,11 @@ def build(architecture: str, task: Task, num_concepts: int, resizer: ImageResize
         return model
     known = torchvision.models.list_models(module=torchvision.models)
     if architecture not in known:
-        raise InputError("spec.architecture", f"{architecture!r} is not a torchvision classifier")
+        raise InputError(
+            "TrainingPlan",
+            f"{architecture!r} is not a torchvision classifier",
+            field="spec.architecture",
+        )
     model = torchvision.models.get_model(architecture, weights=None, num_classes=num_concepts)
     return model
 
@@ -91,9 +100,13 @@ def state_dict_from_bytes(data: bytes, source: str) -> dict[str, torch.Tensor]:
     Raises:
         InputError: not a torch file, or no tensors in it.
     """
+    # torch.save writes zip archives (since torch 1.6); anything else would reach the legacy
+    # unpickler and fail in ways that name no file.
+    if not data.startswith(b"PK\x03\x04"):
+        raise InputError(source, "not a torch.save file (expected a zip archive)")
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         raise InputError(source, f"not a loadable torch state dict: {exc}") from exc
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]

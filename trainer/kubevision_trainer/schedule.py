@@ -35,7 +35,8 @@ def optimizer(
 def lr_factor(step: int, options: TrainingOptions, steps_per_epoch: int) -> float:
     """Multiplier of the peak learning rate at batch ``step`` (0-based, counted over the whole
     run). Warmup is linear from ``WARMUP_START``; then the policy: constant; step (times gamma
-    every ``stepEpochs`` epochs from the start); cosine to 0 at the last batch (SGDR without
+    every ``stepEpochs`` epochs from the start); cosine, reaching 0 one step after the last
+    batch (SGDR without
     restarts, Loshchilov & Hutter 2017); onecycle (Smith 2018, ``OneCycleLR``'s defaults,
     warmup epochs replacing its 30 % rise when given)."""
     schedule = options.lr_schedule

@@ -1,0 +1,154 @@
+"""The engine end to end on a tiny real dataset: records, best checkpoint, early stopping,
+and an exact resume from a stop in the middle of an epoch (the SIGTERM path)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tests.trainer.trainer_helpers import classification_plan, write_digits_imagefolder
+
+from kubevision_api.modelversion import (
+    BestMetric,
+    CheckpointStatus,
+    EpochMetrics,
+    StepName,
+    StepState,
+)
+from kubevision_trainer import checkpoint, engine, main
+from kubevision_trainer.report.reporter import NullReporter, Selection
+from kubevision_trainer.settings import TrainerSettings
+
+DIGITS = (0, 1)
+
+
+class Recorder(NullReporter):
+    """Keeps every event."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[StepName, StepState, str | None]] = []
+        self.epochs: list[tuple[EpochMetrics, BestMetric | None]] = []
+        self.checkpoints: list[CheckpointStatus] = []
+        self.batches = 0
+
+    def step(self, name: StepName, state: StepState, message: str | None = None) -> None:
+        self.steps.append((name, state, message))
+
+    def batch(self, *args: Any) -> None:
+        self.batches += 1
+
+    def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:
+        self.epochs.append((metrics, best))
+
+    def checkpoint(self, status: CheckpointStatus) -> None:
+        self.checkpoints.append(status)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("digits")
+    return write_digits_imagefolder(root, DIGITS, per_class=20, size=32)
+
+
+def _run(plan: Any, tmp: Path, **kwargs: Any) -> tuple[dict[str, Any], Recorder]:
+    recorder = Recorder()
+    card = main.run(
+        plan,
+        device="cpu",
+        reporters=[recorder],
+        settings=TrainerSettings(cache_dir=tmp / "cache"),
+        **kwargs,
+    )
+    return card, recorder
+
+
+def test_records_best_checkpoint_and_steps(digits: Path, tmp_path: Path) -> None:
+    plan = classification_plan(digits, f"file://{tmp_path}/out/", DIGITS, epochs=2)
+    card, rec = _run(plan, tmp_path)
+    names = [(name.value, state.value) for name, state, _ in rec.steps]
+    assert names == [
+        ("LoadingDataset", "Running"),
+        ("LoadingDataset", "Succeeded"),
+        ("Training", "Running"),
+        ("Training", "Succeeded"),
+        ("Evaluating", "Running"),
+        ("Evaluating", "Succeeded"),
+        ("Exporting", "Running"),
+        ("Exporting", "Succeeded"),
+    ]
+    dataset = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    train = sum(image["split"] == "train" for image in dataset["images"])
+    assert len(dataset["images"]) == 40
+    steps = -(-train // 8)
+    assert rec.batches == 2 * steps
+    lines = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records == [m.model_dump(mode="json", by_alias=True) for m, _ in rec.epochs]
+    best_epoch = max(records, key=lambda r: (r["accuracy"], -r["epoch"]))["epoch"]
+    assert card["metrics"]["bestEpoch"] == best_epoch
+    best = checkpoint.from_bytes((tmp_path / "out/checkpoints/best.pt").read_bytes(), "best")
+    assert best["epoch"] == best_epoch == rec.checkpoints[-1].epoch
+    assert card["metrics"]["initial"]["accuracy"] is not None
+    assert card["concepts"] == ["one", "zero"]
+    assert len((tmp_path / "out" / "batches.jsonl").read_text().splitlines()) == 2 * steps
+
+
+def test_early_stopping(digits: Path, tmp_path: Path) -> None:
+    # A learning rate of 1e-9 changes nothing: accuracy cannot improve after epoch 1.
+    plan = classification_plan(
+        digits,
+        f"file://{tmp_path}/out/",
+        DIGITS,
+        epochs=5,
+        learningRate=1e-9,
+        earlyStopping={"patience": 2, "minDelta": 0.01},
+    )
+    card, rec = _run(plan, tmp_path)
+    assert [m.epoch for m, _ in rec.epochs] == [1, 2, 3]
+    assert (StepName.TRAINING, StepState.SUCCEEDED, "early stop after epoch 3") in rec.steps
+    assert card["metrics"]["bestEpoch"] == 1
+
+
+def test_stop_mid_epoch_resumes_at_that_batch_exactly(digits: Path, tmp_path: Path) -> None:
+    straight = classification_plan(digits, f"file://{tmp_path}/a/", DIGITS, epochs=2, seed=3)
+    _run(straight, tmp_path)
+
+    stopped = classification_plan(digits, f"file://{tmp_path}/b/", DIGITS, epochs=2, seed=3)
+    calls = {"n": 0}
+
+    def stop_at_epoch_2_batch_2() -> bool:
+        calls["n"] += 1
+        # Polled after each batch and at each epoch end: 5 batches + 1 in epoch 1 (36 train
+        # images), then batches 1 and 2 of epoch 2.
+        return calls["n"] == 8
+
+    with pytest.raises(engine.PreemptedError, match="epoch 2, batch 2"):
+        _run(stopped, tmp_path, should_stop=stop_at_epoch_2_batch_2)
+    last = checkpoint.from_bytes((tmp_path / "b/checkpoints/last.pt").read_bytes(), "last")
+    assert (last["progress"]["epoch"], last["progress"]["batch"]) == (1, 2)
+    _run(stopped, tmp_path)
+
+    a = checkpoint.from_bytes((tmp_path / "a/checkpoints/last.pt").read_bytes(), "a")
+    b = checkpoint.from_bytes((tmp_path / "b/checkpoints/last.pt").read_bytes(), "b")
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    for index, state in a["optimizer"]["state"].items():
+        assert torch.equal(
+            state["momentum_buffer"], b["optimizer"]["state"][index]["momentum_buffer"]
+        )
+    assert (tmp_path / "a/metrics.jsonl").read_text() == (tmp_path / "b/metrics.jsonl").read_text()
+    assert (tmp_path / "a/batches.jsonl").read_text() == (tmp_path / "b/batches.jsonl").read_text()
+
+
+def test_resume_refuses_another_plan(digits: Path, tmp_path: Path) -> None:
+    plan = classification_plan(digits, f"file://{tmp_path}/out/", DIGITS, epochs=1)
+    _run(plan, tmp_path)
+    other = classification_plan(
+        digits, f"file://{tmp_path}/out/", DIGITS, epochs=1, learningRate=0.5
+    )
+    with pytest.raises(main.InputError, match="another plan"):
+        _run(other, tmp_path)
