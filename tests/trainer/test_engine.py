@@ -150,5 +150,5 @@ def test_resume_refuses_another_plan(digits: Path, tmp_path: Path) -> None:
     other = classification_plan(
         digits, f"file://{tmp_path}/out/", DIGITS, epochs=1, learningRate=0.5
     )
-    with pytest.raises(main.InputError, match="another plan"):
+    with pytest.raises(InputError, match="another plan"):
         _run(other, tmp_path)
