@@ -11,6 +11,7 @@ import pytest
 import torch
 from tests.trainer.trainer_helpers import classification_plan, write_digits_imagefolder
 
+from kubevision_api.errors import InputError
 from kubevision_api.modelversion import (
     BestMetric,
     CheckpointStatus,
