@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
 from tests.integration import services
 
 STARTUP_TIMES: dict[str, float] = {}

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client, config
+
 from tests.integration.cluster import KUBEVISION_AUDIENCE, ControlPlane
 
 # Registers cluster.py's fixtures even where tests/integration/conftest.py does not import

@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
-from tests.integration import services
 
 from kubevision_api.modelversion import BestMetric, EpochMetrics
 from kubevision_trainer.report.prometheus import JOB, PrometheusReporter
+from tests.integration import services
 
 # Three batches of epoch 1 of 2, then its validation.
 BATCHES = [  # (learning_rate, loss, images, seconds)

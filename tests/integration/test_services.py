@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
+
 from tests.integration import services
 
 

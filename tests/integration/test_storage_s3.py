@@ -8,10 +8,10 @@ import uuid
 from typing import Any
 
 import pytest
-from tests.integration import services
 
 from kubevision_api.errors import InputError
 from kubevision_trainer import storage
+from tests.integration import services
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ import json
 from pathlib import Path
 
 import torch
-from tests.integration import services
-from tests.trainer.trainer_helpers import classification_plan, write_digits_imagefolder
 
 from kubevision_api.modelversion import CheckpointStatus
 from kubevision_trainer import main
 from kubevision_trainer.report.reporter import NullReporter
 from kubevision_trainer.settings import TrainerSettings
+from tests.integration import services
+from tests.trainer.trainer_helpers import classification_plan, write_digits_imagefolder
 
 DIGITS = (3, 5, 8)
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import yaml
+
 from tests.trainer.trainer_helpers import classification_plan, write_digits_imagefolder
 
 DIGITS = (0, 1)

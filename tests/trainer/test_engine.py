@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from tests.trainer.trainer_helpers import classification_plan, write_digits_imagefolder
 
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import (
@@ -22,6 +21,7 @@ from kubevision_api.modelversion import (
 from kubevision_trainer import checkpoint, engine, main
 from kubevision_trainer.report.reporter import NullReporter, Selection
 from kubevision_trainer.settings import TrainerSettings
+from tests.trainer.trainer_helpers import classification_plan, write_digits_imagefolder
 
 DIGITS = (0, 1)
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import torch
-from tests.trainer.trainer_helpers import classification_plan, free_port, write_digits_imagefolder
 
 from kubevision_trainer import checkpoint
+from tests.trainer.trainer_helpers import classification_plan, free_port, write_digits_imagefolder
 
 DIGITS = (0, 1, 2)
 pytestmark = pytest.mark.slow

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.trainer.data import data_helpers as helpers
 
 from kubevision_api.errors import InputError
 from kubevision_api.view import Task
 from kubevision_trainer import storage
 from kubevision_trainer.data import coco, decode
+from tests.trainer.data import data_helpers as helpers
 
 CONCEPTS = ["cat", "dog", "zebra"]  # sorted: class indices 0, 1, 2
 # Non-contiguous ids, listed out of order: only the names matter.

@@ -10,10 +10,10 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
-from tests.trainer.data import data_helpers as helpers
 
 from kubevision_api.errors import InputError
 from kubevision_trainer.data import decode
+from tests.trainer.data import data_helpers as helpers
 
 URI = "file:///data/cats/001.jpg"
 

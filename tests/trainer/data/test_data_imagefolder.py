@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.trainer.data import data_helpers as helpers
 
 from kubevision_api.errors import InputError
 from kubevision_api.view import Task
 from kubevision_trainer.data import imagefolder
+from tests.trainer.data import data_helpers as helpers
 
 
 def test_reads_concept_folders(tmp_path: Path) -> None:

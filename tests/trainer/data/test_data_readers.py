@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.trainer.data import data_helpers as helpers
 
 from kubevision_api.errors import InputError
 from kubevision_api.view import DatasetFormat, DatasetSource, Task
 from kubevision_trainer.data import readers
+from tests.trainer.data import data_helpers as helpers
 
 
 def test_every_format_has_a_reader() -> None:
