@@ -3,13 +3,18 @@
 #
 #   hack/controlplane/pin.sh v1.37.2 v3.7.0
 #
-# go.mod is the single place the Kubernetes version is written; everything else
-# (the build, the cache path, the ldflags) reads it from there. k8s.io/kubernetes
-# requires its staging modules at v0.0.0 and resolves them with local `replace`
-# directives that do not survive being a dependency, so this script rewrites our
-# replace block to the matching published v0.<minor>.<patch> tags, derived from
-# kubernetes' own go.mod. The etcd server version is the second argument: use
-# the one kubernetes is tested with (build/dependencies.yaml, "etcd" entry).
+# go.mod is the single place the Kubernetes version is written; everything else (the build, the
+# cache path, the version stamped into the binaries, the tests) reads it from there.
+#
+# k8s.io/kubernetes requires its staging modules (k8s.io/api, k8s.io/client-go, ...) at v0.0.0
+# and resolves them with `replace => ./staging/...` directives, which only apply in its own
+# repository. A module that depends on it must replace each of them with the published
+# v0.<minor>.<patch> of the same release; this script derives that list from kubernetes' own
+# go.mod, so no staging module is forgotten or left at another release.
+#
+# The second argument is the etcd server version: the one Kubernetes is tested with, i.e. the
+# "etcd" entry of build/dependencies.yaml in the kubernetes source (ETCD_VERSION in
+# hack/lib/etcd.sh).
 set -euo pipefail
 
 if [[ $# -ne 2 ]]; then
@@ -21,20 +26,35 @@ etcd="$2"
 staging="v0.${k8s#v1.}"
 cd "$(dirname "$0")"
 
-# Fetch only kubernetes' go.mod (no source) to learn its staging module list.
-modfile="$(go mod download -json "k8s.io/kubernetes@${k8s}" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+# Only kubernetes' go.mod is fetched here (not its source).
+upstream="$(go mod download -json "k8s.io/kubernetes@${k8s}" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+# Build with the language version and GODEBUG defaults Kubernetes itself declares.
+go_directive="$(grep -m1 '^go ' "$upstream")"
+godebug="$(grep -m1 '^godebug ' "$upstream" || true)"
+# Staging modules that kubernetes requires at v0.0.0. (Its replace list also names modules
+# outside the build graph, e.g. sample-controller, whose tags need not exist.)
+modules="$(sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) v0\.0\.0$#\1#p' "$upstream" | sort -u)"
 
-# Start from a clean replace block so modules dropped upstream do not linger.
-go mod edit -json | sed -n 's/.*"Path": "\(k8s\.io\/[^"]*\)".*/\1/p' | sort -u | while read -r m; do
-    go mod edit -dropreplace="$m"
-done
+{
+    echo "// Control-plane binaries for kubevision's integration tests (see docs/control-plane.md)."
+    echo "// The Kubernetes version is pinned here and nowhere else; re-pin with ./pin.sh."
+    echo "module kubevision.dev/hack/controlplane"
+    echo
+    echo "$go_directive"
+    [[ -n "$godebug" ]] && { echo; echo "$godebug"; }
+    echo
+    echo "require ("
+    echo "	go.etcd.io/etcd/server/v3 ${etcd}"
+    echo "	k8s.io/kubernetes ${k8s}"
+    echo ")"
+    echo
+    echo "// The staging modules of k8s.io/kubernetes ${k8s}, at their published tags (see pin.sh)."
+    echo "replace ("
+    for m in $modules; do
+        echo "	${m} => ${m} ${staging}"
+    done
+    echo ")"
+} > go.mod
 
-# Only modules kubernetes actually requires at v0.0.0 need a pin; replace lines
-# for modules outside the build graph (sample-*) point at tags that may not exist.
-sed -n 's#^\s*\(k8s\.io/[a-z0-9-]*\) v0\.0\.0$#\1#p' "$modfile" | sort -u | while read -r m; do
-    go mod edit -replace="${m}=${m}@${staging}"
-done
-
-go mod edit -require="k8s.io/kubernetes@${k8s}" -require="go.etcd.io/etcd/server/v3@${etcd}"
 nice -n 19 go mod tidy
-echo "pinned k8s.io/kubernetes ${k8s} (staging ${staging}), etcd ${etcd}"
+echo "pinned k8s.io/kubernetes ${k8s} (staging modules ${staging}), etcd ${etcd}"

@@ -28,6 +28,7 @@ from typing import NoReturn
 import pytest
 
 from tests.integration import services
+from tests.integration.cluster import control_plane  # noqa: F401  (fixture)
 
 STARTUP_TIMES: dict[str, float] = {}
 

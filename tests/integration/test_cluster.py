@@ -2,6 +2,7 @@
 
 Every later integration test leans on these behaviours, so they are checked here first, against
 the same ``control_plane`` fixture, with both kubectl and the Python ``kubernetes`` client.
+The fixture comes from ``tests/integration/cluster.py`` through ``tests/integration/conftest.py``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ import pytest
 from kubernetes import client, config
 
 from tests.integration.cluster import KUBEVISION_AUDIENCE, ControlPlane
-
-# Registers cluster.py's fixtures even where tests/integration/conftest.py does not import
-# `control_plane`. Where it does, the conftest's definition is the more specific one and wins,
-# so a session still starts a single control plane.
-pytest_plugins = ("tests.integration.cluster",)
 
 T = TypeVar("T")
 

@@ -273,7 +273,13 @@ class Engine:
                     self.model.eval()
                     outputs = self.model(images)
                     evaluator.update(
-                        [{k: v.float().cpu() for k, v in o.items()} for o in outputs],
+                        [
+                            {
+                                k: (v.float() if v.is_floating_point() else v).cpu()
+                                for k, v in o.items()
+                            }
+                            for o in outputs
+                        ],
                         [{k: v.cpu() for k, v in t.items()} for t in targets],
                     )
                 else:
