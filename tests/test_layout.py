@@ -86,3 +86,16 @@ def test_import_contracts_hold() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Contracts: " in result.stdout and " broken." in result.stdout
     assert "0 broken" in result.stdout
+
+
+def test_local_training_loads_no_kubernetes_client() -> None:
+    """``kubevision train`` (local mode) imports everything it trains with, and no kopf or
+    Kubernetes client."""
+    code = (
+        "import sys, kubevision_api.cli, kubevision_trainer.local, kubevision_trainer.main\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kopf', 'kubernetes')))\n"
+        "print('torch' in sys.modules)"
+    )
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "True"]

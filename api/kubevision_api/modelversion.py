@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from kubevision_api import architectures
-from kubevision_api.meta import API_VERSION, ApiModel, Condition, LocalObjectReference, ObjectMeta
+from kubevision_api.meta import (
+    API_VERSION,
+    NAME_RULE,
+    ApiModel,
+    Condition,
+    LocalObjectReference,
+    ObjectMeta,
+    ObjectRules,
+    PrinterColumn,
+    Resource,
+    list_map,
+)
 
 QUANTITY = r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 
@@ -72,13 +83,18 @@ class TrainingOptions(ApiModel):
     learning_rate: float = Field(default=0.01, gt=0, le=10, description="Peak learning rate.")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum (beta1 for Adam).")
     weight_decay: float = Field(default=1e-4, ge=0, le=1, description="L2 weight decay.")
-    lr_schedule: LrSchedule = Field(default_factory=LrSchedule)
+    lr_schedule: LrSchedule = Field(
+        default_factory=LrSchedule, description="Learning-rate schedule, stepped per batch."
+    )
     mixed_precision: MixedPrecision = Field(
         default=MixedPrecision.BF16,
         description="Autocast on CUDA: bf16 (fp16 where bf16 is unsupported), fp16 or none.",
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of weights and batches.")
-    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    early_stopping: EarlyStopping = Field(
+        default_factory=EarlyStopping,
+        description="Stop when the selection metric stops improving (off by default).",
+    )
     data_loader_workers: int = Field(
         default=2, ge=0, le=64, description="DataLoader worker processes (0: main process)."
     )
@@ -126,7 +142,10 @@ class DatasetSplit(ApiModel):
         default=True,
         description="Guarantee every concept with 2+ images one validation and one training image.",
     )
-    balancing: Balancing = Field(default_factory=Balancing)
+    balancing: Balancing = Field(
+        default_factory=Balancing,
+        description="Oversampling of under-represented concepts in the training split.",
+    )
 
 
 class AugmentationName(StrEnum):
@@ -178,25 +197,44 @@ class PretrainedWeights(ApiModel):
     shape match are loaded; the others keep their initialisation (partial loads)."""
 
     uri: str = Field(min_length=1, max_length=2048, description="fsspec URI of the file.")
-    credentials_secret_ref: LocalObjectReference | None = Field(default=None)
+    credentials_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="Secret with AWS_* keys (as for the dataset) for reading the file.",
+    )
 
 
 class Resources(ApiModel):
     """Compute of the training Pod."""
 
     gpus: int = Field(default=1, ge=0, le=1, description="GPUs (0 or 1 for now).")
-    cpu: str = Field(default="4", pattern=QUANTITY, description="CPU request and limit.")
-    memory: str = Field(default="16Gi", pattern=QUANTITY, description="Memory request and limit.")
+    cpu: str = Field(
+        default="4", max_length=32, pattern=QUANTITY, description="CPU request and limit."
+    )
+    memory: str = Field(
+        default="16Gi", max_length=32, pattern=QUANTITY, description="Memory request and limit."
+    )
 
 
 class Toleration(ApiModel):
     """A Pod toleration (``core/v1.Toleration``)."""
 
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    # Bounds: a label key is at most 317 characters and a value 63; they also keep the cost
+    # of the spec's CEL immutability rules within the API server's budget.
+    key: str | None = Field(
+        default=None, max_length=317, description="Taint key; empty with Exists: every taint."
+    )
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists or Equal (the default)."
+    )
+    value: str | None = Field(
+        default=None, max_length=63, description="Taint value, for operator Equal."
+    )
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty: every effect."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="NoExecute: how long the Pod stays bound after the taint."
+    )
 
 
 class Output(ApiModel):
@@ -207,7 +245,10 @@ class Output(ApiModel):
         max_length=2048,
         description="fsspec URI; default <operator base URI>/<namespace>/<name>/<uid>/.",
     )
-    credentials_secret_ref: LocalObjectReference | None = Field(default=None)
+    credentials_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="Secret with AWS_* keys (as for the dataset) for writing the output.",
+    )
 
 
 class RunPolicy(ApiModel):
@@ -230,25 +271,65 @@ class ModelVersionSpec(ApiModel):
     """Desired state of a ModelVersion. Immutable except runPolicy.suspend and
     runPolicy.activeDeadlineSeconds: a trained version is a fact."""
 
+    # Every field, present or future, is immutable unless listed here; crdgen turns this into
+    # one CEL transition rule per field, and ObjectRules.changes() is the same check in Python.
+    model_config = ConfigDict(
+        json_schema_extra=ObjectRules(
+            immutable=("*",),
+            mutable=("runPolicy.suspend", "runPolicy.activeDeadlineSeconds"),
+            immutable_message=(
+                "spec.{path} is immutable: a trained version is a fact; create a new "
+                "ModelVersion to train again"
+            ),
+        )
+    )
+
     view_ref: LocalObjectReference = Field(description="The View, in the same namespace.")
     architecture: str = Field(
         description="torchvision model name that fits the View's task.",
         json_schema_extra={"enum": list(architectures.ALL_ARCHITECTURES)},
     )
-    pretrained_weights: PretrainedWeights | None = Field(default=None)
-    training: TrainingOptions = Field(default_factory=TrainingOptions)
-    image_resizer: ImageResizer = Field(default_factory=ImageResizer)
-    dataset_split: DatasetSplit = Field(default_factory=DatasetSplit)
-    augmentation: list[Augmentation] = Field(
-        default_factory=default_augmentations, max_length=32, description="In order."
+    pretrained_weights: PretrainedWeights | None = Field(
+        default=None, description="Initial weights; none: train from scratch."
     )
-    resources: Resources = Field(default_factory=Resources)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-    priority_class_name: str | None = Field(default=None, max_length=253)
-    image: str | None = Field(default=None, description="Trainer image override.")
-    output: Output = Field(default_factory=Output)
-    run_policy: RunPolicy = Field(default_factory=RunPolicy)
+    training: TrainingOptions = Field(
+        default_factory=TrainingOptions, description="Optimisation options."
+    )
+    image_resizer: ImageResizer = Field(
+        default_factory=ImageResizer, description="Input size and resizing."
+    )
+    dataset_split: DatasetSplit = Field(
+        default_factory=DatasetSplit, description="Train/validation split and balancing."
+    )
+    augmentation: list[Augmentation] = Field(
+        default_factory=default_augmentations,
+        max_length=32,
+        description=(
+            "Augmentations, applied in order. Default: HorizontalFlip 0.5, VerticalFlip 0.5, "
+            "Rotate90 0.5, Brightness 0.2; an empty list turns augmentation off."
+        ),
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="Compute of the training Pod."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, max_length=64, description="Node labels the training Pod needs."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=64, description="Tolerations of the training Pod."
+    )
+    priority_class_name: str | None = Field(
+        default=None, max_length=253, description="PriorityClass of the training Pod."
+    )
+    image: str | None = Field(
+        default=None, max_length=1024, description="Trainer image override."
+    )
+    output: Output = Field(
+        default_factory=Output, description="Where checkpoints and records go."
+    )
+    run_policy: RunPolicy = Field(
+        default_factory=RunPolicy, description="How the training Job runs."
+    )
 
     @field_validator("architecture")
     @classmethod
@@ -284,11 +365,11 @@ class StepState(StrEnum):
 class Step(ApiModel):
     """One step of the progress bar."""
 
-    name: StepName
-    state: StepState = StepState.PENDING
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    message: str | None = Field(default=None, max_length=4096)
+    name: StepName = Field(description="Step name; steps run in the declared order.")
+    state: StepState = Field(default=StepState.PENDING, description="State of the step.")
+    started_at: datetime | None = Field(default=None, description="When the step started.")
+    finished_at: datetime | None = Field(default=None, description="When the step ended.")
+    message: str | None = Field(default=None, max_length=4096, description="Detail for people.")
 
 
 def initial_steps() -> list[Step]:
@@ -299,7 +380,7 @@ def initial_steps() -> list[Step]:
 class Progress(ApiModel):
     """Progress bar."""
 
-    percent: int = Field(default=0, ge=0, le=100)
+    percent: int = Field(default=0, ge=0, le=100, description="Share of the work done.")
     epoch: int = Field(default=0, ge=0, description="Epochs finished.")
     epochs: int = Field(default=0, ge=0, description="Epochs planned.")
     display: str = Field(default="0/0", description="epoch/epochs.")
@@ -308,17 +389,19 @@ class Progress(ApiModel):
 class BestMetric(ApiModel):
     """Best value of the selection metric so far."""
 
-    epoch: int = Field(ge=1)
-    value: float
+    epoch: int = Field(ge=1, description="Epoch of the best value.")
+    value: float = Field(description="Best value of the selection metric.")
 
 
 class EpochMetrics(ApiModel):
     """Metrics of one epoch (one record of metrics.jsonl). Null where the task has none."""
 
-    epoch: int = Field(ge=1)
-    learning_rate: float | None = None
-    train_loss: float | None = None
-    val_loss: float | None = None
+    epoch: int = Field(ge=1, description="Epoch number, from 1.")
+    learning_rate: float | None = Field(
+        default=None, description="Learning rate at the end of the epoch."
+    )
+    train_loss: float | None = Field(default=None, description="Mean training loss.")
+    val_loss: float | None = Field(default=None, description="Mean validation loss.")
     accuracy: float | None = Field(default=None, description="Val accuracy (tagging: at 0.5).")
     map: float | None = Field(
         default=None, alias="mAP", description="Val mAP (detection: COCO mAP@[.5:.95])."
@@ -329,16 +412,18 @@ class EpochMetrics(ApiModel):
 class MetricsStatus(ApiModel):
     """Latest and best validation metrics."""
 
-    selection: Literal["accuracy", "mAP"]
-    best: BestMetric | None = None
-    last: EpochMetrics | None = None
+    selection: Literal["accuracy", "mAP"] = Field(
+        description="The metric that selects the best checkpoint."
+    )
+    best: BestMetric | None = Field(default=None, description="Best value so far.")
+    last: EpochMetrics | None = Field(default=None, description="Metrics of the last epoch.")
 
 
 class SkippedImages(ApiModel):
     """Images left out, by reason."""
 
-    reason: str = Field(description="CamelCase reason, e.g. NoBoxes.")
-    count: int = Field(ge=0)
+    reason: str = Field(max_length=128, description="CamelCase reason, e.g. NoBoxes.")
+    count: int = Field(ge=0, description="Images left out for that reason.")
 
 
 class DatasetStatus(ApiModel):
@@ -347,46 +432,102 @@ class DatasetStatus(ApiModel):
     train: int = Field(ge=0, description="Training images (before balancing).")
     val: int = Field(ge=0, description="Validation images.")
     train_balanced: int | None = Field(default=None, ge=0, description="After balancing.")
-    skipped: list[SkippedImages] = Field(default_factory=list)
+    skipped: list[SkippedImages] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Images left out, by reason.",
+        json_schema_extra=list_map("reason"),
+    )
     ignored_annotations: int = Field(
         default=0, ge=0, description="Annotations of concepts that the View lacks."
     )
-    concepts_without_val_positives: list[str] = Field(default_factory=list)
+    concepts_without_val_positives: list[str] = Field(
+        default_factory=list,
+        description="Concepts without a validation positive, left out of mAP.",
+    )
 
 
 class CheckpointStatus(ApiModel):
     """The best checkpoint in storage."""
 
-    uri: str
-    epoch: int = Field(ge=1)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    bytes: int = Field(ge=0)
+    uri: str = Field(description="fsspec URI of checkpoints/best.pt.")
+    epoch: int = Field(ge=1, description="Epoch it was saved at.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the file, in hex.")
+    bytes: int = Field(ge=0, description="File size.")
 
 
 class ModelVersionStatus(ApiModel):
     """Observed state of a ModelVersion, written by the operator alone."""
 
     phase: str | None = Field(default=None, description="Printer column only; derived.")
-    observed_generation: int | None = Field(default=None, ge=0)
-    conditions: list[Condition] = Field(default_factory=list)
-    model: str | None = None
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation that this status describes."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=32,
+        description=(
+            "Observations, one per type: ViewResolved, Admitted, Running, Succeeded, Failed, "
+            "Suspended."
+        ),
+        json_schema_extra=list_map("type"),
+    )
+    model: str | None = Field(default=None, description="Model id, at admission.")
     concepts: list[str] = Field(default_factory=list, description="Snapshot, index order.")
-    steps: list[Step] = Field(default_factory=list)
-    current_step: StepName | None = None
-    progress: Progress | None = None
-    metrics: MetricsStatus | None = None
-    dataset: DatasetStatus | None = None
-    checkpoint: CheckpointStatus | None = None
-    job_name: str | None = None
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
+    steps: list[Step] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Steps in order, keyed by name.",
+        json_schema_extra=list_map("name"),
+    )
+    current_step: StepName | None = Field(default=None, description="The step running now.")
+    progress: Progress | None = Field(default=None, description="Progress bar.")
+    metrics: MetricsStatus | None = Field(
+        default=None, description="Latest and best validation metrics."
+    )
+    dataset: DatasetStatus | None = Field(
+        default=None, description="What the trainer found in the dataset."
+    )
+    checkpoint: CheckpointStatus | None = Field(
+        default=None, description="The best checkpoint in storage."
+    )
+    job_name: str | None = Field(default=None, description="Name of the training Job.")
+    start_time: datetime | None = Field(default=None, description="When training started.")
+    completion_time: datetime | None = Field(
+        default=None, description="When training finished."
+    )
 
 
 class ModelVersion(ApiModel):
     """One trained network for a View (``kubevision.dev/v1alpha1``, kind ``ModelVersion``)."""
 
-    api_version: Literal["kubevision.dev/v1alpha1"] = API_VERSION
-    kind: Literal["ModelVersion"] = "ModelVersion"
-    metadata: ObjectMeta
-    spec: ModelVersionSpec
-    status: ModelVersionStatus | None = None
+    model_config = ConfigDict(json_schema_extra=ObjectRules(rules=(NAME_RULE,)))
+    crd: ClassVar[Resource] = Resource(
+        plural="modelversions",
+        short_names=("mv",),
+        # Each column reads a status field kept for it; never conditions[-1:], whose order
+        # means nothing (conditions are a map keyed by type).
+        printer_columns=(
+            PrinterColumn("View", ".spec.viewRef.name", description="The View trained for."),
+            PrinterColumn("Phase", ".status.phase", description="Derived from the conditions."),
+            PrinterColumn("Step", ".status.currentStep", description="The step running now."),
+            PrinterColumn("Progress", ".status.progress.display", description="Epochs done."),
+            PrinterColumn(
+                "Best", ".status.metrics.best.value", "number", "Best validation metric."
+            ),
+            PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+        ),
+    )
+
+    api_version: Literal["kubevision.dev/v1alpha1"] = Field(
+        default=API_VERSION, description="kubevision.dev/v1alpha1"
+    )
+    kind: Literal["ModelVersion"] = Field(default="ModelVersion", description="ModelVersion")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: ModelVersionSpec = Field(
+        description="Desired state; immutable except runPolicy.suspend and "
+        "runPolicy.activeDeadlineSeconds."
+    )
+    status: ModelVersionStatus | None = Field(
+        default=None, description="Observed state, written by the operator alone."
+    )

@@ -6,11 +6,24 @@ import hashlib
 import json
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from kubevision_api.meta import API_VERSION, ApiModel, Condition, LocalObjectReference, ObjectMeta
+from kubevision_api.meta import (
+    API_VERSION,
+    NAME_RULE,
+    ApiModel,
+    Condition,
+    LocalObjectReference,
+    ObjectMeta,
+    ObjectRules,
+    PrinterColumn,
+    Resource,
+    Rule,
+    field_error,
+    list_map,
+)
 
 CONCEPT_NAME = r"^[A-Za-z0-9]([A-Za-z0-9 _.:-]*[A-Za-z0-9])?$"
 
@@ -76,31 +89,67 @@ class DatasetSource(ApiModel):
     )
 
 
+def _format_tasks_cel() -> str:
+    # FORMAT_TASKS as a CEL map literal, so the table is written once.
+    entries = ", ".join(
+        f"'{fmt.value}': [{', '.join(repr(t.value) for t in Task if t in tasks)}]"
+        for fmt, tasks in FORMAT_TASKS.items()
+    )
+    return "{" + entries + "}"
+
+
 class ViewSpec(ApiModel):
     """Desired state of a View."""
+
+    # Each rule's pydantic twin is in _check below; the unit and integration tests run one
+    # table of bad manifests through both.
+    model_config = ConfigDict(
+        json_schema_extra=ObjectRules(
+            rules=(
+                Rule(
+                    rule=f"self.task in {_format_tasks_cel()}[self.dataset.format]",
+                    # The same words as _check's message.
+                    message_expression=(
+                        '"dataset.format: \'" + self.dataset.format + "\' cannot carry a " '
+                        '+ self.task + " task"'
+                    ),
+                    field_path=".dataset.format",
+                ),
+                Rule(
+                    rule="self.task != 'classification' || size(self.concepts) >= 2",
+                    message="concepts: a classification View needs at least 2 concepts",
+                    field_path=".concepts",
+                ),
+            ),
+            immutable=("task",),
+            immutable_message=(
+                "spec.{path} is immutable: the task defines the model; create a new View instead"
+            ),
+        )
+    )
 
     task: Task = Field(description="classification, tagging or detection. Immutable.")
     concepts: list[Concept] = Field(
         min_length=1,
         max_length=1000,
         description="Concepts of the task, unique by name. Changing them makes a new model.",
+        json_schema_extra=list_map("name"),
     )
     dataset: DatasetSource = Field(description="The images and their annotations.")
 
     @model_validator(mode="after")
     def _check(self) -> ViewSpec:
-        seen: set[str] = set()
-        for i, concept in enumerate(self.concepts):
-            if concept.name in seen:
-                raise ValueError(f"concepts[{i}].name: duplicate concept {concept.name!r}")
-            seen.add(concept.name)
+        # Duplicate concept names are refused by ApiModel's list-map check.
         if self.task not in FORMAT_TASKS[self.dataset.format]:
-            raise ValueError(
+            raise field_error(
+                "dataset.format",
                 f"dataset.format: {self.dataset.format.value!r} cannot carry a "
-                f"{self.task.value} task"
+                f"{self.task.value} task",
             )
         if self.task is Task.CLASSIFICATION and len(self.concepts) < 2:
-            raise ValueError("concepts: a classification View needs at least 2 concepts")
+            raise field_error(
+                "concepts", "concepts: a classification View needs at least 2 concepts"
+            )
         return self
 
     def concept_names(self) -> list[str]:
@@ -111,39 +160,76 @@ class ViewSpec(ApiModel):
 class ModelSummary(ApiModel):
     """One ModelVersion of a model in the View's models library."""
 
-    model_version: str = Field(description="ModelVersion name.")
-    phase: str | None = Field(default=None, description="Its phase.")
+    model_version: str = Field(max_length=253, description="ModelVersion name.")
+    phase: str | None = Field(default=None, max_length=64, description="Its phase.")
     best: float | None = Field(default=None, description="Its best validation metric.")
 
 
 class ModelEntry(ApiModel):
     """One model (a set of concepts) seen for this View."""
 
-    model: str = Field(description="Model id.")
+    model: str = Field(max_length=64, description="Model id.")
     concept_count: int = Field(ge=0, description="Number of concepts of that model.")
-    model_versions: list[ModelSummary] = Field(default_factory=list)
+    model_versions: list[ModelSummary] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="ModelVersions of that model.",
+        json_schema_extra=list_map("modelVersion"),
+    )
 
 
 class ViewStatus(ApiModel):
     """Observed state of a View."""
 
-    observed_generation: int | None = Field(default=None, ge=0)
-    model: str | None = Field(default=None, description="Model id of the current concepts.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation that this status describes."
+    )
+    model: str | None = Field(
+        default=None, max_length=64, description="Model id of the current concepts."
+    )
     concept_count: int | None = Field(default=None, ge=0, description="Number of concepts.")
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Observations of the View's state, one per type (Ready, ...).",
+        json_schema_extra=list_map("type"),
+    )
     models: list[ModelEntry] = Field(
-        default_factory=list, description="Models library: every model id seen for this View."
+        default_factory=list,
+        max_length=1000,
+        description="Models library: every model id seen for this View.",
+        json_schema_extra=list_map("model"),
     )
 
 
 class View(ApiModel):
     """A vision task over a dataset (``kubevision.dev/v1alpha1``, kind ``View``)."""
 
-    api_version: Literal["kubevision.dev/v1alpha1"] = API_VERSION
-    kind: Literal["View"] = "View"
-    metadata: ObjectMeta
-    spec: ViewSpec
-    status: ViewStatus | None = None
+    model_config = ConfigDict(json_schema_extra=ObjectRules(rules=(NAME_RULE,)))
+    crd: ClassVar[Resource] = Resource(
+        plural="views",
+        # "vw": no built-in resource uses it ("view" alone would shadow nothing either, but
+        # short names are for typing less).
+        short_names=("vw",),
+        printer_columns=(
+            PrinterColumn("Task", ".spec.task", description="The vision task."),
+            PrinterColumn(
+                "Concepts", ".status.conceptCount", "integer", "Number of concepts."
+            ),
+            PrinterColumn("Model", ".status.model", description="Model id of the concepts."),
+            PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+        ),
+    )
+
+    api_version: Literal["kubevision.dev/v1alpha1"] = Field(
+        default=API_VERSION, description="kubevision.dev/v1alpha1"
+    )
+    kind: Literal["View"] = Field(default="View", description="View")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: ViewSpec = Field(description="Desired state: task, concepts and dataset.")
+    status: ViewStatus | None = Field(
+        default=None, description="Observed state, written by the operator."
+    )
 
 
 def model_id(task: Task, concept_names: Iterable[str]) -> str:
