@@ -56,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="Where the last error goes, in one line (Kubernetes terminationMessagePath).",
     )
+    crds = sub.add_parser(
+        "crds",
+        help="Write the CustomResourceDefinitions derived from the API models.",
+        description=(
+            "Write crds/ from the pydantic models (the only source of the CRDs). With --check, "
+            "write nothing: print a diff and exit 1 when the files differ from the models."
+        ),
+    )
+    crds.add_argument(
+        "--out", default="crds", metavar="DIR", help="Output folder (default: ./crds)."
+    )
+    crds.add_argument("--check", action="store_true", help="Compare only; exit 1 on drift.")
     return parser
 
 
@@ -77,6 +89,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 epochs=args.epochs,
                 report=not args.no_report,
             )
+            return 0
+        if args.command == "crds":
+            from pathlib import Path
+
+            import kubevision_api.crdgen
+
+            out = Path(args.out)
+            if args.check:
+                diff = kubevision_api.crdgen.drift(out)
+                if diff:
+                    print(diff, end="")
+                    print(f"{out}: out of date; run `kubevision crds`", file=sys.stderr)
+                    return 1
+                return 0
+            for path in kubevision_api.crdgen.write(out):
+                print(path)
             return 0
         if args.command == "trainer":
             import kubevision_trainer.main

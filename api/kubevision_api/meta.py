@@ -278,8 +278,7 @@ class ApiModel(BaseModel):
                     shown = value[0] if len(value) == 1 else value
                     raise field_error(
                         f"{alias}[{index}]",
-                        f"{alias}[{index}].{keys[0]}: duplicate {_noun(type(item))} "
-                        f"{str(shown)!r}",
+                        f"{alias}[{index}].{keys[0]}: duplicate {_noun(type(item))} {str(shown)!r}",
                     )
                 seen.add(value)
         return self

@@ -83,18 +83,13 @@ class TrainingOptions(ApiModel):
     learning_rate: float = Field(default=0.01, gt=0, le=10, description="Peak learning rate.")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum (beta1 for Adam).")
     weight_decay: float = Field(default=1e-4, ge=0, le=1, description="L2 weight decay.")
-    lr_schedule: LrSchedule = Field(
-        default_factory=LrSchedule, description="Learning-rate schedule, stepped per batch."
-    )
+    lr_schedule: LrSchedule = Field(default_factory=LrSchedule)
     mixed_precision: MixedPrecision = Field(
         default=MixedPrecision.BF16,
         description="Autocast on CUDA: bf16 (fp16 where bf16 is unsupported), fp16 or none.",
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of weights and batches.")
-    early_stopping: EarlyStopping = Field(
-        default_factory=EarlyStopping,
-        description="Stop when the selection metric stops improving (off by default).",
-    )
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     data_loader_workers: int = Field(
         default=2, ge=0, le=64, description="DataLoader worker processes (0: main process)."
     )
@@ -142,10 +137,7 @@ class DatasetSplit(ApiModel):
         default=True,
         description="Guarantee every concept with 2+ images one validation and one training image.",
     )
-    balancing: Balancing = Field(
-        default_factory=Balancing,
-        description="Oversampling of under-represented concepts in the training split.",
-    )
+    balancing: Balancing = Field(default_factory=Balancing)
 
 
 class AugmentationName(StrEnum):
@@ -292,15 +284,9 @@ class ModelVersionSpec(ApiModel):
     pretrained_weights: PretrainedWeights | None = Field(
         default=None, description="Initial weights; none: train from scratch."
     )
-    training: TrainingOptions = Field(
-        default_factory=TrainingOptions, description="Optimisation options."
-    )
-    image_resizer: ImageResizer = Field(
-        default_factory=ImageResizer, description="Input size and resizing."
-    )
-    dataset_split: DatasetSplit = Field(
-        default_factory=DatasetSplit, description="Train/validation split and balancing."
-    )
+    training: TrainingOptions = Field(default_factory=TrainingOptions)
+    image_resizer: ImageResizer = Field(default_factory=ImageResizer)
+    dataset_split: DatasetSplit = Field(default_factory=DatasetSplit)
     augmentation: list[Augmentation] = Field(
         default_factory=default_augmentations,
         max_length=32,
@@ -309,9 +295,7 @@ class ModelVersionSpec(ApiModel):
             "Rotate90 0.5, Brightness 0.2; an empty list turns augmentation off."
         ),
     )
-    resources: Resources = Field(
-        default_factory=Resources, description="Compute of the training Pod."
-    )
+    resources: Resources = Field(default_factory=Resources)
     node_selector: dict[str, str] = Field(
         default_factory=dict, max_length=64, description="Node labels the training Pod needs."
     )
@@ -321,15 +305,9 @@ class ModelVersionSpec(ApiModel):
     priority_class_name: str | None = Field(
         default=None, max_length=253, description="PriorityClass of the training Pod."
     )
-    image: str | None = Field(
-        default=None, max_length=1024, description="Trainer image override."
-    )
-    output: Output = Field(
-        default_factory=Output, description="Where checkpoints and records go."
-    )
-    run_policy: RunPolicy = Field(
-        default_factory=RunPolicy, description="How the training Job runs."
-    )
+    image: str | None = Field(default=None, max_length=1024, description="Trainer image override.")
+    output: Output = Field(default_factory=Output)
+    run_policy: RunPolicy = Field(default_factory=RunPolicy)
 
     @field_validator("architecture")
     @classmethod
@@ -493,9 +471,7 @@ class ModelVersionStatus(ApiModel):
     )
     job_name: str | None = Field(default=None, description="Name of the training Job.")
     start_time: datetime | None = Field(default=None, description="When training started.")
-    completion_time: datetime | None = Field(
-        default=None, description="When training finished."
-    )
+    completion_time: datetime | None = Field(default=None, description="When training finished.")
 
 
 class ModelVersion(ApiModel):

@@ -213,9 +213,7 @@ class View(ApiModel):
         short_names=("vw",),
         printer_columns=(
             PrinterColumn("Task", ".spec.task", description="The vision task."),
-            PrinterColumn(
-                "Concepts", ".status.conceptCount", "integer", "Number of concepts."
-            ),
+            PrinterColumn("Concepts", ".status.conceptCount", "integer", "Number of concepts."),
             PrinterColumn("Model", ".status.model", description="Model id of the concepts."),
             PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
         ),

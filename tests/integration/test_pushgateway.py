@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubevision_api.modelversion import BestMetric, EpochMetrics
 from kubevision_trainer.report.prometheus import JOB, PrometheusReporter
+from kubevision_trainer.report.reporter import BatchEvent
 from tests.integration import services
 
 # Three batches of epoch 1 of 2, then its validation.
@@ -41,7 +42,7 @@ def run_epoch(pushgateway_url: str, labels: dict[str, str]) -> PrometheusReporte
     )
     reporter.start_epoch(1, 2, len(BATCHES))
     for index, (learning_rate, loss, images, seconds) in enumerate(BATCHES):
-        reporter.batch(1, index, len(BATCHES), learning_rate, loss, images, seconds)
+        reporter.batch(BatchEvent(1, index, len(BATCHES), learning_rate, loss, images, seconds))
     reporter.epoch(
         EpochMetrics(epoch=1, learning_rate=0.025, train_loss=1.8, val_loss=0.875, accuracy=0.8125),
         BestMetric(epoch=1, value=0.8125),
@@ -84,7 +85,7 @@ def test_pushgateway_holds_every_metric(pushgateway: services.Pushgateway) -> No
     assert group["push_failure_time_seconds"] == 0.0
     assert group["push_time_seconds"] > 0.0
 
-    reporter.batch(2, 0, 3, 0.0125, 0.5, 16, 0.5)
+    reporter.batch(BatchEvent(2, 0, 3, 0.0125, 0.5, 16, 0.5))
     reporter.close(ok=True)  # pushes the final state
     assert reporter.pushes == 3
     text = pushgateway.metrics_text()

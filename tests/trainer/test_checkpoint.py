@@ -31,7 +31,7 @@ from kubevision_trainer.data.loading import CachedImage
 from kubevision_trainer.data.sample import Sample
 from kubevision_trainer.data.torchdata import EpochSampler, VisionDataset
 from kubevision_trainer.engine import Engine, Progress
-from kubevision_trainer.report.reporter import Selection
+from kubevision_trainer.report.reporter import BatchEvent, Selection
 
 RESIZER = ImageResizer(width=16, height=16)
 META = {"planHash": "ab" * 32, "concepts": ["a", "b"], "model": "m000000000000"}
@@ -53,16 +53,7 @@ class RecordingReporter:
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
         pass
 
-    def batch(
-        self,
-        epoch: int,
-        index: int,
-        batches: int,
-        learning_rate: float,
-        loss: float,
-        images: int,
-        seconds: float,
-    ) -> None:
+    def batch(self, event: BatchEvent) -> None:
         pass
 
     def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:

@@ -19,7 +19,7 @@ from kubevision_api.modelversion import (
     StepState,
 )
 from kubevision_trainer import checkpoint, engine, main
-from kubevision_trainer.report.reporter import NullReporter, Selection
+from kubevision_trainer.report.reporter import BatchEvent, NullReporter, Selection
 from kubevision_trainer.settings import TrainerSettings
 from tests.trainer.trainer_helpers import classification_plan, write_digits_imagefolder
 
@@ -38,7 +38,7 @@ class Recorder(NullReporter):
     def step(self, name: StepName, state: StepState, message: str | None = None) -> None:
         self.steps.append((name, state, message))
 
-    def batch(self, *args: Any) -> None:
+    def batch(self, event: BatchEvent) -> None:
         self.batches += 1
 
     def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:

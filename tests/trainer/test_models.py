@@ -62,9 +62,10 @@ def test_detector_has_background_class_and_resizer_size() -> None:
     # The model's own resize keeps the resizer's images as they are.
     assert tuple(model.transform.min_size) == (48,)
     assert model.transform.max_size == 64
-    # Small inputs: the 320-px recipe's proposal counts (detector_kwargs).
-    assert model.rpn._pre_nms_top_n["training"] == 300
-    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 128
+    # Small inputs: fewer proposals and sampled RoIs (detector_kwargs).
+    assert model.rpn._pre_nms_top_n == {"training": 200, "testing": 100}
+    assert model.rpn._post_nms_top_n == {"training": 100, "testing": 50}
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 32
 
 
 def test_detector_kwargs() -> None:

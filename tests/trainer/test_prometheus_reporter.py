@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubevision_api.modelversion import BestMetric, EpochMetrics
 from kubevision_trainer.report.prometheus import JOB, PrometheusReporter
-from kubevision_trainer.report.reporter import Reporter
+from kubevision_trainer.report.reporter import BatchEvent, Reporter
 
 LABELS = {"namespace": "team-a", "view": "digits", "modelversion": "digits-v1"}
 METRICS = [
@@ -82,9 +82,9 @@ def test_nothing_reported_before_events() -> None:
 def test_batches_and_epoch_set_every_metric() -> None:
     reporter = make()
     reporter.start_epoch(2, 5, 3)
-    reporter.batch(2, 0, 3, learning_rate=0.1, loss=2.0, images=32, seconds=0.5)
-    reporter.batch(2, 1, 3, learning_rate=0.05, loss=1.5, images=32, seconds=0.25)
-    reporter.batch(2, 2, 3, learning_rate=0.025, loss=1.25, images=8, seconds=0.5)
+    reporter.batch(BatchEvent(2, 0, 3, learning_rate=0.1, loss=2.0, images=32, seconds=0.5))
+    reporter.batch(BatchEvent(2, 1, 3, learning_rate=0.05, loss=1.5, images=32, seconds=0.25))
+    reporter.batch(BatchEvent(2, 2, 3, learning_rate=0.025, loss=1.25, images=8, seconds=0.5))
 
     assert value(reporter, "kubevision_train_epoch") == 2.0
     assert value(reporter, "kubevision_train_learning_rate") == 0.025
@@ -120,8 +120,8 @@ def test_none_metrics_are_not_set() -> None:
 
 def test_zero_seconds_batch_leaves_throughput_alone() -> None:
     reporter = make()
-    reporter.batch(1, 0, 2, learning_rate=0.1, loss=1.0, images=10, seconds=2.0)
-    reporter.batch(1, 1, 2, learning_rate=0.1, loss=1.0, images=10, seconds=0.0)
+    reporter.batch(BatchEvent(1, 0, 2, learning_rate=0.1, loss=1.0, images=10, seconds=2.0))
+    reporter.batch(BatchEvent(1, 1, 2, learning_rate=0.1, loss=1.0, images=10, seconds=0.0))
     assert value(reporter, "kubevision_train_images_per_second") == 5.0
 
 
@@ -129,7 +129,7 @@ def test_resume_continues_counters() -> None:
     reporter = make(start_batches=120, start_images=3840)
     assert value(reporter, "kubevision_train_batches_total") == 120.0
     assert value(reporter, "kubevision_train_images_total") == 3840.0
-    reporter.batch(5, 0, 30, learning_rate=0.1, loss=1.0, images=32, seconds=1.0)
+    reporter.batch(BatchEvent(5, 0, 30, learning_rate=0.1, loss=1.0, images=32, seconds=1.0))
     assert value(reporter, "kubevision_train_batches_total") == 121.0
     assert value(reporter, "kubevision_train_images_total") == 3872.0
     with pytest.raises(ValueError, match="negative"):
@@ -139,7 +139,7 @@ def test_resume_continues_counters() -> None:
 def test_own_registry_not_the_global_one() -> None:
     first = make()
     second = make()  # would raise "Duplicated timeseries" on a shared registry
-    first.batch(1, 0, 1, learning_rate=0.1, loss=1.0, images=4, seconds=1.0)
+    first.batch(BatchEvent(1, 0, 1, learning_rate=0.1, loss=1.0, images=4, seconds=1.0))
     assert value(first, "kubevision_train_images_total") == 4.0
     assert value(second, "kubevision_train_images_total") == 0.0
     assert (
@@ -152,7 +152,7 @@ def test_push_timing_on_batches_epochs_and_close() -> None:
     reporter = make(pushgateway_url="http://gw:9091", clock=clock, pusher=pusher)
 
     def batch() -> None:
-        reporter.batch(1, 0, 10, learning_rate=0.1, loss=1.0, images=2, seconds=0.1)
+        reporter.batch(BatchEvent(1, 0, 10, learning_rate=0.1, loss=1.0, images=2, seconds=0.1))
 
     batch()  # the first batch pushes at once
     assert [c["batches"] for c in pusher.calls] == [1.0]
@@ -182,7 +182,7 @@ def test_push_timing_on_batches_epochs_and_close() -> None:
 def test_no_pushgateway_no_push() -> None:
     pusher = FakePusher()
     reporter = make(pusher=pusher)
-    reporter.batch(1, 0, 1, learning_rate=0.1, loss=1.0, images=2, seconds=0.1)
+    reporter.batch(BatchEvent(1, 0, 1, learning_rate=0.1, loss=1.0, images=2, seconds=0.1))
     reporter.epoch(EpochMetrics(epoch=1), None, "accuracy")
     reporter.close(ok=True)
     assert pusher.calls == []
@@ -193,7 +193,7 @@ def test_failed_pushes_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -
     pusher.error = OSError("error talking to pushgateway: 500 boom")
     reporter = make(pushgateway_url="http://gw:9091", clock=clock, pusher=pusher)
     with caplog.at_level(logging.DEBUG, logger="kubevision_trainer.report.prometheus"):
-        reporter.batch(1, 0, 2, learning_rate=0.1, loss=1.0, images=2, seconds=0.1)
+        reporter.batch(BatchEvent(1, 0, 2, learning_rate=0.1, loss=1.0, images=2, seconds=0.1))
         reporter.epoch(EpochMetrics(epoch=1), None, "accuracy")
         pusher.error = None
         reporter.close(ok=False)
@@ -221,7 +221,7 @@ def test_real_push_to_closed_port_does_not_raise() -> None:
         port = sock.getsockname()[1]
     # The port is closed now: connection refused, through the real push_to_gateway.
     reporter = make(pushgateway_url=f"http://127.0.0.1:{port}", push_timeout=2.0)
-    reporter.batch(1, 0, 1, learning_rate=0.1, loss=1.0, images=2, seconds=0.1)
+    reporter.batch(BatchEvent(1, 0, 1, learning_rate=0.1, loss=1.0, images=2, seconds=0.1))
     reporter.close(ok=True)
     assert reporter.push_failures == 2
     assert reporter.pushes == 0
@@ -244,7 +244,7 @@ def test_metrics_server_on_a_free_port() -> None:
     try:
         assert reporter.port is not None and reporter.port > 0
         reporter.start_epoch(1, 3, 2)
-        reporter.batch(1, 0, 2, learning_rate=0.01, loss=0.5, images=16, seconds=0.5)
+        reporter.batch(BatchEvent(1, 0, 2, learning_rate=0.01, loss=0.5, images=16, seconds=0.5))
         reporter.epoch(
             EpochMetrics(epoch=1, val_loss=0.25, accuracy=0.75),
             BestMetric(epoch=1, value=0.75),

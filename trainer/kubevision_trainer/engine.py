@@ -27,7 +27,7 @@ from kubevision_api.modelversion import (
 from kubevision_api.view import Task
 from kubevision_trainer import metrics, schedule
 from kubevision_trainer.data.torchdata import EpochSampler, derive_seed
-from kubevision_trainer.report.reporter import Reporter, Selection
+from kubevision_trainer.report.reporter import BatchEvent, Reporter, Selection
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,15 @@ class Engine:
             progress.batches_total += 1
             progress.images_total += count
             self.reporter.batch(
-                epoch, index, self.steps_per_epoch, lr, value, count, time.perf_counter() - started
+                BatchEvent(
+                    epoch,
+                    index,
+                    self.steps_per_epoch,
+                    lr,
+                    value,
+                    count,
+                    time.perf_counter() - started,
+                )
             )
             if self.should_stop() and progress.batch < self.steps_per_epoch:
                 self.checkpoints.save_last(self.state(progress))

@@ -22,7 +22,7 @@ from kubevision_api.modelversion import (
     StepName,
     StepState,
 )
-from kubevision_trainer.report.reporter import NullReporter, Selection
+from kubevision_trainer.report.reporter import BatchEvent, NullReporter, Selection
 
 
 def _fmt(value: float | None) -> str:
@@ -73,19 +73,13 @@ class ProgressBarReporter(NullReporter):
             "train", total=batches, epoch=f"{epoch}/{epochs}", loss="-", lr="-"
         )
 
-    def batch(
-        self,
-        epoch: int,
-        index: int,
-        batches: int,
-        learning_rate: float,
-        loss: float,
-        images: int,
-        seconds: float,
-    ) -> None:
+    def batch(self, event: BatchEvent) -> None:
         if self.task is not None:
             self.bar.update(
-                self.task, completed=index + 1, loss=f"{loss:.4f}", lr=f"{learning_rate:.2e}"
+                self.task,
+                completed=event.index + 1,
+                loss=f"{event.loss:.4f}",
+                lr=f"{event.learning_rate:.2e}",
             )
 
     def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway
 from typing_extensions import override  # Python 3.12's typing.override
 
 from kubevision_api.modelversion import BestMetric, EpochMetrics
-from kubevision_trainer.report.reporter import NullReporter, Selection
+from kubevision_trainer.report.reporter import BatchEvent, NullReporter, Selection
 
 log = logging.getLogger(__name__)
 
@@ -149,24 +149,15 @@ class PrometheusReporter(NullReporter):
         self._set(self.epoch_number, epoch)
 
     @override
-    def batch(
-        self,
-        epoch: int,
-        index: int,
-        batches: int,
-        learning_rate: float,
-        loss: float,
-        images: int,
-        seconds: float,
-    ) -> None:
+    def batch(self, event: BatchEvent) -> None:
         """Sets the batch gauges, counts the batch and its images; pushes if the last push is
         ``push_interval`` seconds old."""
-        self._set(self.learning_rate, learning_rate)
-        self._set(self.batch_loss, loss)
+        self._set(self.learning_rate, event.learning_rate)
+        self._set(self.batch_loss, event.loss)
         self.batches.inc()
-        self.images.inc(images)
-        if seconds > 0:
-            self._set(self.images_per_second, images / seconds)
+        self.images.inc(event.images)
+        if event.seconds > 0:
+            self._set(self.images_per_second, event.images / event.seconds)
         if self._last_push is None or self._clock() - self._last_push >= self.push_interval:
             self.push()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from kubevision_api.modelversion import BestMetric, EpochMetrics
 from kubevision_trainer import storage
-from kubevision_trainer.report.reporter import NullReporter, Selection
+from kubevision_trainer.report.reporter import BatchEvent, NullReporter, Selection
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +54,14 @@ class RecordsReporter(NullReporter):
             r for r in read_jsonl(self.batches_uri) if (r["epoch"], r["batch"]) < (epoch, batch)
         ]
 
-    def batch(
-        self,
-        epoch: int,
-        index: int,
-        batches: int,
-        learning_rate: float,
-        loss: float,
-        images: int,
-        seconds: float,
-    ) -> None:
+    def batch(self, event: BatchEvent) -> None:
         self.batches.append(
-            {"epoch": epoch, "batch": index, "learningRate": learning_rate, "loss": loss}
+            {
+                "epoch": event.epoch,
+                "batch": event.index,
+                "learningRate": event.learning_rate,
+                "loss": event.loss,
+            }
         )
 
     def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:

@@ -4,6 +4,7 @@ engine knows no Prometheus, storage or Kubernetes; ``main`` plugs reporters in."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from kubevision_api.modelversion import (
@@ -16,6 +17,29 @@ from kubevision_api.modelversion import (
 )
 
 Selection = Literal["accuracy", "mAP"]
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """One training batch that ended.
+
+    Attributes:
+        epoch: 1-based epoch.
+        index: 0-based batch index in the epoch.
+        batches: batches in the epoch.
+        learning_rate: the learning rate the batch was trained with.
+        loss: the batch loss (the task's loss; detection: the sum of the detector's losses).
+        images: images in the batch.
+        seconds: wall time of the batch, data loading excluded, in seconds.
+    """
+
+    epoch: int
+    index: int
+    batches: int
+    learning_rate: float
+    loss: float
+    images: int
+    seconds: float
 
 
 class Reporter(Protocol):
@@ -31,18 +55,8 @@ class Reporter(Protocol):
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
         """Epoch ``epoch`` (1-based) of ``epochs`` starts, with ``batches`` batches."""
 
-    def batch(
-        self,
-        epoch: int,
-        index: int,
-        batches: int,
-        learning_rate: float,
-        loss: float,
-        images: int,
-        seconds: float,
-    ) -> None:
-        """Batch ``index`` (0-based) of ``epoch`` ended: learning rate used, batch loss,
-        images in the batch and the batch's wall time in seconds."""
+    def batch(self, event: BatchEvent) -> None:
+        """A training batch ended."""
 
     def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:
         """An epoch ended and was validated."""
@@ -72,18 +86,9 @@ class MultiReporter:
         for reporter in self.reporters:
             reporter.start_epoch(epoch, epochs, batches)
 
-    def batch(
-        self,
-        epoch: int,
-        index: int,
-        batches: int,
-        learning_rate: float,
-        loss: float,
-        images: int,
-        seconds: float,
-    ) -> None:
+    def batch(self, event: BatchEvent) -> None:
         for reporter in self.reporters:
-            reporter.batch(epoch, index, batches, learning_rate, loss, images, seconds)
+            reporter.batch(event)
 
     def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:
         for reporter in self.reporters:
@@ -110,16 +115,7 @@ class NullReporter:
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
         return None
 
-    def batch(
-        self,
-        epoch: int,
-        index: int,
-        batches: int,
-        learning_rate: float,
-        loss: float,
-        images: int,
-        seconds: float,
-    ) -> None:
+    def batch(self, event: BatchEvent) -> None:
         return None
 
     def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:
