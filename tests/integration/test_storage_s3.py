@@ -130,7 +130,9 @@ def test_failed_move_leaves_old_object(
         def mv(*args: object, **kwargs: object) -> None:
             raise OSError("injected: connection lost during copy")
 
-        fs.mv = mv
+        # The filesystem instance is shared (storage reuses it): patch it through monkeypatch
+        # so the next tests get the real move back.
+        monkeypatch.setattr(fs, "mv", mv)
         return fs, path
 
     monkeypatch.setattr(storage, "filesystem", failing_move)

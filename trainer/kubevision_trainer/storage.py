@@ -21,8 +21,17 @@ def _options(uri: str) -> dict[str, Any]:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
             options["endpoint_url"] = endpoint
-        # The filesystem instance is reused (a new S3 client costs ~0.2 s), but not its listings
-        # cache: we read back what we just wrote.
+        # Static keys from the environment become part of the options: fsspec reuses one
+        # filesystem per distinct options (a new S3 client costs ~0.2 s), so other keys get
+        # another client. Without them botocore finds credentials itself (IRSA, profiles).
+        for option, variable in (
+            ("key", "AWS_ACCESS_KEY_ID"),
+            ("secret", "AWS_SECRET_ACCESS_KEY"),
+            ("token", "AWS_SESSION_TOKEN"),
+        ):
+            if os.environ.get(variable):
+                options[option] = os.environ[variable]
+        # No listings cache: we read back what we just wrote.
         options["use_listings_cache"] = False
         return options
     return {}
