@@ -26,4 +26,11 @@ class TrainerReport(ApiModel):
     metrics: MetricsStatus | None = None
     dataset: DatasetStatus | None = None
     checkpoint: CheckpointStatus | None = None
-    sequence: int = Field(ge=0, description="Grows with each report; stale ones are dropped.")
+    sequence: int = Field(
+        ge=0,
+        description=(
+            "Grows with each report of one trainer process; the operator drops a report whose "
+            "sequence is not above the last one it took from the same Pod (a restarted Pod "
+            "starts again from 0; the Pod is known from the token)."
+        ),
+    )

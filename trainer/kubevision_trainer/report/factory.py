@@ -5,11 +5,23 @@ from __future__ import annotations
 from kubevision_api.plan import TrainingPlan
 from kubevision_trainer.report.prometheus import PrometheusReporter
 from kubevision_trainer.report.reporter import Reporter
+from kubevision_trainer.report.status import StatusReporter
 
 
 def job_reporters(plan: TrainingPlan) -> list[Reporter]:
-    """Prometheus (``/metrics`` on the plan's port, and a Pushgateway when configured)."""
+    """Prometheus (``/metrics`` on the plan's port, and a Pushgateway when configured) and the
+    status reporter to the operator when the plan names a status endpoint."""
     reporters: list[Reporter] = []
+    if plan.status_endpoint is not None:
+        reporters.append(
+            StatusReporter(
+                plan.status_endpoint,
+                namespace=plan.namespace,
+                model_version=plan.model_version,
+                uid=plan.uid,
+                epochs=plan.spec.training.epochs,
+            )
+        )
     if plan.metrics_port is not None or plan.pushgateway_url:
         reporters.append(
             PrometheusReporter(
