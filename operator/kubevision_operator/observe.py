@@ -159,10 +159,14 @@ def _last_line(text: str) -> str:
 
 
 def _sentence(text: str) -> str:
+    """``text`` as a sentence: a capital first word (unless it is a name such as a URI or a
+    file, whose case matters) and a final full stop."""
     text = text.strip()
     if not text:
         return text
-    text = text[0].upper() + text[1:]
+    first = text.split(maxsplit=1)[0]
+    if first.isalpha() and first.islower():
+        text = text[0].upper() + text[1:]
     return text if text.endswith((".", "!", "?")) else text + "."
 
 

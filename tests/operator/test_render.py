@@ -58,9 +58,7 @@ def _case(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
             architecture="fasterrcnn_resnet50_fpn",
             resources={"gpus": 1, "cpu": "8", "memory": "32Gi"},
             nodeSelector={"node.kubernetes.io/instance-type": "g5.xlarge", "gpu": "a10g"},
-            tolerations=[
-                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-            ],
+            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
             priorityClassName="training-high",
             image="registry.example/kubevision/trainer:0.1.0-cuda",
             output={"credentialsSecretRef": {"name": "models-writer"}},

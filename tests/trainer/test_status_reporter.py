@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
-import ipaddress
 import json
 import ssl
 import threading
