@@ -1,0 +1,92 @@
+"""The operator's HTTPS status endpoint (design notes §2): trainers POST full progress
+snapshots, authenticated with their Pod's projected ServiceAccount token (audience
+``kubevision.dev``, checked with TokenReview) and accepted only for the ModelVersion that owns
+the Pod's Job. The checks are injected, so this module holds the HTTP rules alone."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from kubevision_api.progress import TrainerReport
+
+log = logging.getLogger(__name__)
+
+REPORT_PATH = "/v1alpha1/namespaces/{namespace}/modelversions/{name}/report"
+#: Snapshots are a few kB; anything much larger is not a trainer's.
+MAX_BODY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a report, as TokenReview says: the Pod a bound token was issued for."""
+
+    namespace: str
+    service_account: str
+    pod_name: str | None
+    pod_uid: str | None
+
+
+Authenticate = Callable[[str], Awaitable[Caller | None]]
+Authorize = Callable[[Caller, str, str], Awaitable[bool]]
+Accept = Callable[[Caller, TrainerReport], Awaitable[None]]
+
+
+def make_app(authenticate: Authenticate, authorize: Authorize, accept: Accept) -> web.Application:
+    """The aiohttp application.
+
+    Args:
+        authenticate: token -> Caller, or None when TokenReview refuses it (401).
+        authorize: may this caller report on namespace/name? (403 if not).
+        accept: takes a valid report (204).
+    """
+
+    async def report(request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        name = request.match_info["name"]
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer ") or not header[7:].strip():
+            return web.json_response({"error": "a Bearer token is required"}, status=401)
+        caller = await authenticate(header[7:].strip())
+        if caller is None:
+            return web.json_response({"error": "the token was not accepted"}, status=401)
+        if caller.namespace != namespace or not await authorize(caller, namespace, name):
+            log.warning(
+                "refused a report on %s/%s from pod %s/%s",
+                namespace,
+                name,
+                caller.namespace,
+                caller.pod_name,
+            )
+            return web.json_response(
+                {"error": f"this Pod does not train ModelVersion {namespace}/{name}"}, status=403
+            )
+        try:
+            body = TrainerReport.model_validate_json(await request.read())
+        except ValidationError as exc:
+            return web.json_response({"error": str(exc).splitlines()[0]}, status=400)
+        if (body.namespace, body.model_version) != (namespace, name):
+            return web.json_response({"error": "the body names another ModelVersion"}, status=400)
+        await accept(caller, body)
+        return web.Response(status=204)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.router.add_post(REPORT_PATH, report)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """TLS 1.2+ server context for the endpoint."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context

@@ -1,0 +1,119 @@
+"""HTTP rules of the status endpoint: 401 without an accepted token, 403 for another
+ModelVersion, 400 for a bad body, 204 and the report handed over otherwise; and a trainer's
+status reporter talks to it over real TLS with the CA from ``tls``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from kubevision_api.modelversion import Progress, Step, StepName, StepState
+from kubevision_api.plan import StatusEndpoint
+from kubevision_api.progress import TrainerReport
+from kubevision_operator import statusserver, tls
+from kubevision_trainer.report.status import StatusReporter
+from tests.trainer.trainer_helpers import free_port
+
+GOOD = statusserver.Caller("team-a", "default", "kv-digits-abcde", "pod-uid")
+
+
+def _app(accepted: list[tuple[statusserver.Caller, TrainerReport]]) -> web.Application:
+    async def authenticate(token: str) -> statusserver.Caller | None:
+        return GOOD if token == "good" else None
+
+    async def authorize(caller: statusserver.Caller, namespace: str, name: str) -> bool:
+        return name == "digits"
+
+    async def accept(caller: statusserver.Caller, report: TrainerReport) -> None:
+        accepted.append((caller, report))
+
+    return statusserver.make_app(authenticate, authorize, accept)
+
+
+def _report(name: str = "digits") -> str:
+    report = TrainerReport(
+        namespace="team-a",
+        model_version=name,
+        steps=[Step(name=StepName.TRAINING)],
+        progress=Progress(epochs=3, display="0/3"),
+        sequence=1,
+    )
+    return report.model_dump_json(by_alias=True)
+
+
+def test_http_rules() -> None:
+    accepted: list[tuple[statusserver.Caller, TrainerReport]] = []
+
+    async def scenario() -> list[int]:
+        async with TestClient(TestServer(_app(accepted))) as client:
+            path = "/v1alpha1/namespaces/team-a/modelversions/{}/report"
+            codes = []
+            for name, token, body in (
+                ("digits", None, _report()),  # no token
+                ("digits", "bad", _report()),  # refused by TokenReview
+                ("other", "good", _report("other")),  # not this Pod's ModelVersion
+                ("digits", "good", "{not json"),
+                ("digits", "good", _report("other")),  # body names another one
+                ("digits", "good", _report()),
+            ):
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                response = await client.post(path.format(name), data=body, headers=headers)
+                codes.append(response.status)
+            wrong_ns = await client.post(
+                "/v1alpha1/namespaces/team-b/modelversions/digits/report",
+                data=_report(),
+                headers={"Authorization": "Bearer good"},
+            )
+            codes.append(wrong_ns.status)
+            return codes
+
+    assert asyncio.run(scenario()) == [401, 401, 403, 400, 400, 204, 403]
+    assert len(accepted) == 1
+    assert accepted[0][0] == GOOD
+    assert accepted[0][1].progress.display == "0/3"
+
+
+def test_trainer_reporter_trusts_the_operator_ca(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    ca = tls.new_ca(now)
+    serving = tls.serving_certificate(ca, ["kubevision-operator.kubevision.svc", "127.0.0.1"], now)
+    (tmp_path / "tls.crt").write_bytes(serving.cert_pem)
+    (tmp_path / "tls.key").write_bytes(serving.key_pem)
+    (tmp_path / "token").write_text("good")
+    accepted: list[tuple[statusserver.Caller, TrainerReport]] = []
+    port = free_port()
+
+    async def scenario() -> None:
+        runner = web.AppRunner(_app(accepted))
+        await runner.setup()
+        context = statusserver.server_context(str(tmp_path / "tls.crt"), str(tmp_path / "tls.key"))
+        site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=context)
+        await site.start()
+        try:
+            endpoint = StatusEndpoint(
+                url=f"https://127.0.0.1:{port}",
+                ca_pem=ca.cert_pem.decode(),
+                token_path=str(tmp_path / "token"),
+            )
+            reporter = StatusReporter(
+                endpoint, namespace="team-a", model_version="digits", uid=None, epochs=3
+            )
+            await asyncio.to_thread(reporter.step, StepName.TRAINING, StepState.RUNNING)
+            await asyncio.to_thread(reporter.close, True)
+            assert reporter.failures == 0
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+    assert len(accepted) == 1
+    assert accepted[0][1].steps[1].state.value == "Running"
+
+
+def test_ca_round_trips_through_secret_data() -> None:
+    ca = tls.new_ca(dt.datetime.now(dt.UTC))
+    assert tls.ca_from_secret_data(tls.secret_data(ca)) == ca
+    assert tls.ca_from_secret_data({}) is None
