@@ -1,0 +1,244 @@
+"""Every Kubernetes API call of the operator, with the official client. Objects travel as
+plain dicts in the API's own camelCase (``_preload_content=False``), as the renderers make
+them. API failures are translated once, here, into ``KubeError`` naming kind, namespace and
+name."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from kubevision_api.meta import GROUP, VERSION
+from kubevision_operator.statusserver import Caller
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
+POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid"
+
+
+class KubeError(RuntimeError):
+    """An API call failed; the message names the object."""
+
+    def __init__(self, what: str, exc: ApiException) -> None:
+        reason = exc.reason
+        # The API's Status object says more than the HTTP reason, when there is one.
+        with contextlib.suppress(ValueError, AttributeError):
+            reason = json.loads(exc.body or "{}").get("message", reason)
+        super().__init__(f"{what}: {exc.status} {reason}")
+        self.status = exc.status
+
+
+def _data(response: Any) -> Obj:
+    data: Obj = json.loads(response.data)
+    return data
+
+
+class Kube:
+    """The operator's API calls.
+
+    Args:
+        api: a configured ``kubernetes.client.ApiClient``.
+    """
+
+    def __init__(self, api: client.ApiClient) -> None:
+        # Typed as Any: bodies go out as plain dicts, which the client accepts and its
+        # stubs do not describe.
+        self.core: Any = client.CoreV1Api(api)
+        self.batch: Any = client.BatchV1Api(api)
+        self.custom: Any = client.CustomObjectsApi(api)
+        self.authn: Any = client.AuthenticationV1Api(api)
+
+    # --- kubevision resources --------------------------------------------------------------
+
+    def _get_custom(self, plural: str, namespace: str, name: str) -> Obj | None:
+        try:
+            obj: Obj = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"{plural} {namespace}/{name}", exc) from exc
+        return obj
+
+    def get_view(self, namespace: str, name: str) -> Obj | None:
+        """The View, or None if it does not exist."""
+        return self._get_custom("views", namespace, name)
+
+    def get_modelversion(self, namespace: str, name: str) -> Obj | None:
+        """The ModelVersion, or None if it does not exist."""
+        return self._get_custom("modelversions", namespace, name)
+
+    def list_modelversions(self, namespace: str | None = None) -> list[Obj]:
+        """ModelVersions of one namespace, or of the cluster."""
+        try:
+            if namespace:
+                result = self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "modelversions"
+                )
+            else:
+                result = self.custom.list_cluster_custom_object(GROUP, VERSION, "modelversions")
+        except ApiException as exc:
+            raise KubeError(f"modelversions in {namespace or 'all namespaces'}", exc) from exc
+        items: list[Obj] = result.get("items", [])
+        return items
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: Obj) -> Obj | None:
+        """Merge-patch ``status`` through the status subresource; None if the object is gone."""
+        try:
+            obj: Obj = self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": status}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"{plural} {namespace}/{name} status", exc) from exc
+        return obj
+
+    # --- children --------------------------------------------------------------------------
+
+    def get_job(self, namespace: str, name: str) -> Obj | None:
+        """The Job, or None."""
+        try:
+            return _data(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"Job {namespace}/{name}", exc) from exc
+
+    def create_job(self, namespace: str, body: Obj) -> tuple[Obj, bool]:
+        """Create the Job, or adopt the one that exists: returns (job, created)."""
+        name = body["metadata"]["name"]
+        try:
+            job = _data(self.batch.create_namespaced_job(namespace, body, _preload_content=False))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise KubeError(f"Job {namespace}/{name}", exc) from exc
+            existing = self.get_job(namespace, name)
+            if existing is None:
+                raise KubeError(f"Job {namespace}/{name}", exc) from exc
+            return existing, False
+        return job, True
+
+    def patch_job(self, namespace: str, name: str, patch: Obj) -> Obj | None:
+        """Merge-patch the Job (``spec.suspend``, ``activeDeadlineSeconds``); None if gone."""
+        try:
+            return _data(
+                self.batch.patch_namespaced_job(name, namespace, patch, _preload_content=False)
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"Job {namespace}/{name}", exc) from exc
+
+    def list_jobs(self, label_selector: str, namespace: str | None = None) -> list[Obj]:
+        """Jobs matching the selector."""
+        try:
+            if namespace:
+                response = self.batch.list_namespaced_job(
+                    namespace, label_selector=label_selector, _preload_content=False
+                )
+            else:
+                response = self.batch.list_job_for_all_namespaces(
+                    label_selector=label_selector, _preload_content=False
+                )
+        except ApiException as exc:
+            raise KubeError(f"Jobs {label_selector}", exc) from exc
+        items: list[Obj] = _data(response).get("items", [])
+        return items
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
+        """Pods of one namespace matching the selector."""
+        try:
+            response = self.core.list_namespaced_pod(
+                namespace, label_selector=label_selector, _preload_content=False
+            )
+        except ApiException as exc:
+            raise KubeError(f"Pods {namespace}/{label_selector}", exc) from exc
+        items: list[Obj] = _data(response).get("items", [])
+        return items
+
+    def get_pod(self, namespace: str, name: str) -> Obj | None:
+        """The Pod, or None."""
+        try:
+            return _data(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"Pod {namespace}/{name}", exc) from exc
+
+    def create_configmap(self, namespace: str, body: Obj) -> bool:
+        """Create the ConfigMap; False when it exists already (it is immutable: the plan)."""
+        try:
+            self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise KubeError(f"ConfigMap {namespace}/{body['metadata']['name']}", exc) from exc
+        return True
+
+    # --- authentication --------------------------------------------------------------------
+
+    def token_review(self, token: str, audience: str) -> Caller | None:
+        """Who holds ``token``, if the API server accepts it for ``audience`` and it was
+        issued to a ServiceAccount; None otherwise. A token bound to a Pod names the Pod, and
+        stops being accepted when the Pod is deleted."""
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [audience]},
+        }
+        try:
+            review = _data(self.authn.create_token_review(body, _preload_content=False))
+        except ApiException as exc:
+            raise KubeError("TokenReview", exc) from exc
+        status = review.get("status", {})
+        if not status.get("authenticated") or audience not in status.get("audiences", []):
+            return None
+        user = status.get("user", {})
+        parts = str(user.get("username", "")).split(":")
+        if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:
+            return None
+        extra = user.get("extra", {})
+        pod_name = (extra.get(POD_NAME_EXTRA) or [None])[0]
+        pod_uid = (extra.get(POD_UID_EXTRA) or [None])[0]
+        return Caller(parts[2], parts[3], pod_name, pod_uid)
+
+    # --- secrets ---------------------------------------------------------------------------
+
+    def ensure_secret(
+        self, namespace: str, name: str, make: Callable[[], dict[str, bytes]]
+    ) -> dict[str, bytes]:
+        """The data of Secret ``namespace/name``, created from ``make()`` if absent (a race
+        with another replica is settled by reading the winner's Secret)."""
+        for _ in range(2):
+            try:
+                secret = _data(
+                    self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+                )
+                return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise KubeError(f"Secret {namespace}/{name}", exc) from exc
+            body = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace},
+                "type": "Opaque",
+                "data": {k: base64.b64encode(v).decode() for k, v in make().items()},
+            }
+            try:
+                self.core.create_namespaced_secret(namespace, body, _preload_content=False)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise KubeError(f"Secret {namespace}/{name}", exc) from exc
+        raise RuntimeError(f"Secret {namespace}/{name} could not be read or created")
