@@ -87,7 +87,12 @@ class Observation:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 timestamp from the API server (``2024-05-01T10:00:00Z``), or None."""
+    """An RFC 3339 timestamp from the API server (``2024-05-01T10:00:00Z``), or None when
+    absent.
+
+    Raises:
+        ValueError: a string that is not an ISO 8601 timestamp.
+    """
     if isinstance(value, datetime):
         return value
     if not value or not isinstance(value, str):

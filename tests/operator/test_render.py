@@ -159,7 +159,7 @@ def test_plan_json_round_trips_with_the_ca() -> None:
 
 def test_a_modelversion_without_uid_cannot_own_children() -> None:
     v, mv = view(), modelversion(uid=None)
-    with pytest.raises(ValueError, match="team-a/pets-v1 has no metadata.uid"):
+    with pytest.raises(ValueError, match=r"team-a/pets-v1 has no metadata\.uid"):
         render.render_configmap(plan_for(v, mv), mv)
 
 

@@ -1,0 +1,265 @@
+"""observe(): what is true now, from the Job, its Pods, the View and the queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubevision_api.modelversion import ModelVersionSpec, Progress, Step, StepName, StepState
+from kubevision_api.progress import TrainerReport
+from kubevision_operator.observe import Kind, Observation, observe
+from tests.operator.operator_helpers import (
+    at,
+    condition,
+    job,
+    modelversion,
+    pod,
+    running,
+    terminated,
+)
+
+SPEC = modelversion().spec
+
+
+def spec(**run_policy: Any) -> ModelVersionSpec:
+    return modelversion(runPolicy=run_policy).spec
+
+
+def look(
+    j: dict[str, Any] | None,
+    pods: list[dict[str, Any]] | None = None,
+    *,
+    view_found: bool = True,
+    report: TrainerReport | None = None,
+    queued: int | None = None,
+    s: ModelVersionSpec = SPEC,
+    plan_error: str | None = None,
+) -> Observation:
+    return observe(j, pods or [], view_found, report, queued, spec=s, plan_error=plan_error)
+
+
+# ---- before the Job exists --------------------------------------------------------------
+
+
+def test_view_missing() -> None:
+    obs = look(None, view_found=False)
+    assert obs.kind is Kind.VIEW_MISSING
+    assert "'pets' was not found" in obs.message
+
+
+def test_invalid_plan_is_terminal() -> None:
+    obs = look(None, plan_error="'resnet18' does not fit the detection task")
+    assert obs.kind is Kind.INVALID_PLAN and obs.terminal
+    assert obs.message == "'resnet18' does not fit the detection task."
+
+
+def test_view_missing_comes_before_suspend_and_queue() -> None:
+    assert look(None, view_found=False, queued=1, s=spec(suspend=True)).kind is Kind.VIEW_MISSING
+
+
+def test_suspended_before_creation() -> None:
+    assert look(None, queued=3, s=spec(suspend=True)).kind is Kind.SUSPENDED
+
+
+def test_queued_before_creation() -> None:
+    obs = look(None, queued=3)
+    assert obs.kind is Kind.QUEUED and obs.position == 3
+    assert "position 3" in obs.message
+
+
+def test_starting() -> None:
+    assert look(None).kind is Kind.STARTING
+
+
+# ---- a suspended Job --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("run_policy", "queued", "kind"),
+    [
+        ({"suspend": True}, None, Kind.SUSPENDED),
+        ({"suspend": True, "queueName": "q"}, None, Kind.SUSPENDED),
+        ({"queueName": "q"}, None, Kind.AWAITING_ADMISSION),
+        ({}, 2, Kind.QUEUED),
+        ({}, None, Kind.STARTING),
+    ],
+)
+def test_suspended_job(run_policy: dict[str, Any], queued: int | None, kind: Kind) -> None:
+    obs = look(job(suspend=True), queued=queued, s=spec(**run_policy))
+    assert obs.kind is kind
+    assert obs.job_name == "kv-pets-v1"
+
+
+def test_once_a_job_exists_the_view_no_longer_matters() -> None:
+    obs = look(job(), [pod(phase="Running", scheduled=5, state=running(9))], view_found=False)
+    assert obs.kind is Kind.RUNNING
+
+
+# ---- an active Job ----------------------------------------------------------------------
+
+
+def test_job_without_pod_is_starting() -> None:
+    assert look(job()).kind is Kind.STARTING
+
+
+def test_unschedulable_pod_shows_the_scheduler_message() -> None:
+    message = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    obs = look(job(), [pod(unschedulable=message)])
+    assert obs.kind is Kind.UNSCHEDULABLE
+    assert obs.message == message
+    assert obs.scheduled_at is None and obs.started_at is None
+
+
+@pytest.mark.parametrize(
+    ("waiting", "reason"),
+    [
+        (None, "ContainerCreating"),
+        ({"reason": "ImagePullBackOff", "message": "Back-off pulling image"}, "ImagePullBackOff"),
+        (
+            {"reason": "CreateContainerConfigError", "message": 'secret "d" not found'},
+            "CreateContainerConfigError",
+        ),
+    ],
+)
+def test_scheduled_pod_waiting(waiting: dict[str, Any] | None, reason: str) -> None:
+    state = {"waiting": waiting} if waiting else None
+    obs = look(job(), [pod(scheduled=5, state=state)])
+    assert obs.kind is Kind.POD_PENDING
+    assert obs.reason == reason
+    assert obs.scheduled_at == at(5) and obs.started_at is None
+    assert obs.message.endswith(".")
+
+
+def _report(step: StepName, display: str = "3/10") -> TrainerReport:
+    return TrainerReport(
+        namespace="team-a",
+        model_version="pets-v1",
+        steps=[Step(name=step, state=StepState.RUNNING)],
+        progress=Progress(percent=30, epoch=3, epochs=10, display=display),
+        sequence=4,
+    )
+
+
+def test_running() -> None:
+    obs = look(job(), [pod(phase="Running", scheduled=5, state=running(9))])
+    assert obs.kind is Kind.RUNNING
+    assert (obs.scheduled_at, obs.started_at) == (at(5), at(9))
+    assert obs.pod_name == "kv-pets-v1-abcde"
+    assert obs.message == "The trainer is running."
+    with_report = look(
+        job(),
+        [pod(phase="Running", scheduled=5, state=running(9))],
+        report=_report(StepName.TRAINING),
+    )
+    assert with_report.message == "The trainer is running: Training, epoch 3/10."
+
+
+def test_newest_pod_decides() -> None:
+    old = pod("kv-pets-v1-aaaaa", phase="Failed", created=0, state=terminated(1, "Error: x"))
+    new = pod("kv-pets-v1-bbbbb", phase="Running", created=50, scheduled=51, state=running(55))
+    obs = look(job(), [new, old])
+    assert obs.kind is Kind.RUNNING and obs.pod_name == "kv-pets-v1-bbbbb"
+
+
+def test_failed_attempt_with_retries_left_is_retrying() -> None:
+    failed = pod(phase="Failed", scheduled=5, state=terminated(1, "TrainingFailed: loss is nan"))
+    obs = look(job(), [failed])
+    assert obs.kind is Kind.RETRYING and obs.reason == "TrainingFailed"
+    assert obs.message == "Loss is nan. The Job starts another attempt."
+
+
+def test_disrupted_attempt_is_retrying() -> None:
+    obs = look(job(), [pod(phase="Failed", scheduled=5, disrupted=True)])
+    assert obs.kind is Kind.RETRYING and obs.reason == "Disrupted"
+
+
+# ---- a finished Job ---------------------------------------------------------------------
+
+
+def test_succeeded() -> None:
+    j = job(conditions=[condition("Complete", seconds=300)], completion=299)
+    obs = look(j, [pod(phase="Succeeded", scheduled=5, state=terminated(0, started=9))])
+    assert obs.kind is Kind.SUCCEEDED and obs.terminal
+    assert obs.finished_at == at(299) and obs.started_at == at(9)
+
+
+def test_success_criteria_met_is_success() -> None:
+    assert look(job(conditions=[condition("SuccessCriteriaMet")])).kind is Kind.SUCCEEDED
+
+
+def test_deadline_exceeded_comes_from_the_job() -> None:
+    j = job(conditions=[condition("Failed", "DeadlineExceeded", seconds=600)], deadline=600)
+    obs = look(j, [pod(phase="Failed", state=terminated(143, "Preempted: stopped"))])
+    assert obs.kind is Kind.DEADLINE_EXCEEDED
+    assert "activeDeadlineSeconds (600 s)" in obs.message
+    assert obs.finished_at == at(600)
+
+
+def test_oom_killed_names_the_memory_limit() -> None:
+    j = job(conditions=[condition("Failed", "BackoffLimitExceeded")])
+    oom = pod(phase="Failed", memory="512Mi", state=terminated(137, reason="OOMKilled"))
+    obs = look(j, [oom])
+    assert obs.kind is Kind.OOM_KILLED and obs.exit_code == 137
+    assert "memory limit of 512Mi" in obs.message
+
+
+@pytest.mark.parametrize(
+    ("message", "reason", "text"),
+    [
+        (
+            "InvalidInput: s3://d/x.json: record 3: no such concept",
+            "InvalidInput",
+            "s3://d/x.json: record 3: no such concept.",
+        ),
+        (
+            "TrainingFailed: the loss diverged at epoch 2",
+            "TrainingFailed",
+            "The loss diverged at epoch 2.",
+        ),
+        ("Preempted: SIGTERM at epoch 2, batch 5", "Preempted", "SIGTERM at epoch 2, batch 5."),
+        ("Error: OSError: connection reset", "Error", "OSError: connection reset."),
+        # A crash before the trainer could write its line: the log tail (FallbackToLogsOnError).
+        (
+            "Traceback (most recent call last):\n  File x\nImportError: no torch",
+            "TrainerCrashed",
+            "The trainer exited with code 1: ImportError: no torch.",
+        ),
+        (
+            "Nonsense: a log line that looks like a reason",
+            "TrainerCrashed",
+            "The trainer exited with code 1: Nonsense: a log line that looks like a reason.",
+        ),
+        ("", "TrainerCrashed", "The trainer exited with code 1."),
+    ],
+)
+def test_trainer_termination_message_decides_the_reason(
+    message: str, reason: str, text: str
+) -> None:
+    j = job(conditions=[condition("Failed", "BackoffLimitExceeded")])
+    obs = look(j, [pod(phase="Failed", state=terminated(1, message))])
+    assert (obs.kind, obs.reason, obs.message) == (Kind.FAILED, reason, text)
+
+
+def test_bad_input_fails_through_the_pod_failure_policy() -> None:
+    j = job(conditions=[condition("FailureTarget", "PodFailurePolicy")])
+    obs = look(j, [pod(phase="Failed", state=terminated(2, "InvalidInput: empty split"))])
+    assert (obs.kind, obs.reason, obs.exit_code) == (Kind.FAILED, "InvalidInput", 2)
+
+
+def test_backoff_limit_without_pods() -> None:
+    j = job(
+        conditions=[
+            condition(
+                "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+            )
+        ]
+    )
+    obs = look(j)
+    assert obs.kind is Kind.BACKOFF_LIMIT_EXCEEDED
+    assert obs.message == "Job has reached the specified backoff limit."
+
+
+def test_other_job_failure_reasons_pass_through() -> None:
+    obs = look(job(conditions=[condition("Failed", "MaxFailedIndexesExceeded", "x")]))
+    assert (obs.kind, obs.reason) == (Kind.FAILED, "MaxFailedIndexesExceeded")
