@@ -434,6 +434,16 @@ class CheckpointStatus(ApiModel):
     bytes: int = Field(ge=0, description="File size.")
 
 
+class ReportCursor(ApiModel):
+    """Which trainer report the status holds, so a stale report never overwrites a newer
+    one, across operator restarts too."""
+
+    pod: str | None = Field(
+        default=None, max_length=253, description="Pod that sent it (from its token)."
+    )
+    sequence: int = Field(ge=0, description="The report's sequence number in that Pod.")
+
+
 class ModelVersionStatus(ApiModel):
     """Observed state of a ModelVersion, written by the operator alone."""
 
@@ -472,6 +482,9 @@ class ModelVersionStatus(ApiModel):
     job_name: str | None = Field(default=None, description="Name of the training Job.")
     start_time: datetime | None = Field(default=None, description="When training started.")
     completion_time: datetime | None = Field(default=None, description="When training finished.")
+    last_report: ReportCursor | None = Field(
+        default=None, description="The trainer report merged last."
+    )
 
 
 class ModelVersion(ApiModel):

@@ -12,9 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-from pydantic import Field
-
-from kubevision_api.meta import ApiModel, Condition, ConditionStatus
+from kubevision_api import modelversion
+from kubevision_api.meta import Condition, ConditionStatus
 from kubevision_api.modelversion import (
     ModelVersionStatus,
     Progress,
@@ -231,24 +230,10 @@ TABLE: Final[dict[Kind, Row]] = {
 }
 
 
-class ReportCursor(ApiModel):
-    """Which trainer report the status holds: stale reports are never merged.
-
-    Proposed as ``status.lastReport`` of the api model (docs/operator-status.md); until the
-    CRD has it the API server prunes it, and only the operator's in-memory copy of the last
-    status it wrote keeps it.
-    """
-
-    pod: str | None = Field(default=None, description="Pod that sent it (from its token).")
-    sequence: int = Field(ge=0, description="The report's sequence number.")
-
-
-class OperatorStatus(ModelVersionStatus):
-    """ModelVersionStatus plus the proposed ``lastReport`` field (see ReportCursor)."""
-
-    last_report: ReportCursor | None = Field(
-        default=None, description="The trainer report merged last."
-    )
+# The cursor is part of the API's status (``status.lastReport``); the names stay here for the
+# table's readers.
+ReportCursor = modelversion.ReportCursor
+OperatorStatus = ModelVersionStatus
 
 
 def summarize(conditions: list[Condition]) -> Phase:
