@@ -68,6 +68,28 @@ def _parser() -> argparse.ArgumentParser:
         "--out", default="crds", metavar="DIR", help="Output folder (default: ./crds)."
     )
     crds.add_argument("--check", action="store_true", help="Compare only; exit 1 on drift.")
+    operator = sub.add_parser(
+        "operator",
+        help="Run the operator against the current kubeconfig (or in-cluster).",
+        description=(
+            "Reconcile Views and ModelVersions into training Jobs. Every setting also reads "
+            "from a KUBEVISION_<NAME> environment variable (e.g. KUBEVISION_CONCURRENCY_LIMIT);"
+            " a flag wins over the environment."
+        ),
+    )
+    operator.add_argument(
+        "--namespace", action="append", metavar="NS", help="Watch NS (repeatable; default all)."
+    )
+    operator.add_argument("--concurrency-limit", type=int, metavar="N", help="0: unlimited.")
+    operator.add_argument("--status-url", metavar="URL", help="Advertised status endpoint URL.")
+    operator.add_argument("--status-port", type=int, metavar="PORT")
+    operator.add_argument("--health-port", type=int, metavar="PORT")
+    operator.add_argument("--trainer-image", metavar="IMAGE")
+    operator.add_argument("--output-base-uri", metavar="URI")
+    operator.add_argument("--pushgateway-url", metavar="URL")
+    operator.add_argument(
+        "--peering", metavar="NAME", help="kopf peering for several replicas (default: standalone)."
+    )
     return parser
 
 
@@ -113,6 +135,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.plan, device=args.device, termination_log=args.termination_log
             )
             return code
+        if args.command == "operator":
+            import kubevision_operator.main
+            from kubevision_operator.settings import OperatorSettings
+
+            flags = {
+                "namespaces": args.namespace,
+                "concurrency_limit": args.concurrency_limit,
+                "status_url": args.status_url,
+                "status_port": args.status_port,
+                "health_port": args.health_port,
+                "trainer_image": args.trainer_image,
+                "output_base_uri": args.output_base_uri,
+                "pushgateway_url": args.pushgateway_url,
+            }
+            settings = OperatorSettings(**{k: v for k, v in flags.items() if v is not None})
+            kubevision_operator.main.run(settings, peering=args.peering)
+            return 0
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -242,3 +242,39 @@ class Kube:
                 if exc.status != 409:
                     raise KubeError(f"Secret {namespace}/{name}", exc) from exc
         raise RuntimeError(f"Secret {namespace}/{name} could not be read or created")
+
+
+def event_body(obj: Obj, event_type: str, reason: str, message: str, now: str) -> Obj:
+    """A core/v1 Event about ``obj`` (``now``: RFC 3339 time)."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": obj["apiVersion"],
+            "kind": obj["kind"],
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": event_type,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "kubevision-operator"},
+        "reportingComponent": "kubevision.dev/operator",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
+def post_event(kube: Kube, body: Obj) -> None:
+    """Post an Event; a failure is logged only (events are best effort)."""
+    try:
+        kube.core.create_namespaced_event(
+            body["metadata"]["namespace"], body, _preload_content=False
+        )
+    except ApiException as exc:
+        log.warning("could not post an event: %s", KubeError("Event", exc))

@@ -75,6 +75,20 @@ class OperatorSettings(BaseSettings):
     status_port: int = Field(
         default=8443, ge=1, le=65535, description="Port of the HTTPS status endpoint."
     )
+    operator_namespace: str = Field(
+        default="kubevision",
+        description=(
+            "Namespace of the operator: the status endpoint's CA Secret lives there "
+            "(KUBEVISION_OPERATOR_NAMESPACE; the chart sets it from the Pod's namespace)."
+        ),
+    )
+    ca_secret_name: str = Field(
+        default="kubevision-status-ca",
+        description=(
+            "Secret that keeps the status endpoint's CA across restarts, so trainers holding "
+            "the CA in their plan keep trusting a restarted operator."
+        ),
+    )
     status_url: str | None = Field(
         default=None,
         description=(

@@ -1,0 +1,78 @@
+"""The operator's Prometheus metrics (design notes §6), in their own registry: nothing is
+registered at import, and tests can run several operators in one process."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PHASES = ("Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed")
+
+
+class OperatorMetrics:
+    """Counters and gauges of one operator process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reconciles = Counter(
+            "kubevision_operator_reconciles",
+            "Reconciliations by kind (ModelVersion, View) and result (ok, error).",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        self.reconcile_seconds = Histogram(
+            "kubevision_operator_reconcile_duration_seconds",
+            "Wall time of one reconciliation, in seconds.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.phase = Gauge(
+            "kubevision_modelversion_phase",
+            "1 for the ModelVersion's current phase, 0 for the others.",
+            ["namespace", "view", "modelversion", "phase"],
+            registry=self.registry,
+        )
+        self.queue_length = Gauge(
+            "kubevision_operator_queue_length",
+            "ModelVersions waiting for the concurrency limit.",
+            registry=self.registry,
+        )
+        self.watch_events = Counter(
+            "kubevision_operator_watch_events",
+            "Watch events received, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.last_watch_event = Gauge(
+            "kubevision_operator_last_watch_event_timestamp_seconds",
+            "Unix time of the last watch event, by kind: a silent watch shows here.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.reports = Counter(
+            "kubevision_operator_status_reports",
+            "Trainer reports received, by result (accepted, stale, refused).",
+            ["result"],
+            registry=self.registry,
+        )
+
+    def watch_event(self, kind: str) -> None:
+        """Count a watch event of ``kind`` and stamp its time."""
+        self.watch_events.labels(kind=kind).inc()
+        self.last_watch_event.labels(kind=kind).set(time.time())
+
+    def set_phase(self, namespace: str, view: str, modelversion: str, phase: str) -> None:
+        """One series per phase: 1 for ``phase``, 0 for the others."""
+        for name in PHASES:
+            self.phase.labels(
+                namespace=namespace, view=view, modelversion=modelversion, phase=name
+            ).set(1.0 if name == phase else 0.0)
+
+    def forget(self, namespace: str, view: str, modelversion: str) -> None:
+        """Drop a deleted ModelVersion's series."""
+        for name in PHASES:
+            try:
+                self.phase.remove(namespace, view, modelversion, name)
+            except KeyError:
+                continue

@@ -1,0 +1,323 @@
+"""Level-based reconciliation: from what the API server holds now (ModelVersion, View, Job,
+Pods) and the trainer's latest report, create what is missing and write the status that is
+true. Called by the kopf handlers and by the status endpoint; safe to call again at any
+time, from any thread (one lock per object)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from kubevision_api.errors import InputError
+from kubevision_api.meta import Condition
+from kubevision_api.modelversion import ModelVersion
+from kubevision_api.plan import TrainingPlan, resolve
+from kubevision_api.progress import TrainerReport
+from kubevision_api.view import ModelEntry, ModelSummary, View, ViewStatus, model_id
+from kubevision_operator import kube as kube_mod
+from kubevision_operator import naming, observe, render, status
+from kubevision_operator.kube import Kube, Obj
+from kubevision_operator.metrics import OperatorMetrics
+from kubevision_operator.queue import Entry, Key, Queue
+from kubevision_operator.settings import OperatorSettings
+from kubevision_operator.statusserver import Caller
+
+log = logging.getLogger(__name__)
+
+#: Phase -> Event type; failures are Warnings.
+EVENT_TYPES = {"Failed": "Warning"}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def merge_patch(old: Obj, new: Obj) -> Obj:
+    """A JSON merge patch (RFC 7386) of a status from ``old`` to ``new``: top-level fields
+    that ``new`` lacks become null, which removes them; lists are replaced whole."""
+    return {**{key: None for key in old if key not in new}, **new}
+
+
+class Reconciler:
+    """The operator's state and its two reconcile loops.
+
+    Args:
+        kube: the API calls.
+        settings: operator settings.
+        metrics: operator metrics.
+        status_ca_pem: CA of the status endpoint, for the plans (None: no endpoint).
+    """
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        metrics: OperatorMetrics,
+        status_ca_pem: str | None,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.metrics = metrics
+        self.status_ca_pem = status_ca_pem
+        self.queue = Queue(settings.concurrency_limit)
+        self.reports: dict[Key, tuple[str | None, TrainerReport]] = {}
+        self._locks: defaultdict[Key, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, key: Key) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks[key]
+
+    # --- ModelVersion ----------------------------------------------------------------------
+
+    def seed(self) -> None:
+        """Fill the queue from the API before any handler runs, so that a restarted operator
+        admits in queue order rather than in the order its watch lists objects."""
+        for obj in self.kube.list_modelversions(None):
+            self.queue.update(self._entry(obj, has_job=None))
+
+    def _entry(self, obj: Obj, *, has_job: bool | None) -> Entry:
+        meta, spec = obj["metadata"], obj.get("spec", {})
+        previous = obj.get("status") or {}
+        finished = any(
+            c.get("type") in ("Succeeded", "Failed") and c.get("status") == "True"
+            for c in previous.get("conditions", [])
+        )
+        admitted = bool(previous.get("jobName")) if has_job is None else has_job
+        return Entry(
+            created=str(meta.get("creationTimestamp", "")),
+            namespace=meta["namespace"],
+            name=meta["name"],
+            admitted=admitted,
+            finished=finished,
+            kueue=bool((spec.get("runPolicy") or {}).get("queueName")),
+        )
+
+    def forget(self, namespace: str, name: str, view: str | None) -> None:
+        """A ModelVersion was deleted: its children go with the garbage collector."""
+        key = (namespace, name)
+        self.queue.remove(key)
+        self.reports.pop(key, None)
+        if view:
+            self.metrics.forget(namespace, view, name)
+        self.admit_waiting()
+
+    def admit_waiting(self) -> None:
+        """Reconcile the ModelVersions that a freed place lets start."""
+        for namespace, name in self.queue.next_admissible():
+            self.reconcile_modelversion(namespace, name)
+
+    def accept_report(self, caller: Caller, report: TrainerReport) -> None:
+        """A trainer's snapshot (already authenticated and authorised): keep the newest per
+        ModelVersion and write the status it makes true."""
+        key = (report.namespace, report.model_version)
+        held = self.reports.get(key)
+        if held is not None and held[0] == caller.pod_name and held[1].sequence >= report.sequence:
+            self.metrics.reports.labels(result="stale").inc()
+            return
+        self.reports[key] = (caller.pod_name, report)
+        self.metrics.reports.labels(result="accepted").inc()
+        self.reconcile_modelversion(*key)
+
+    def authorize(self, caller: Caller, namespace: str, name: str) -> bool:
+        """Whether ``caller``'s Pod belongs to the Job of ModelVersion ``namespace/name``: the
+        Pod exists with the token's uid, it is owned by the Job, and the Job by that
+        ModelVersion (uid checked)."""
+        if caller.pod_name is None:
+            return False
+        pod = self.kube.get_pod(namespace, caller.pod_name)
+        if pod is None or pod["metadata"].get("uid") != caller.pod_uid:
+            return False
+        job_name = naming.job_name(name)
+        if not any(
+            ref.get("kind") == "Job" and ref.get("name") == job_name
+            for ref in pod["metadata"].get("ownerReferences", [])
+        ):
+            return False
+        job = self.kube.get_job(namespace, job_name)
+        mv = self.kube.get_modelversion(namespace, name)
+        if job is None or mv is None:
+            return False
+        return any(
+            ref.get("kind") == "ModelVersion" and ref.get("uid") == mv["metadata"].get("uid")
+            for ref in job["metadata"].get("ownerReferences", [])
+        )
+
+    def reconcile_modelversion(self, namespace: str, name: str, body: Obj | None = None) -> None:
+        """Bring one ModelVersion's children and status in line with what is true now."""
+        started = time.perf_counter()
+        result = "ok"
+        try:
+            with self._lock((namespace, name)):
+                self._reconcile_modelversion(namespace, name, body)
+        except (kube_mod.KubeError, ValueError) as exc:
+            result = "error"
+            log.warning("ModelVersion %s/%s: %s", namespace, name, exc)
+            raise
+        finally:
+            self.metrics.reconciles.labels(kind="ModelVersion", result=result).inc()
+            self.metrics.reconcile_seconds.labels(kind="ModelVersion").observe(
+                time.perf_counter() - started
+            )
+
+    def _reconcile_modelversion(self, namespace: str, name: str, body: Obj | None) -> None:
+        obj = self.kube.get_modelversion(namespace, name) if body is None else body
+        if obj is None:
+            self.queue.remove((namespace, name))
+            return
+        mv = ModelVersion.model_validate(obj)
+        previous = mv.status
+        finished = status.is_finished(previous)
+        view_obj = self.kube.get_view(namespace, mv.spec.view_ref.name)
+        plan: TrainingPlan | None = None
+        plan_error: str | None = None
+        if view_obj is not None:
+            try:
+                plan = resolve(
+                    View.model_validate(view_obj),
+                    mv,
+                    self.settings.plan_defaults(self.status_ca_pem),
+                )
+            except InputError as exc:
+                plan_error = exc.message
+        job_name = naming.job_name(name)
+        job = self.kube.get_job(namespace, job_name)
+        self.queue.update(self._entry(obj, has_job=job is not None))
+        position = None if job is not None else self.queue.position((namespace, name))
+        if job is None and plan is not None and not finished and position is None:
+            self.kube.create_configmap(namespace, render.render_configmap(plan, mv))
+            suspend = render.creation_suspend(mv.spec, queued=False)
+            job, created = self.kube.create_job(
+                namespace, render.render_job(plan, mv, self.settings, suspend=suspend)
+            )
+            if created:
+                log.info("created Job %s/%s", namespace, job_name)
+            self.queue.update(self._entry(obj, has_job=True))
+        elif job is not None:
+            patch = render.job_patch(job, mv, queued=False)
+            if patch is not None:
+                job = self.kube.patch_job(namespace, job_name, patch) or job
+        pods = self.kube.list_pods(namespace, f"job-name={job_name}") if job is not None else []
+        held = self.reports.get((namespace, name))
+        report_pod, report = held if held is not None else (None, None)
+        observation = observe.observe(
+            job,
+            pods,
+            view_obj is not None,
+            report,
+            position,
+            spec=mv.spec,
+            plan_error=plan_error,
+        )
+        generation = int(mv.metadata.generation or 0)
+        new = status.compose_status(
+            previous,
+            observation,
+            report,
+            generation,
+            _now(),
+            plan=plan,
+            report_pod=report_pod,
+        )
+        new_wire = new.wire()
+        old_wire = previous.wire() if previous is not None else {}
+        if new_wire != old_wire:
+            written = self.kube.patch_status(
+                "modelversions", namespace, name, merge_patch(old_wire, new_wire)
+            )
+            if written is not None and new.phase != (previous.phase if previous else None):
+                self._phase_event(obj, new.phase or "", observation)
+        self.metrics.set_phase(namespace, mv.spec.view_ref.name, name, new.phase or "Pending")
+        self.metrics.queue_length.set(len(self.queue.waiting()))
+        if status.is_finished(new) and not finished:
+            self.queue.update(self._entry({**obj, "status": new_wire}, has_job=job is not None))
+            self.admit_waiting()
+
+    def _phase_event(self, obj: Obj, phase: str, observation: observe.Observation) -> None:
+        body = kube_mod.event_body(
+            obj,
+            EVENT_TYPES.get(phase, "Normal"),
+            observation.reason or observation.kind.value,
+            f"{phase}: {observation.message}",
+            _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        kube_mod.post_event(self.kube, body)
+
+    # --- View ------------------------------------------------------------------------------
+
+    def reconcile_view(self, namespace: str, name: str, body: Obj | None = None) -> None:
+        """The View's model id, concept count and models library."""
+        started = time.perf_counter()
+        try:
+            obj = self.kube.get_view(namespace, name) if body is None else body
+            if obj is None:
+                return
+            view = View.model_validate(obj)
+            names = view.spec.concept_names()
+            current = model_id(view.spec.task, names)
+            library: dict[str, ModelEntry] = {}
+            for mv_obj in self.kube.list_modelversions(namespace):
+                mv = ModelVersion.model_validate(mv_obj)
+                if mv.spec.view_ref.name != name:
+                    continue
+                mv_status = mv.status
+                model = (mv_status.model if mv_status else None) or current
+                count = len(mv_status.concepts) if mv_status and mv_status.concepts else len(names)
+                entry = library.setdefault(model, ModelEntry(model=model, concept_count=count))
+                best = mv_status.metrics.best if mv_status and mv_status.metrics else None
+                entry.model_versions.append(
+                    ModelSummary(
+                        model_version=mv.metadata.name,
+                        phase=mv_status.phase if mv_status else None,
+                        best=best.value if best else None,
+                    )
+                )
+            previous = view.status
+            generation = int(view.metadata.generation or 0)
+            ready = Condition(
+                type="Ready",
+                status="True",
+                reason="ModelComputed",
+                message=f"{len(names)} concepts make model {current}.",
+                last_transition_time=_now(),
+                observed_generation=generation,
+            )
+            if previous is not None:
+                for old in previous.conditions:
+                    if (
+                        old.type == "Ready"
+                        and old.status == "True"
+                        and old.message == ready.message
+                    ):
+                        ready = ready.model_copy(
+                            update={"last_transition_time": old.last_transition_time}
+                        )
+            new = ViewStatus(
+                observed_generation=generation,
+                model=current,
+                concept_count=len(names),
+                conditions=[ready],
+                models=sorted(library.values(), key=lambda e: e.model),
+            )
+            old_wire = previous.wire() if previous is not None else {}
+            if new.wire() != old_wire:
+                self.kube.patch_status("views", namespace, name, merge_patch(old_wire, new.wire()))
+            self.metrics.reconciles.labels(kind="View", result="ok").inc()
+        except kube_mod.KubeError:
+            self.metrics.reconciles.labels(kind="View", result="error").inc()
+            raise
+        finally:
+            self.metrics.reconcile_seconds.labels(kind="View").observe(
+                time.perf_counter() - started
+            )
+
+    def modelversions_of_view(self, namespace: str, view: str) -> list[str]:
+        """Names of the ModelVersions that name ``view``."""
+        return [
+            obj["metadata"]["name"]
+            for obj in self.kube.list_modelversions(namespace)
+            if (obj.get("spec", {}).get("viewRef") or {}).get("name") == view
+        ]
