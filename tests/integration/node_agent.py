@@ -507,7 +507,7 @@ class _PodWorker(threading.Thread):
                 self._delete_pod()
 
     @property
-    def _stop(self) -> bool:
+    def _quit(self) -> bool:
         return self.gone or self.aborted
 
     def _run(self) -> None:
@@ -523,7 +523,7 @@ class _PodWorker(threading.Thread):
         # Volumes first, with retries: a ConfigMap may not exist yet, and the Node authorizer
         # learns of the Pod's binding through its own informer, a moment after we do.
         while not self._prepare():
-            if self._stop:
+            if self._quit:
                 return
             if self.terminating:
                 self._finish_unstarted()
@@ -531,7 +531,7 @@ class _PodWorker(threading.Thread):
             time.sleep(_RETRY_S)
         if not self._run_init_containers():
             return
-        if self._stop:
+        if self._quit:
             return
         self._run_containers(self.containers)
 
@@ -580,7 +580,7 @@ class _PodWorker(threading.Thread):
             container.state = {"waiting": {"reason": "PodInitializing"}}
         for container in self.init_containers:
             self._run_containers([container])
-            if self._stop or self.terminating:
+            if self._quit or self.terminating:
                 return False
             if container.exit_code != 0:
                 return False  # restartPolicy Never: the Pod failed (status already written)
@@ -592,7 +592,7 @@ class _PodWorker(threading.Thread):
             self._start(container)
         self._publish()
         while True:
-            if self._stop:
+            if self._quit:
                 return
             now = time.monotonic()
             with self.lock:
@@ -852,7 +852,7 @@ class _PodWorker(threading.Thread):
 
     def _publish(self) -> None:
         """Write the Pod's status (strategic merge: conditions merge by type)."""
-        if self._stop:
+        if self._quit:
             return
         phase = self._phase()
         terminal = phase in ("Succeeded", "Failed")

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.integration.cluster import KUBEVISION_AUDIENCE, ControlPlane
 from tests.integration import node_agent as agent_module
+from tests.integration.cluster import KUBEVISION_AUDIENCE, ControlPlane
 from tests.integration.node_agent import (
     NodeAgent,
     PathRewriter,

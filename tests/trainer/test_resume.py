@@ -120,7 +120,15 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path: Path) 
     assert last["progress"]["epoch"] == 1, "the kill came after epoch 1's checkpoint"
     assert last["progress"]["batch"] == 0
 
-    restarted = _trainer(runs["killed"], cache, log)
+    # DataLoader workers forked after the /metrics server started hold its socket until they
+    # notice their parent is gone: the restart serves on another port (the plan hash, which
+    # resume checks, leaves the port out).
+    restart_plan = tmp_path / "restart.json"
+    restart_plan.write_text(
+        runs["killed"].read_text().replace(f'"metricsPort":{port}', f'"metricsPort":{free_port()}')
+    )
+    assert restart_plan.read_text() != runs["killed"].read_text()
+    restarted = _trainer(restart_plan, cache, log)
     assert restarted.wait(timeout=600) == 0, log.read_text()[-3000:]
 
     a = _load(tmp_path / "straight" / "checkpoints" / "last.pt")
