@@ -207,7 +207,9 @@ def command(settings: OperatorSettings) -> list[str]:
     """The trainer container's command: the override from the settings, or the trainer."""
     if settings.trainer_command_override:
         return list(settings.trainer_command_override)
-    return ["kubevision", "trainer", "--plan", PLAN_PATH]
+    # The termination log is named although it is the default, so that whatever runs the
+    # container (a kubelet, or the tests' node agent) can map the path.
+    return ["kubevision", "trainer", "--plan", PLAN_PATH, "--termination-log", TERMINATION_LOG]
 
 
 def pod_failure_policy() -> dict[str, Any]:

@@ -29,6 +29,7 @@ import pytest
 
 from tests.integration import services
 from tests.integration.cluster import control_plane  # noqa: F401  (fixture)
+from tests.integration.node_agent import node_agent  # noqa: F401  (fixture)
 
 STARTUP_TIMES: dict[str, float] = {}
 

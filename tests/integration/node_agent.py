@@ -377,6 +377,16 @@ PortMap = Callable[[Mapping[str, Any], Mapping[str, Any]], int] | Mapping[int, i
 
 
 @dataclasses.dataclass
+class _TokenFile:
+    """A projected ServiceAccount token file and when to rotate it."""
+
+    path: Path
+    audience: str | None
+    expiration_s: int
+    refresh_at: float  # monotonic
+
+
+@dataclasses.dataclass
 class _Container:
     """One container of a Pod: its spec, its current process and what status reports."""
 
@@ -465,6 +475,10 @@ class _PodWorker(threading.Thread):
         self.deleted_by_agent = False
         self._kill_deadline: float | None = None
         self._dirty = True
+        self._active_since = time.monotonic()
+        self.deadline_exceeded = False  # spec.activeDeadlineSeconds passed
+        self.tokens: list[_TokenFile] = []
+        self.update(pod)  # a Pod first seen with a deletionTimestamp is terminating already
 
     # ---- called from the agent's watch thread -----------------------------------------
 
@@ -522,12 +536,14 @@ class _PodWorker(threading.Thread):
         self._publish()
         # Volumes first, with retries: a ConfigMap may not exist yet, and the Node authorizer
         # learns of the Pod's binding through its own informer, a moment after we do.
-        while not self._prepare():
+        while True:
             if self._quit:
                 return
-            if self.terminating:
+            if self.terminating:  # deleted before it could start: nothing to stop
                 self._finish_unstarted()
                 return
+            if self._prepare():
+                break
             time.sleep(_RETRY_S)
         if not self._run_init_containers():
             return
@@ -595,10 +611,20 @@ class _PodWorker(threading.Thread):
             if self._quit:
                 return
             now = time.monotonic()
+            self._refresh_tokens(now)
             with self.lock:
                 terminating = self.terminating
-            if terminating and self._kill_deadline is None:
-                self._kill_deadline = now + self.grace_s
+                grace_s = self.grace_s
+            deadline = self.pod["spec"].get("activeDeadlineSeconds")
+            overdue = deadline is not None and now - self._active_since > int(deadline)
+            if overdue and not self.deadline_exceeded:
+                # The kubelet's own deadline: stop the containers, fail the Pod, keep it.
+                LOG.info("%s: activeDeadlineSeconds %s exceeded", self.name, deadline)
+                self.deadline_exceeded = True
+                grace_s = int(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
+            ending = terminating or self.deadline_exceeded
+            if ending and self._kill_deadline is None:
+                self._kill_deadline = now + grace_s
                 for container in containers:
                     container.restart_at = None  # no restarts once deletion is asked
                     if container.running:
@@ -613,7 +639,7 @@ class _PodWorker(threading.Thread):
                 if container.running:
                     self._watch_memory(container)
                     if self._reap(container):
-                        self._after_exit(container, terminating)
+                        self._after_exit(container, ending)
                 elif container.restart_at is not None and now >= container.restart_at:
                     container.restart_at = None
                     container.last_state = container.state
@@ -822,8 +848,27 @@ class _PodWorker(threading.Thread):
 
     # ---- status -----------------------------------------------------------------------
 
+    def _refresh_tokens(self, now: float) -> None:
+        """Rotate projected tokens at 80 % of their lifetime, as the kubelet does."""
+        for token in self.tokens:
+            if now < token.refresh_at:
+                continue
+            try:
+                value = self.agent._token(self.pod, token.audience, token.expiration_s)
+            except (ApiError, OSError) as exc:
+                LOG.warning("%s: token refresh failed, retrying: %s", self.name, exc)
+                token.refresh_at = now + 10.0
+                continue
+            partial = token.path.with_name(token.path.name + ".tmp")
+            partial.write_text(value)
+            partial.chmod(token.path.stat().st_mode & 0o777)
+            os.replace(partial, token.path)  # readers never see a half-written token
+            token.refresh_at = now + 0.8 * token.expiration_s
+
     def _phase(self) -> str:
         inits, mains = self.init_containers, self.containers
+        if self.deadline_exceeded and all(c.done for c in [*inits, *mains]):
+            return "Failed"
         if any(c.done and c.exit_code != 0 for c in inits):
             return "Failed"
         if not all(c.done for c in inits) or not any(
@@ -877,6 +922,9 @@ class _PodWorker(threading.Thread):
         }
         if self.init_containers:
             status["initContainerStatuses"] = [c.status(terminal) for c in self.init_containers]
+        if self.deadline_exceeded:
+            status["reason"] = "DeadlineExceeded"
+            status["message"] = "Pod was active on the node longer than the specified deadline"
         try:
             self.agent._api.call(
                 "PATCH",
@@ -958,6 +1006,7 @@ class _Volumes:
     def prepare(self, worker: _PodWorker) -> dict[str, Path]:
         pod = worker.pod
         volumes: dict[str, Path] = {}
+        worker.tokens = []
         for volume in pod["spec"].get("volumes") or []:
             name = volume["name"]
             folder = worker.folder / "volumes" / name
@@ -1016,12 +1065,15 @@ class _Volumes:
             token = source["serviceAccountToken"]
             target = folder / token["path"]
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(
-                self.agent._token(
-                    worker.pod, token.get("audience"), int(token.get("expirationSeconds", 3600))
-                )
+            audience, expiration_s = (
+                token.get("audience"),
+                int(token.get("expirationSeconds", 3600)),
             )
-            target.chmod(0o600 if "defaultMode" not in source else mode)
+            target.write_text(self.agent._token(worker.pod, audience, expiration_s))
+            target.chmod(0o600)
+            worker.tokens.append(
+                _TokenFile(target, audience, expiration_s, time.monotonic() + 0.8 * expiration_s)
+            )
         elif "configMap" in source or "secret" in source:
             kind = "configmaps" if "configMap" in source else "secrets"
             ref = source["configMap" if kind == "configmaps" else "secret"]
@@ -1231,6 +1283,7 @@ class NodeAgent:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
+        self._registered_at = _now()
 
     # ---- public API -------------------------------------------------------------------
 
@@ -1348,6 +1401,7 @@ class NodeAgent:
         if self.gpus:
             capacity[self.gpu_resource] = str(self.gpus)
         now = _now()
+        since = self._registered_at  # conditions never change, so neither do their transitions
 
         def condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
             return {
@@ -1356,7 +1410,7 @@ class NodeAgent:
                 "reason": reason,
                 "message": message,
                 "lastHeartbeatTime": now,
-                "lastTransitionTime": now,
+                "lastTransitionTime": since,
             }
 
         return {

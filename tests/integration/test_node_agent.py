@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.integration import node_agent as agent_module
 from tests.integration.cluster import KUBEVISION_AUDIENCE, ControlPlane
 from tests.integration.node_agent import (
     NodeAgent,
@@ -28,7 +27,6 @@ from tests.integration.node_agent import (
 )
 
 # The fixture, until tests/integration/conftest.py exports it for every integration test.
-node_agent = agent_module.node_agent
 
 T = TypeVar("T")
 MakeNode = Callable[..., NodeAgent]
@@ -80,6 +78,8 @@ def run_job(
     volumes: list[dict[str, Any]] | None = None,
     restart_policy: str = "Never",
     grace_s: int = 10,
+    init_containers: list[dict[str, Any]] | None = None,
+    active_deadline_s: int | None = None,
 ) -> None:
     """Create a one-Pod Job with ``backoffLimit: 0``."""
     pod_spec: dict[str, Any] = {
@@ -89,6 +89,8 @@ def run_job(
     }
     if volumes:
         pod_spec["volumes"] = volumes
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
     cluster.request(
         "POST",
         f"/apis/batch/v1/namespaces/{namespace}/jobs",
@@ -96,7 +98,11 @@ def run_job(
             "apiVersion": "batch/v1",
             "kind": "Job",
             "metadata": {"name": name},
-            "spec": {"backoffLimit": 0, "template": {"spec": pod_spec}},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {"spec": pod_spec},
+                **({"activeDeadlineSeconds": active_deadline_s} if active_deadline_s else {}),
+            },
         },
     )
 
@@ -172,7 +178,7 @@ def test_parse_quantity() -> None:
 def test_node_registers_with_lease_and_node_identity(
     control_plane: ControlPlane, node_agent: MakeNode
 ) -> None:
-    agent = node_agent(gpus=2, cpu="4", memory="8Gi")
+    agent = node_agent(gpus=2, cpu="4", memory="8Gi", lease_renew_s=1.0)
     node = control_plane.request("GET", f"/api/v1/nodes/{agent.name}")
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "2"
     assert node["status"]["capacity"]["cpu"] == "4"
@@ -190,15 +196,24 @@ def test_node_registers_with_lease_and_node_identity(
 def test_job_completes_with_configmap_volume_and_env(
     control_plane: ControlPlane, namespace: str, node_agent: MakeNode
 ) -> None:
-    agent = node_agent()
+    agent = node_agent(port_map={9090: 19090})
     control_plane.request(
         "POST",
         f"/api/v1/namespaces/{namespace}/configmaps",
         {"metadata": {"name": "greeting"}, "data": {"message.txt": "hello", "WHO": "world"}},
     )
+    control_plane.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {"metadata": {"name": "creds"}, "stringData": {"AWS_ACCESS_KEY_ID": "key-id"}},
+    )
     script = (
         "import os, sys; print('file:', open(sys.argv[1]).read()); "
-        "print('who:', os.environ['WHO']); print('pod:', sys.argv[2], os.environ['POD_IP'])"
+        "print('who:', os.environ['WHO']); print('pod:', sys.argv[2], os.environ['POD_IP']); "
+        "print('secret:', os.environ['S3_AWS_ACCESS_KEY_ID'], open('/etc/creds/key').read()); "
+        "print('init:', open('/dev/shm/from-init').read()); "
+        "print('port:', os.environ['KUBEVISION_NODE_AGENT_PORT_METRICS']); "
+        "print('ca:', os.path.getsize('/var/run/secrets/kubernetes.io/serviceaccount/ca.crt') > 0)"
     )
     container = python(script, "$(GREETING_FILE)", "$(POD_NAME)")
     container["env"] = [
@@ -207,13 +222,36 @@ def test_job_completes_with_configmap_volume_and_env(
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ]
-    container["volumeMounts"] = [{"name": "greeting", "mountPath": "/etc/greeting"}]
+    container["envFrom"] = [{"prefix": "S3_", "secretRef": {"name": "creds"}}]
+    container["ports"] = [{"name": "metrics", "containerPort": 9090}]
+    container["volumeMounts"] = [
+        {"name": "greeting", "mountPath": "/etc/greeting"},
+        {"name": "creds", "mountPath": "/etc/creds"},
+        {"name": "shm", "mountPath": "/dev/shm"},
+    ]
+    init = {
+        "name": "init",
+        "image": "busybox",
+        **python("open('/dev/shm/from-init', 'w').write('done')"),
+        "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
+    }
     run_job(
         control_plane,
         namespace,
         "hello",
         container,
-        volumes=[{"name": "greeting", "configMap": {"name": "greeting"}}],
+        volumes=[
+            {"name": "greeting", "configMap": {"name": "greeting"}},
+            {
+                "name": "creds",
+                "secret": {
+                    "secretName": "creds",
+                    "items": [{"key": "AWS_ACCESS_KEY_ID", "path": "key"}],
+                },
+            },
+            {"name": "shm", "emptyDir": {"medium": "Memory"}},
+        ],
+        init_containers=[init],
     )
 
     eventually(
@@ -223,15 +261,34 @@ def test_job_completes_with_configmap_volume_and_env(
         "the Job to complete",
     )
     pod = job_pod(control_plane, namespace, "hello")
+    name = pod["metadata"]["name"]
     assert pod["spec"]["nodeName"] == agent.name
     assert pod["status"]["phase"] == "Succeeded"
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")
     assert terminated["startedAt"] <= terminated["finishedAt"]
-    logs = agent.logs(namespace, pod["metadata"]["name"])
-    assert "file: hello" in logs
-    assert "who: world" in logs
-    assert f"pod: {pod['metadata']['name']} 127.0.0.1" in logs
+    init_state = pod["status"]["initContainerStatuses"][0]["state"]["terminated"]
+    assert init_state["exitCode"] == 0
+    logs = agent.logs(namespace, name)
+    for line in (
+        "file: hello",
+        "who: world",
+        f"pod: {name} 127.0.0.1",
+        "secret: key-id key-id",
+        "init: done",
+        "port: 19090",
+        "ca: True",
+    ):
+        assert line in logs, logs
+    assert agent.ports(namespace, name) == {9090: 19090}
+
+    # A finished Pod that is deleted (here by the garbage collector) is confirmed by the node.
+    control_plane.request(
+        "DELETE",
+        f"/apis/batch/v1/namespaces/{namespace}/jobs/hello",
+        {"propagationPolicy": "Background"},
+    )
+    eventually(lambda: job_pod(control_plane, namespace, "hello") is None, "the Pod to go")
 
 
 def test_failing_container_reports_exit_code_and_message(
@@ -338,6 +395,24 @@ def test_deleting_a_running_job_terminates_its_process(
     eventually(pid_file.exists, "the container to start")
     pid = int(pid_file.read_text())
     assert pid_alive(pid)
+    pod = eventually(
+        lambda: (
+            condition(job_pod(control_plane, namespace, "long"), "Ready")
+            and job_pod(control_plane, namespace, "long")
+        ),
+        "the Pod to be Running and Ready",
+    )
+    status = pod["status"]
+    assert (status["phase"], status["podIP"]) == ("Running", "127.0.0.1")
+    assert {c["type"] for c in status["conditions"]} >= {
+        "PodScheduled",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+    }
+    container = status["containerStatuses"][0]
+    assert container["ready"] and container["started"]
+    assert container["state"]["running"]["startedAt"]
 
     control_plane.request(
         "DELETE",
@@ -351,6 +426,27 @@ def test_deleting_a_running_job_terminates_its_process(
         lambda: get(control_plane, f"/apis/batch/v1/namespaces/{namespace}/jobs/long") is None,
         "the Job to disappear",
     )
+
+
+def test_job_deadline_stops_the_process(
+    control_plane: ControlPlane, namespace: str, node_agent: MakeNode, tmp_path: Path
+) -> None:
+    node_agent(path_map={"/out": tmp_path})
+    script = (
+        "import os, time\nopen('/out/pid.tmp', 'w').write(str(os.getpid()))\n"
+        "os.replace('/out/pid.tmp', '/out/pid')\ntime.sleep(120)\n"
+    )
+    run_job(control_plane, namespace, "slow", python(script), grace_s=2, active_deadline_s=2)
+    pid_file = tmp_path / "pid"
+    eventually(pid_file.exists, "the container to start")
+    job = eventually(
+        lambda: condition(
+            get(control_plane, f"/apis/batch/v1/namespaces/{namespace}/jobs/slow"), "Failed"
+        ),
+        "the Job controller to fail the Job at its deadline",
+    )
+    assert job["reason"] == "DeadlineExceeded"
+    eventually(lambda: not pid_alive(int(pid_file.read_text())), "the process to be stopped")
 
 
 def test_projected_token_is_bound_to_the_pod(
