@@ -198,6 +198,8 @@ def test_command_override_replaces_the_trainer() -> None:
         "trainer",
         "--plan",
         "/etc/kubevision/plan.json",
+        "--termination-log",
+        "/dev/termination-log",
     ]
 
 
