@@ -261,6 +261,11 @@ def render_job(
         suspend = True
     volumes, mounts = _volumes(plan, mv, settings)
     env: list[dict[str, Any]] = [{"name": "KUBEVISION_CACHE_DIR", "value": CACHE_DIR}]
+    if plan.status_endpoint is not None:
+        # Also in the plan; as a variable, whatever runs the container can remap the path.
+        env.append(
+            {"name": "KUBEVISION_STATUS_TOKEN_PATH", "value": plan.status_endpoint.token_path}
+        )
     env += credential_env(credentials(plan, settings))
     container: dict[str, Any] = {
         "name": CONTAINER,
