@@ -21,6 +21,7 @@ used the server.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -28,8 +29,10 @@ from typing import NoReturn
 import pytest
 
 from tests.integration import services
-from tests.integration.cluster import control_plane  # noqa: F401  (fixture)
+from tests.integration.cluster import ControlPlane, control_plane  # noqa: F401  (fixture)
 from tests.integration.node_agent import node_agent  # noqa: F401  (fixture)
+
+REPO = Path(__file__).resolve().parents[2]
 
 STARTUP_TIMES: dict[str, float] = {}
 
@@ -149,3 +152,27 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep("-", "integration servers: startup time")
         for name, seconds in STARTUP_TIMES.items():
             terminalreporter.write_line(f"{name}: {seconds:.2f} s")
+
+
+@pytest.fixture(scope="session")
+def crds(control_plane: ControlPlane) -> ControlPlane:  # noqa: F811
+    """The control plane with kubevision's CRDs installed and the ``kubevision`` namespace."""
+    control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    for name in ("views", "modelversions"):
+        control_plane.kubectl(
+            "wait", "--for=condition=Established", f"crd/{name}.kubevision.dev", "--timeout=60s"
+        )
+    control_plane.kubectl("create", "namespace", "kubevision", check=False)
+    return control_plane
+
+
+@pytest.fixture
+def namespace(crds: ControlPlane) -> Iterator[str]:
+    """A fresh namespace; its ModelVersions are deleted at the end."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    crds.kubectl("create", "namespace", name)
+    yield name
+    # The concurrency limit is global: a ModelVersion left in a terminating namespace would
+    # still count against it, so they go first, and at once (they carry no finalizer).
+    crds.kubectl("-n", name, "delete", "modelversions", "--all", "--wait=true", "--timeout=30s")
+    crds.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -9,12 +9,9 @@ import signal
 import ssl
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from kubevision_api.plan import TrainingPlan
@@ -31,28 +28,6 @@ from tests.integration.operator_helpers import (
 )
 
 EXAMPLE = ROOT / "examples" / "01-classification-digits"
-
-
-@pytest.fixture(scope="module")
-def crds(control_plane: ControlPlane) -> ControlPlane:
-    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    for name in ("views", "modelversions"):
-        control_plane.kubectl(
-            "wait", "--for=condition=Established", f"crd/{name}.kubevision.dev", "--timeout=60s"
-        )
-    control_plane.kubectl("create", "namespace", "kubevision", check=False)
-    return control_plane
-
-
-@pytest.fixture
-def namespace(crds: ControlPlane) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    crds.kubectl("create", "namespace", name)
-    yield name
-    # The concurrency limit is global: a ModelVersion left in a terminating namespace would
-    # still count against it, so they go first, and at once (they carry no finalizer).
-    crds.kubectl("-n", name, "delete", "modelversions", "--all", "--wait=true", "--timeout=30s")
-    crds.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def _manifest(path: Path, **metadata: Any) -> dict[str, Any]:
