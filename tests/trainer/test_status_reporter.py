@@ -13,10 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from kubevision_api.modelversion import (
     BestMetric,
@@ -27,43 +23,21 @@ from kubevision_api.modelversion import (
     StepState,
 )
 from kubevision_api.plan import StatusEndpoint
+from kubevision_operator import tls
 from kubevision_trainer.report.reporter import BatchEvent
 from kubevision_trainer.report.status import StatusReporter
 from tests.trainer.trainer_helpers import free_port
 
 
 def _certificate(tmp: Path) -> tuple[str, Path, Path]:
-    """A self-signed certificate for 127.0.0.1: (PEM, cert file, key file)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubevision-operator")])
+    """A CA and a certificate it signs for 127.0.0.1, as the operator makes them:
+    (CA PEM, cert file, key file)."""
     now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    (tmp / "tls.crt").write_text(pem)
-    (tmp / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return pem, tmp / "tls.crt", tmp / "tls.key"
+    ca = tls.new_ca(now)
+    serving = tls.serving_certificate(ca, ["127.0.0.1"], now)
+    (tmp / "tls.crt").write_bytes(serving.cert_pem)
+    (tmp / "tls.key").write_bytes(serving.key_pem)
+    return ca.cert_pem.decode(), tmp / "tls.crt", tmp / "tls.key"
 
 
 class Received:

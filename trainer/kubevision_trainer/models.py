@@ -3,10 +3,9 @@ of initial weights. Nothing is downloaded: every builder gets ``weights=None``."
 
 from __future__ import annotations
 
-import io
 import logging
-import pickle
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torchvision
@@ -15,6 +14,7 @@ from torch import nn
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import ImageResizer
 from kubevision_api.view import Task
+from kubevision_trainer import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +102,7 @@ def state_dict_from_bytes(data: bytes, source: str) -> dict[str, torch.Tensor]:
     Raises:
         InputError: not a torch file, or no tensors in it.
     """
-    # torch.save writes zip archives (since torch 1.6); anything else would reach the legacy
-    # unpickler and fail in ways that name no file.
-    if not data.startswith(b"PK\x03\x04"):
-        raise InputError(source, "not a torch.save file (expected a zip archive)")
-    try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise InputError(source, f"not a loadable torch state dict: {exc}") from exc
+    obj: Any = checkpoint.from_bytes(data, source)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import math
-import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubevision_api import errors, view
 from kubevision_trainer import storage
+from kubevision_trainer.data import paths
 from kubevision_trainer.data.sample import Box, ReadResult, Sample
 
 #: Pixels a box may overhang the declared image size (rounding in annotation tools).
@@ -215,40 +215,24 @@ def _images(
     document: dict[str, Any], source_uri: str, *, need_size: bool
 ) -> dict[int | str, _Image]:
     images: dict[int | str, _Image] = {}
-    paths: dict[str, str] = {}
+    records_by_path: dict[str, str] = {}
     for i, entry in enumerate(_list(document, "images", source_uri)):
         key = _id(entry, source_uri, f"images[{i}]")
         record = f"images[{i}] (id {key})"
         if key in images:
             raise errors.InputError(source_uri, "duplicated image id", record=record, field="id")
-        path = _relative_path(entry.get("file_name"), source_uri, record)
-        if path in paths:
+        path = paths.relative_path(entry.get("file_name"), source_uri, record, "file_name")
+        if path in records_by_path:
             raise errors.InputError(
                 source_uri,
-                f"{path!r} is already the file of {paths[path]}",
+                f"{path!r} is already the file of {records_by_path[path]}",
                 record=record,
                 field="file_name",
             )
-        paths[path] = record
+        records_by_path[path] = record
         size = _size(entry, source_uri, record, need_size=need_size)
         images[key] = _Image(record=record, path=path, size=size)
     return images
-
-
-def _relative_path(name: Any, source_uri: str, record: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise errors.InputError(
-            source_uri, "must be a non-empty string", record=record, field="file_name"
-        )
-    path = posixpath.normpath(name)
-    if name.startswith("/") or "://" in name or path in (".", "..") or path.startswith("../"):
-        raise errors.InputError(
-            source_uri,
-            f"{name!r} must be a path relative to the annotation file's folder, inside it",
-            record=record,
-            field="file_name",
-        )
-    return path
 
 
 def _size(

@@ -16,11 +16,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import posixpath
 from typing import Any
 
 from kubevision_api import errors, view
 from kubevision_trainer import storage
+from kubevision_trainer.data import paths
 from kubevision_trainer.data.sample import ReadResult, Sample
 
 _HEADER = ["image", "concepts"]
@@ -151,7 +151,7 @@ def _build(
     seen: dict[str, int] = {}
     for line, image, names in rows:
         record = f"line {line}"
-        path = _relative_path(image, source_uri, record)
+        path = paths.relative_path(image, source_uri, record, "image")
         if path in seen:
             raise errors.InputError(
                 source_uri,
@@ -190,20 +190,3 @@ def _build(
         )
     result.samples.sort(key=lambda s: s.path)
     return result
-
-
-def _relative_path(name: Any, source_uri: str, record: str) -> str:
-    # Kept beside coco's twin rather than shared: the readers are independent siblings.
-    if not isinstance(name, str) or not name:
-        raise errors.InputError(
-            source_uri, f"must be a non-empty string, got {name!r}", record=record, field="image"
-        )
-    path = posixpath.normpath(name)
-    if name.startswith("/") or "://" in name or path in (".", "..") or path.startswith("../"):
-        raise errors.InputError(
-            source_uri,
-            f"{name!r} must be a path relative to the annotation file's folder, inside it",
-            record=record,
-            field="image",
-        )
-    return path
