@@ -20,6 +20,7 @@ from tests.api.invalid_manifests import CASES, VALID_UPDATES, Case, ValidUpdate
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"
+CHART_CRDS = ROOT / "helm" / "kubevision" / "crds"
 MODELS: dict[str, type[View] | type[ModelVersion]] = {"View": View, "ModelVersion": ModelVersion}
 
 #: Short names of the built-in resources (`kubectl api-resources` of a 1.3x cluster).
@@ -43,6 +44,36 @@ def test_committed_crds_match_the_models() -> None:
     assert sorted(committed) == sorted(generated), "crds/ holds other files than the models give"
     diff = crdgen.drift(CRDS)
     assert not diff, f"crds/ is out of date; run `kubevision crds`:\n{diff}"
+
+
+def test_chart_copy_matches_the_models() -> None:
+    """Helm installs helm/kubevision/crds/ as it is: the same bytes as crds/, written by the
+    same command, and covered by the same drift check."""
+    assert crdgen.targets(CRDS) == [CRDS, CHART_CRDS]
+    committed = {p.name: p.read_text(encoding="utf-8") for p in CHART_CRDS.glob("*")}
+    assert committed == crdgen.generate(), (
+        "helm/kubevision/crds/ is out of date; run `kubevision crds`"
+    )
+
+
+def test_check_command_covers_the_chart_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The fake: a checkout with crds/ and a chart; only the chart's copy is edited by hand.
+    chart = tmp_path / "helm" / "kubevision"
+    chart.mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: kubevision\nversion: 0.1.0\n")
+    out = tmp_path / "crds"
+    assert cli.main(["crds", "--out", str(out)]) == 0
+    assert sorted(p.name for p in (chart / "crds").iterdir()) == sorted(crdgen.generate())
+    assert cli.main(["crds", "--check", "--out", str(out)]) == 0
+    target = chart / "crds" / "kubevision.dev_modelversions.yaml"
+    target.write_text(target.read_text().replace("storage: true", "storage: false"))
+    capsys.readouterr()
+    assert cli.main(["crds", "--check", "--out", str(out)]) == 1
+    assert "helm/kubevision/crds/kubevision.dev_modelversions.yaml (committed)" in (
+        capsys.readouterr().out
+    )
 
 
 def test_generation_is_deterministic() -> None:

@@ -1,0 +1,136 @@
+"""The Grafana dashboards shipped by the chart: the panels the issue asks for, variables from
+label_values queries, the design's aggregation rule, no vector() fallback, and no panel that
+names a metric the code does not export."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from tests.helm import dashboards
+from tests.helm.dashboards import AGGREGATION, TRAINER_PREFIXES
+
+TRAINING_PANELS = [
+    "Learning rate",
+    "Batch loss",
+    "Validation loss",
+    "Validation accuracy",
+    "Validation mAP",
+    "Images per second",
+    "Epoch",
+    "Best metric",
+    "Phase",
+]
+OPERATOR_PANELS = [
+    "Reconciles per second",
+    "Reconcile errors per second",
+    "Reconcile duration",
+    "ModelVersions by phase",
+    "Queue length",
+    "Watch events per second",
+    "Seconds since the last watch event",
+]
+
+
+#: The design's metrics (§6) that the dashboards draw. The batch and image counters are
+#: drawn through the epoch and images/s gauges.
+DRAWN = {
+    "kubevision_train_learning_rate",
+    "kubevision_train_batch_loss",
+    "kubevision_train_images_per_second",
+    "kubevision_train_epoch",
+    "kubevision_val_loss",
+    "kubevision_val_accuracy",
+    "kubevision_val_map",
+    "kubevision_best_metric",
+    "kubevision_modelversion_phase",
+    "kubevision_operator_reconciles_total",
+    "kubevision_operator_reconcile_duration_seconds_bucket",
+    "kubevision_operator_queue_length",
+    "kubevision_operator_watch_events_total",
+    "kubevision_operator_last_watch_event_timestamp_seconds",
+}
+
+
+def all_queries() -> list[dashboards.Query]:
+    return [q for title in dashboards.DASHBOARDS for q in dashboards.queries(title)]
+
+
+def test_panels() -> None:
+    assert [p["title"] for p in dashboards.load("Training")["panels"]] == TRAINING_PANELS
+    assert [p["title"] for p in dashboards.load("Operator")["panels"]] == OPERATOR_PANELS
+    for title in dashboards.DASHBOARDS:
+        data = dashboards.load(title)
+        assert data["title"] == title and data["uid"].startswith("kubevision-")
+        ids = [p["id"] for p in data["panels"]]
+        assert len(ids) == len(set(ids))
+        for panel in data["panels"]:
+            assert panel["targets"], panel["title"]
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+def test_training_variables_come_from_label_values() -> None:
+    by_name = {v["name"]: v for v in dashboards.variables("Training")}
+    assert list(by_name) == ["datasource", "namespace", "view", "modelversion"]
+    assert by_name["datasource"]["type"] == "datasource"
+    for name in ("namespace", "view", "modelversion"):
+        var = by_name[name]
+        assert var["type"] == "query"
+        query = var["query"]["query"]
+        assert re.fullmatch(rf"label_values\(kubevision_\w+(\{{.*\}})?, {name}\)", query), query
+        assert var["definition"] == query
+    # Each variable narrows by the ones before it.
+    assert "$namespace" in by_name["view"]["query"]["query"]
+    assert "$view" in by_name["modelversion"]["query"]["query"]
+
+
+def test_no_vector_fallback() -> None:
+    for query in all_queries():
+        assert "vector(" not in query.expr.replace(" ", ""), query
+        assert " or " not in query.expr, f"{query}: a fallback hides missing series"
+
+
+def test_trainer_metrics_follow_the_aggregation_rule() -> None:
+    """Every trainer metric is read through max by (namespace, view, modelversion), selected
+    by the three variables: scraped and pushed series draw one curve."""
+    for query in dashboards.queries("Training"):
+        for metric in query.metrics():
+            if metric.startswith(TRAINER_PREFIXES):
+                assert query.expr.startswith(AGGREGATION + " ("), query
+        for var in ("$namespace", "$view", "$modelversion"):
+            assert var in query.expr, query
+    # The operator's phase gauge keeps its own label too.
+    (phase,) = [q for q in dashboards.queries("Training") if q.panel == "Phase"]
+    assert phase.expr.startswith("max by (namespace, view, modelversion, phase) (")
+
+
+def test_every_panel_metric_is_exported_by_the_code() -> None:
+    exported = dashboards.exported_names(dashboards.trainer_registry()) | (
+        dashboards.exported_names(dashboards.operator_registry())
+    )
+    for query in all_queries():
+        metrics = query.metrics()
+        assert metrics, f"{query}: names no kubevision metric"
+        assert metrics <= exported, f"{query.panel}: {metrics - exported} not exported"
+    # Every metric of the design (ARCHITECTURE.md §6) that a panel should draw is drawn.
+    shown = set().union(*(q.metrics() for q in all_queries()))
+    assert shown >= DRAWN, DRAWN - shown
+    assert exported >= DRAWN, DRAWN - exported
+
+
+def test_exported_names_can_fail() -> None:
+    """The check above is not vacuous: a dashboard metric missing from a registry is caught."""
+    registry = CollectorRegistry()
+    Counter("kubevision_operator_reconciles", "x", registry=registry)
+    names = dashboards.exported_names(registry)
+    assert names == {"kubevision_operator_reconciles_total"}
+    assert "kubevision_operator_reconciles" not in names
+
+
+@pytest.mark.parametrize("title", sorted(dashboards.DASHBOARDS))
+def test_queries_have_balanced_brackets(title: str) -> None:
+    for query in dashboards.queries(title):
+        for open_, close in ("()", "{}", "[]"):
+            assert query.expr.count(open_) == query.expr.count(close), query
