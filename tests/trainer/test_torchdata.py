@@ -17,8 +17,10 @@ from kubevision_trainer import presets
 from kubevision_trainer.data.loading import CachedImage
 from kubevision_trainer.data.sample import Sample
 from kubevision_trainer.data.torchdata import (
+    EpochBatchSampler,
     EpochSampler,
     VisionDataset,
+    batches_per_epoch,
     collate_detection,
     derive_seed,
 )
@@ -228,3 +230,26 @@ def test_batches_do_not_depend_on_workers(tmp_path: Path, workers: int) -> None:
     assert len(batches) == 2
     for got, want in zip(batches, expected, strict=True):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("n", "batch", "sizes"),
+    [
+        (9, 4, [4, 5]),  # a lone ninth image joins the batch before
+        (8, 4, [4, 4]),
+        (10, 4, [4, 4, 2]),
+        (1, 4, [1]),  # nothing to join: a one-image dataset still trains
+        (5, 1, [1, 1, 1, 1, 1]),
+    ],
+)
+def test_epoch_batches_never_leave_one_image_alone(n: int, batch: int, sizes: list[int]) -> None:
+    sampler = EpochSampler(n, seed=0, shuffle=True)
+    batches = EpochBatchSampler(sampler, batch)
+    sampler.set_epoch(3)
+    got = list(batches)
+    assert [len(b) for b in got] == sizes
+    assert len(batches) == len(sizes) == batches_per_epoch(n, batch)
+    assert sorted(i for b in got for i in b) == [3 * n + i for i in range(n)]
+    # A restart at batch 1 yields exactly the batches that followed batch 0.
+    sampler.set_epoch(3, start=batch)
+    assert list(batches) == got[1:]

@@ -33,12 +33,13 @@ from kubevision_trainer import checkpoint, engine, models, presets, storage
 from kubevision_trainer.data import balance, loading, readers, split
 from kubevision_trainer.data.loading import CachedImage
 from kubevision_trainer.data.torchdata import (
+    EpochBatchSampler,
     EpochSampler,
     VisionDataset,
     collate_detection,
     derive_seed,
 )
-from kubevision_trainer.report import factory
+from kubevision_trainer.report import factory, prometheus
 from kubevision_trainer.report.records import RecordsReporter
 from kubevision_trainer.report.reporter import MultiReporter, Reporter
 from kubevision_trainer.settings import TrainerSettings
@@ -162,9 +163,7 @@ def loaders(
         "persistent_workers": options.data_loader_workers > 0,
     }
     train = DataLoader(
-        train_ds,
-        batch_sampler=BatchSampler(sampler, options.batch_size, drop_last=False),
-        **common,
+        train_ds, batch_sampler=EpochBatchSampler(sampler, options.batch_size), **common
     )
     val = DataLoader(
         val_ds,
@@ -288,6 +287,14 @@ def run(
         )
         if last is not None:
             trainer.restore(last)
+            # The Job's reporters were made before last.pt was read: without this, a resumed
+            # trainer's Prometheus counters (batches, images) would start over from 0 and the
+            # pushed series would no longer equal epochs x batches per epoch.
+            # (prometheus.py's start_batches/start_images, which factory cannot know yet.)
+            for reporter in fanout.reporters:
+                if isinstance(reporter, prometheus.PrometheusReporter):
+                    reporter.batches.inc(progress.batches_total)
+                    reporter.images.inc(progress.images_total)
             log.info("resuming at epoch %d, batch %d", progress.epoch + 1, progress.batch)
             if progress.best_epoch is not None:
                 fanout.checkpoint(store.best_status(progress.best_epoch))

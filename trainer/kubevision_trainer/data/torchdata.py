@@ -8,6 +8,7 @@ re-run after a restart draws exactly what the first run drew."""
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -123,7 +124,46 @@ class EpochSampler(Sampler[int]):
             yield base + i
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return max(0, self.n - self.start)
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Batches in an epoch of ``n`` images: ceil(n / batch_size), less one when a single
+    image would be left for the last batch (it joins the batch before: BatchNorm cannot
+    normalise a batch of one image in training mode)."""
+    if n <= 0:
+        return 0
+    return math.ceil(n / batch_size) - (1 if n > batch_size and n % batch_size == 1 else 0)
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Batches of ``batch_size`` from an ``EpochSampler``; a lone last image joins the batch
+    before (see :func:`batches_per_epoch`). Every batch but the last is full, so a restart at
+    batch k starts at image ``k * batch_size``."""
+
+    def __init__(self, sampler: EpochSampler, batch_size: int) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batch: list[int] = []
+        batches: list[list[int]] = []
+        for index in self.sampler:
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                batches.append(batch)
+                batch = []
+                # Hold one full batch back: it may still have to take a lone last image.
+                if len(batches) == 2:
+                    yield batches.pop(0)
+        if len(batch) == 1 and batches:
+            batches[-1].extend(batch)
+        elif batch:
+            batches.append(batch)
+        yield from batches
+
+    def __len__(self) -> int:
+        return batches_per_epoch(len(self.sampler), self.batch_size)
 
 
 def collate_detection(
