@@ -76,8 +76,9 @@ class Reconciler:
     def seed(self) -> None:
         """Fill the queue from the API before any handler runs, so that a restarted operator
         admits in queue order rather than in the order its watch lists objects."""
-        for obj in self.kube.list_modelversions(None):
-            self.queue.update(self._entry(obj, has_job=None))
+        for namespace in self.settings.namespaces or [None]:
+            for obj in self.kube.list_modelversions(namespace):
+                self.queue.update(self._entry(obj, has_job=None))
 
     def _entry(self, obj: Obj, *, has_job: bool | None) -> Entry:
         meta, spec = obj["metadata"], obj.get("spec", {})
