@@ -76,7 +76,8 @@ class Reconciler:
     def seed(self) -> None:
         """Fill the queue from the API before any handler runs, so that a restarted operator
         admits in queue order rather than in the order its watch lists objects."""
-        for namespace in self.settings.namespaces or [None]:
+        watched: list[str | None] = list(self.settings.namespaces) or [None]
+        for namespace in watched:
             for obj in self.kube.list_modelversions(namespace):
                 self.queue.update(self._entry(obj, has_job=None))
 
