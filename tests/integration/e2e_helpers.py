@@ -531,3 +531,23 @@ def assert_prometheus(
         if value is None:
             promql = f"{metric}{{{labels}}}"
             assert env.prometheus.query(promql) == [], metric
+
+
+@dataclass(frozen=True)
+class Case:
+    """One task's lean training."""
+
+    dataset: Callable[[E2E], Dataset]
+    architecture: str
+    size: tuple[int, int]
+    epochs: int
+    batch: int
+
+
+CASES = {
+    "classification": Case(classification_dataset, "resnet18", (32, 32), 2, 8),
+    # tags-csv, about 30% of the images without concept.
+    "tagging": Case(tagging_dataset, "resnet18", (32, 32), 2, 8),
+    # COCO with category ids 1, 3, 7; the lightest torchvision detector at its canvas size.
+    "detection": Case(detection_dataset, "fasterrcnn_mobilenet_v3_large_320_fpn", (128, 128), 1, 4),
+}

@@ -6,8 +6,6 @@ sha256; the trainer's metrics reach Prometheus through the Pushgateway."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,32 +14,10 @@ from tests.integration import e2e_helpers as h
 from tests.integration.e2e_helpers import e2e  # noqa: F401  (fixture)
 
 
-@dataclass(frozen=True)
-class Case:
-    """One task's lean training."""
-
-    dataset: Callable[[h.E2E], h.Dataset]
-    architecture: str
-    size: tuple[int, int]
-    epochs: int
-    batch: int
-
-
-CASES = {
-    "classification": Case(h.classification_dataset, "resnet18", (32, 32), 2, 8),
-    # tags-csv, about 30% of the images without concept.
-    "tagging": Case(h.tagging_dataset, "resnet18", (32, 32), 2, 8),
-    # COCO with category ids 1, 3, 7; the lightest torchvision detector at its canvas size.
-    "detection": Case(
-        h.detection_dataset, "fasterrcnn_mobilenet_v3_large_320_fpn", (128, 128), 1, 4
-    ),
-}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("task", list(CASES))
+@pytest.mark.parametrize("task", list(h.CASES))
 def test_trains_through_the_operator(e2e: h.E2E, node_agent: Any, task: str) -> None:  # noqa: F811
-    case = CASES[task]
+    case = h.CASES[task]
     dataset = case.dataset(e2e)
     name = f"{task}-e2e"
     mv = h.modelversion(
