@@ -88,6 +88,8 @@ def run(
         InputError: bad manifests, dataset or images (one line naming file, record, field).
     """
     plan = plan_from_manifests(paths, output=output, epochs=epochs)
+    # The progress bar shows each epoch; the engine's own line (for Jobs' logs) would repeat it.
+    logging.getLogger("kubevision_trainer.engine").setLevel(logging.WARNING)
     bar = ProgressBarReporter()
     bar.console.log(f"training {plan.namespace}/{plan.model_version} into {plan.output_uri}")
     card = main.run(plan, device=device, reporters=[bar])

@@ -60,6 +60,10 @@ def render(batches: list[dict[str, Any]], epochs: list[dict[str, Any]], title: s
             axis.text(0.5, 0.5, "not defined\nfor this task", ha="center", va="center")
         elif len(series) > 1:
             axis.legend()
+        if drawn and "loss" in name.lower():
+            # An untrained network's first losses can be 100x the later ones: a linear axis
+            # would flatten the part of the curve that matters.
+            axis.set_yscale("log")
         axis.set_title(name)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
