@@ -5,9 +5,14 @@ adds a finalizer, so ModelVersions and Views can be deleted while the operator i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kubevision_api.meta import GROUP, VERSION
 from kubevision_api.progress import TrainerReport
+from kubevision_operator import kube as kube_mod
 from kubevision_operator import naming, statusserver, tls
+from kubevision_operator import queue as queue_mod
 from kubevision_operator.kube import Kube
 from kubevision_operator.metrics import OperatorMetrics
 from kubevision_operator.reconcile import Reconciler
@@ -28,6 +35,21 @@ log = logging.getLogger(__name__)
 
 MANAGED = {naming.MANAGED_BY: naming.MANAGED_BY_VALUE}
 AUDIENCE = "kubevision.dev"
+#: Least seconds between two refreshes of one View's status. Its models library lists every
+#: ModelVersion of the View, so ModelVersion events only mark it stale: one list per second,
+#: not one per event (which made N ModelVersions cost N² reads).
+VIEW_REFRESH_SECONDS = 1.0
+#: Least seconds between two rewrites of the queue positions that waiting ModelVersions show
+#: ("Queued at position N"). Every admission moves every waiting ModelVersion by one, so
+#: following each at once would cost one status patch per waiting ModelVersion per admission.
+QUEUE_REFRESH_SECONDS = 30.0
+#: Seconds a Job or Pod event waits for others of the same ModelVersion: a Pod's phase change
+#: and the Job's status update that follows it make one reconcile, not two.
+COALESCE_SECONDS = 0.1
+#: Threads that reconcile for the watch handlers and the refresh loop. Their own pool: a burst
+#: of watch events (hundreds of new ModelVersions) must not hold up the status endpoint, whose
+#: calls use the event loop's default pool (trainers give up on a report after 5 s).
+RECONCILE_THREADS = 8
 
 
 class Runtime:
@@ -38,9 +60,45 @@ class Runtime:
         self.settings = settings
         self.kube = kube
         self.metrics = OperatorMetrics()
+        kube.on_request = self.metrics.api_request
         self.reconciler: Reconciler | None = None
         self.runners: list[web.AppRunner] = []
+        self.tasks: list[asyncio.Task[None]] = []
         self.tmp = tempfile.TemporaryDirectory(prefix="kubevision-operator-")
+        #: Views whose status is to be refreshed (by ``refresh_loop``).
+        self.stale_views: set[tuple[str, str]] = set()
+        self._stale_lock = threading.Lock()
+        #: metadata.generation of each View when its ModelVersions were last reconciled.
+        self.view_generations: dict[tuple[str, str], int] = {}
+        #: ModelVersions with a reconcile due (``reconcile_soon``); touched on the loop only.
+        self.due: set[tuple[str, str]] = set()
+        self.executor = ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile")
+
+    async def in_pool(self, call: Callable[..., None], *args: Any) -> None:
+        """Run ``call(*args)`` on the reconcile threads."""
+        await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
+
+    async def reconcile_soon(self, namespace: str, name: str) -> None:
+        """Reconcile the ModelVersion in ``COALESCE_SECONDS``, once for every request made
+        until then (it reads everything afresh when it runs)."""
+        key = (namespace, name)
+        if key in self.due:
+            return
+        self.due.add(key)
+        await asyncio.sleep(COALESCE_SECONDS)
+        self.due.discard(key)
+        await self.in_pool(self.need().reconcile_modelversion, namespace, name)
+
+    def view_stale(self, namespace: str, name: str) -> None:
+        """Have the View's status refreshed within ``VIEW_REFRESH_SECONDS``."""
+        with self._stale_lock:
+            self.stale_views.add((namespace, name))
+
+    def take_stale_views(self) -> list[tuple[str, str]]:
+        """The Views to refresh now (and forget them)."""
+        with self._stale_lock:
+            stale, self.stale_views = sorted(self.stale_views), set()
+        return stale
 
     def need(self) -> Reconciler:
         """The reconciler; handlers run only after startup made it."""
@@ -79,6 +137,28 @@ async def _start_status_server(runtime: Runtime, reconciler: Reconciler, ca: tls
     ).start()
     runtime.runners.append(runner)
     log.info("status endpoint on %s:%d", settings.status_bind_host, settings.status_port)
+
+
+async def refresh_loop(runtime: Runtime, reconciler: Reconciler) -> None:
+    """Refresh stale View statuses every ``VIEW_REFRESH_SECONDS``, and every
+    ``QUEUE_REFRESH_SECONDS`` the status of waiting ModelVersions whose queue position moved.
+    Failures are logged and retried on the next round."""
+    last_queue = time.monotonic()
+    while True:
+        await asyncio.sleep(VIEW_REFRESH_SECONDS)
+        for namespace, name in runtime.take_stale_views():
+            try:
+                await runtime.in_pool(reconciler.reconcile_view, namespace, name)
+            except kube_mod.KubeError as exc:
+                log.warning("View %s/%s: %s", namespace, name, exc)
+                runtime.view_stale(namespace, name)
+        if time.monotonic() - last_queue < QUEUE_REFRESH_SECONDS:
+            continue
+        last_queue = time.monotonic()
+        for namespace, name in reconciler.queue.moved():
+            # reconcile_modelversion logs its own failures; the next round retries.
+            with contextlib.suppress(kube_mod.KubeError, ValueError):
+                await runtime.in_pool(reconciler.reconcile_modelversion, namespace, name)
 
 
 async def _start_health_server(runtime: Runtime) -> None:
@@ -135,50 +215,78 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         if ca is not None:
             await _start_status_server(runtime, reconciler, ca)
         await _start_health_server(runtime)
+        runtime.tasks.append(asyncio.create_task(refresh_loop(runtime, reconciler)))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        for task in runtime.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for runner in runtime.runners:
             await runner.cleanup()
+        runtime.executor.shutdown(wait=False, cancel_futures=True)
         runtime.tmp.cleanup()
 
     @kopf.on.event(GROUP, VERSION, "modelversions", registry=registry)
-    def modelversion_event(
+    async def modelversion_event(
         type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> None:
         runtime.metrics.watch_event("ModelVersion")
         assert namespace is not None  # namespaced resource
         reconciler = runtime.need()
         view = (body.get("spec") or {}).get("viewRef", {}).get("name")
+        obj = dict(body)
         if type == "DELETED":
-            reconciler.forget(namespace, name, view)
+            runtime.kube.forget_writes("modelversions", namespace, name)
+            await runtime.in_pool(reconciler.forget, namespace, name, view)
+        elif runtime.kube.own_status_write("modelversions", obj):
+            # The echo of the operator's own status patch: the world it observed is unchanged
+            # (reconciling it made every ModelVersion cost one more reconcile per status write).
+            pass
         else:
-            reconciler.reconcile_modelversion(namespace, name, dict(body))
+            # Here, on the event loop, events are still in the watch's (creation) order; the
+            # reconciles below run on threads in any order.
+            reconciler.queue.register(queue_mod.entry_of(obj))
+            await runtime.in_pool(reconciler.reconcile_modelversion, namespace, name, obj)
         if view:
-            reconciler.reconcile_view(namespace, view)
+            runtime.view_stale(namespace, view)
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry)
-    def job_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    async def job_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
         runtime.metrics.watch_event("Job")
         owner = body.get("metadata", {}).get("labels", {}).get(naming.MODELVERSION_LABEL)
         if owner and namespace:
-            runtime.need().reconcile_modelversion(namespace, owner)
+            await runtime.reconcile_soon(namespace, owner)
 
     @kopf.on.event("", "v1", "pods", labels=MANAGED, registry=registry)
-    def pod_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    async def pod_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
         runtime.metrics.watch_event("Pod")
         owner = body.get("metadata", {}).get("labels", {}).get(naming.MODELVERSION_LABEL)
         if owner and namespace:
-            runtime.need().reconcile_modelversion(namespace, owner)
+            await runtime.reconcile_soon(namespace, owner)
 
     @kopf.on.event(GROUP, VERSION, "views", registry=registry)
     def view_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
         runtime.metrics.watch_event("View")
         assert namespace is not None  # namespaced resource
         reconciler = runtime.need()
-        if type != "DELETED":
-            reconciler.reconcile_view(namespace, name, dict(body))
-        # ModelVersions waiting for this View (created before it), or losing it.
+        key = (namespace, name)
+        if type == "DELETED":
+            runtime.kube.view_gone(namespace, name)
+        else:
+            runtime.kube.view_seen(dict(body))
+            runtime.view_stale(namespace, name)
+        # ModelVersions waiting for this View (created before it), or losing it, or seeing its
+        # spec change; not for a change of its status alone (which the operator writes, after
+        # ModelVersion events: reconciling every ModelVersion then made N² reconciles).
+        generation = int(body.get("metadata", {}).get("generation") or 0)
+        if type == "DELETED":
+            runtime.view_generations.pop(key, None)
+        elif runtime.view_generations.get(key) == generation:
+            return
+        else:
+            runtime.view_generations[key] = generation
         for mv in reconciler.modelversions_of_view(namespace, name):
             reconciler.reconcile_modelversion(namespace, mv)
 

@@ -9,6 +9,7 @@ import base64
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -42,14 +43,31 @@ def _data(response: Any) -> Obj:
     return data
 
 
+#: ``on_request(verb, resource)``: called once per API request (``resource`` with its
+#: subresource, e.g. ``modelversions/status``); the operator counts them in a metric.
+RequestHook = Callable[[str, str], None]
+
+
+def _ignore(verb: str, resource: str) -> None:
+    return None
+
+
 class Kube:
     """The operator's API calls.
 
     Args:
         api: a configured ``kubernetes.client.ApiClient``.
+        on_request: told of each request made (verb, resource), before it is made.
     """
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, on_request: RequestHook = _ignore) -> None:
+        self.on_request = on_request
+        #: Views as the last watch event showed them (fed by the handlers); get_view reads
+        #: the API only for a View no event has shown yet.
+        self._views: dict[tuple[str, str], Obj] = {}
+        #: resourceVersion of each object after the operator's last status patch.
+        self._written: dict[tuple[str, str, str], str] = {}
+        self._cache_lock = threading.Lock()
         # Typed as Any: bodies go out as plain dicts, which the client accepts and its
         # stubs do not describe.
         self.core: Any = client.CoreV1Api(api)
@@ -60,6 +78,7 @@ class Kube:
     # --- kubevision resources --------------------------------------------------------------
 
     def _get_custom(self, plural: str, namespace: str, name: str) -> Obj | None:
+        self.on_request("get", plural)
         try:
             obj: Obj = self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, name
@@ -71,8 +90,38 @@ class Kube:
         return obj
 
     def get_view(self, namespace: str, name: str) -> Obj | None:
-        """The View, or None if it does not exist."""
+        """The View, or None if it does not exist: from the watch's cache when an event has
+        shown it (an informer's view: as fresh as the watch), else from the API."""
+        with self._cache_lock:
+            cached = self._views.get((namespace, name))
+        if cached is not None:
+            return cached
         return self._get_custom("views", namespace, name)
+
+    def view_seen(self, obj: Obj) -> None:
+        """A watch event showed this View (as it is now)."""
+        meta = obj["metadata"]
+        with self._cache_lock:
+            self._views[(meta["namespace"], meta["name"])] = obj
+
+    def view_gone(self, namespace: str, name: str) -> None:
+        """A watch event showed the View deleted."""
+        with self._cache_lock:
+            self._views.pop((namespace, name), None)
+
+    def own_status_write(self, plural: str, obj: Obj) -> bool:
+        """Whether ``obj`` (from a watch event) is exactly what the operator's last status
+        patch of it left: an echo of its own write, with nothing new to reconcile."""
+        meta = obj.get("metadata") or {}
+        key = (plural, str(meta.get("namespace")), str(meta.get("name")))
+        with self._cache_lock:
+            written = self._written.get(key)
+        return written is not None and written == meta.get("resourceVersion")
+
+    def forget_writes(self, plural: str, namespace: str, name: str) -> None:
+        """The object was deleted: drop what :meth:`own_status_write` remembers of it."""
+        with self._cache_lock:
+            self._written.pop((plural, namespace, name), None)
 
     def get_modelversion(self, namespace: str, name: str) -> Obj | None:
         """The ModelVersion, or None if it does not exist."""
@@ -80,6 +129,7 @@ class Kube:
 
     def list_modelversions(self, namespace: str | None = None) -> list[Obj]:
         """ModelVersions of one namespace, or of the cluster."""
+        self.on_request("list", "modelversions")
         try:
             if namespace:
                 result = self.custom.list_namespaced_custom_object(
@@ -94,6 +144,7 @@ class Kube:
 
     def patch_status(self, plural: str, namespace: str, name: str, status: Obj) -> Obj | None:
         """Merge-patch ``status`` through the status subresource; None if the object is gone."""
+        self.on_request("patch", f"{plural}/status")
         try:
             obj: Obj = self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, plural, name, {"status": status}
@@ -102,12 +153,17 @@ class Kube:
             if exc.status == 404:
                 return None
             raise KubeError(f"{plural} {namespace}/{name} status", exc) from exc
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            with self._cache_lock:
+                self._written[(plural, namespace, name)] = str(version)
         return obj
 
     # --- children --------------------------------------------------------------------------
 
     def get_job(self, namespace: str, name: str) -> Obj | None:
         """The Job, or None."""
+        self.on_request("get", "jobs")
         try:
             return _data(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
         except ApiException as exc:
@@ -118,6 +174,7 @@ class Kube:
     def create_job(self, namespace: str, body: Obj) -> tuple[Obj, bool]:
         """Create the Job, or adopt the one that exists: returns (job, created)."""
         name = body["metadata"]["name"]
+        self.on_request("create", "jobs")
         try:
             job = _data(self.batch.create_namespaced_job(namespace, body, _preload_content=False))
         except ApiException as exc:
@@ -131,6 +188,7 @@ class Kube:
 
     def patch_job(self, namespace: str, name: str, patch: Obj) -> Obj | None:
         """Merge-patch the Job (``spec.suspend``, ``activeDeadlineSeconds``); None if gone."""
+        self.on_request("patch", "jobs")
         try:
             return _data(
                 self.batch.patch_namespaced_job(name, namespace, patch, _preload_content=False)
@@ -142,6 +200,7 @@ class Kube:
 
     def list_jobs(self, label_selector: str, namespace: str | None = None) -> list[Obj]:
         """Jobs matching the selector."""
+        self.on_request("list", "jobs")
         try:
             if namespace:
                 response = self.batch.list_namespaced_job(
@@ -158,6 +217,7 @@ class Kube:
 
     def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
         """Pods of one namespace matching the selector."""
+        self.on_request("list", "pods")
         try:
             response = self.core.list_namespaced_pod(
                 namespace, label_selector=label_selector, _preload_content=False
@@ -169,6 +229,7 @@ class Kube:
 
     def get_pod(self, namespace: str, name: str) -> Obj | None:
         """The Pod, or None."""
+        self.on_request("get", "pods")
         try:
             return _data(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
         except ApiException as exc:
@@ -178,6 +239,7 @@ class Kube:
 
     def create_configmap(self, namespace: str, body: Obj) -> bool:
         """Create the ConfigMap; False when it exists already (it is immutable: the plan)."""
+        self.on_request("create", "configmaps")
         try:
             self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
         except ApiException as exc:
@@ -197,6 +259,7 @@ class Kube:
             "kind": "TokenReview",
             "spec": {"token": token, "audiences": [audience]},
         }
+        self.on_request("create", "tokenreviews")
         try:
             review = _data(self.authn.create_token_review(body, _preload_content=False))
         except ApiException as exc:
@@ -221,6 +284,7 @@ class Kube:
         """The data of Secret ``namespace/name``, created from ``make()`` if absent (a race
         with another replica is settled by reading the winner's Secret)."""
         for _ in range(2):
+            self.on_request("get", "secrets")
             try:
                 secret = _data(
                     self.core.read_namespaced_secret(name, namespace, _preload_content=False)
@@ -236,6 +300,7 @@ class Kube:
                 "type": "Opaque",
                 "data": {k: base64.b64encode(v).decode() for k, v in make().items()},
             }
+            self.on_request("create", "secrets")
             try:
                 self.core.create_namespaced_secret(namespace, body, _preload_content=False)
             except ApiException as exc:
@@ -272,6 +337,7 @@ def event_body(obj: Obj, event_type: str, reason: str, message: str, now: str) -
 
 def post_event(kube: Kube, body: Obj) -> None:
     """Post an Event; a failure is logged only (events are best effort)."""
+    kube.on_request("create", "events")
     try:
         kube.core.create_namespaced_event(
             body["metadata"]["namespace"], body, _preload_content=False

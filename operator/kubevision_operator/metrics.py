@@ -56,6 +56,17 @@ class OperatorMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.api_requests = Counter(
+            "kubevision_operator_api_requests",
+            "Kubernetes API requests made by the reconciler and the status endpoint (not kopf's"
+            " own watches), by verb and resource (with subresource, e.g. modelversions/status).",
+            ["verb", "resource"],
+            registry=self.registry,
+        )
+
+    def api_request(self, verb: str, resource: str) -> None:
+        """Count one API request (``kube.Kube``'s ``on_request`` hook)."""
+        self.api_requests.labels(verb=verb, resource=resource).inc()
 
     def watch_event(self, kind: str) -> None:
         """Count a watch event of ``kind`` and stamp its time."""

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 Key = tuple[str, str]
 
@@ -28,6 +29,24 @@ class Entry:
     admitted: bool = False
     finished: bool = False
     kueue: bool = False
+
+
+def entry_of(obj: Mapping[str, Any]) -> Entry:
+    """The entry of a ModelVersion as the API server holds it, before the operator has looked
+    for its Job: admitted when its status names one."""
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    status = obj.get("status") or {}
+    return Entry(
+        created=str(meta.get("creationTimestamp", "")),
+        namespace=meta["namespace"],
+        name=meta["name"],
+        admitted=bool(status.get("jobName")),
+        finished=any(
+            c.get("type") in ("Succeeded", "Failed") and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        ),
+        kueue=bool((spec.get("runPolicy") or {}).get("queueName")),
+    )
 
 
 def positions(entries: Iterable[Entry], limit: int) -> dict[Key, int]:
@@ -53,6 +72,8 @@ class Queue:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._entries: dict[Key, Entry] = {}
+        #: The position each key was last told by :meth:`position` (None: it may run).
+        self._told: dict[Key, int | None] = {}
         self._lock = threading.Lock()
 
     def update(self, entry: Entry) -> None:
@@ -60,15 +81,47 @@ class Queue:
         with self._lock:
             self._entries[(entry.namespace, entry.name)] = entry
 
+    def register(self, entry: Entry) -> None:
+        """Record a ModelVersion the operator has not reconciled yet; an entry it holds
+        already stays (it knows more). Called as watch events arrive, in creation order, so
+        that a ModelVersion reconciled early on another thread does not pass older ones."""
+        with self._lock:
+            self._entries.setdefault((entry.namespace, entry.name), entry)
+
     def remove(self, key: Key) -> None:
         """Forget a deleted ModelVersion."""
         with self._lock:
             self._entries.pop(key, None)
+            self._told.pop(key, None)
 
     def position(self, key: Key) -> int | None:
-        """Where ``key`` waits (from 1), or None when it may run."""
+        """Where ``key`` waits (from 1), or None when it may run.
+
+        A ModelVersion told that it may run holds its place from then on (it counts as
+        admitted) until its next :meth:`update`, which says whether it got its Job: two
+        ModelVersions reconciled at once on two threads cannot both take the last place."""
         with self._lock:
-            return positions(self._entries.values(), self.limit).get(key)
+            found = positions(self._entries.values(), self.limit).get(key)
+            self._told[key] = found
+            entry = self._entries.get(key)
+            if (
+                found is None
+                and entry is not None
+                and not (entry.admitted or entry.finished or entry.kueue)
+            ):
+                self._entries[key] = replace(entry, admitted=True)
+            return found
+
+    def moved(self) -> list[Key]:
+        """Waiting ModelVersions, in queue order, whose position is no longer the one
+        :meth:`position` last told them: the position in their status is out of date."""
+        with self._lock:
+            table = positions(self._entries.values(), self.limit)
+            return [
+                key
+                for key in sorted(table, key=lambda k: table[k])
+                if key in self._told and self._told[key] != table[key]
+            ]
 
     def waiting(self) -> list[Key]:
         """The waiting ModelVersions in queue order."""

@@ -1,0 +1,191 @@
+"""The operator at scale: N ModelVersions applied at once (one ``kubectl apply`` of a List)
+over one View, with a concurrency limit, Jobs that run the stub trainer
+(``tests/integration/stub_trainer.py``) on a node agent. The workload of
+``tests/integration/test_scale.py``, on a control plane of its own.
+
+Printed, in a table: time from apply to Job created (p50, p95; for every ModelVersion, so
+mostly the time spent queued, and for the admission alone: a place freed to the Job that took
+it), time until every ModelVersion has a status and until all finished, the most Jobs active
+at once, API requests per ModelVersion (the operator's own counter,
+``kubevision_operator_api_requests_total``, and the API server's ``apiserver_request_total``
+over all clients), reconciles per ModelVersion, and the operator process's peak memory
+(VmHWM) and CPU time.
+
+    python benchmarks/operator_scale.py [--count 300] [--limit 5] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.integration import cluster  # noqa: E402
+from tests.integration import scale_workload as workload  # noqa: E402
+from tests.integration.node_agent import NodeAgent  # noqa: E402
+from tests.integration.operator_helpers import Operator, apply  # noqa: E402
+
+NAMESPACE = "scale"
+
+
+def _proc_status(pid: int, field: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of /proc/<pid>/stat (1-based), in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _operator_metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def _apiserver_requests(cp: cluster.ControlPlane) -> dict[tuple[str, str], float]:
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),
+        urllib.request.HTTPSHandler(context=cp._ssl_context()),
+    )
+    with opener.open(cp.server + "/metrics", timeout=30) as response:
+        text = response.read().decode()
+    totals: dict[tuple[str, str], float] = defaultdict(float)
+    for labels, value in workload.parse_metrics(text, "apiserver_request_total"):
+        if labels.get("verb") == "WATCH":
+            continue
+        resource = labels.get("resource", "")
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        totals[(labels.get("verb", ""), resource)] += value
+    return totals
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def run(count: int, limit: int, state: Path) -> list[tuple[str, str]]:
+    """Run the workload once; returns the table's rows."""
+    cp = cluster.start(state / "control-plane")
+    agent: NodeAgent | None = None
+    operator: Operator | None = None
+    try:
+        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        for crd in ("views", "modelversions"):
+            cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.kubevision.dev")
+        for namespace in ("kubevision", NAMESPACE):
+            cp.kubectl("create", "namespace", namespace)
+        agent = NodeAgent(
+            cp,
+            name="scale-node",
+            pods=count + 50,
+            cpu="64",
+            memory="256Gi",
+            workdir=state / "node",
+        ).start()
+        apply(cp, workload.view_manifest(), namespace=NAMESPACE)
+        operator = Operator(cp, state, workload.operator_env(limit))
+        operator.start()
+        assert operator.process is not None
+        pid = operator.process.pid
+        cpu_before = _cpu_seconds(pid)
+        server_before = _apiserver_requests(cp)
+        with workload.Recorder(cp, NAMESPACE) as recorder:
+            started = time.monotonic()
+            apply_seconds = workload.apply_all(cp, NAMESPACE, count)
+
+            def progress(done: int, jobs: int) -> None:
+                if int(time.monotonic() * 2) % 20 == 0:
+                    print(
+                        f"  {time.monotonic() - started:5.0f} s: {jobs} Jobs, {done} finished",
+                        file=sys.stderr,
+                    )
+
+            recorder.wait_finished(count, timeout=60 + 3.0 * count, progress=progress)
+        text = _operator_metrics(operator.health_port)
+        peak = _proc_status(pid, "VmHWM")
+        cpu = _cpu_seconds(pid) - cpu_before
+        server_after = _apiserver_requests(cp)
+    finally:
+        if operator is not None and operator.process is not None:
+            operator.stop()
+        if agent is not None:
+            agent.stop()
+        cp.stop()
+
+    figures = workload.figures(recorder, count, limit, started, apply_seconds)
+    requests = {
+        (labels["verb"], labels["resource"]): value
+        for labels, value in workload.parse_metrics(text, "kubevision_operator_api_requests_total")
+    }
+    reconciles = sum(
+        value
+        for labels, value in workload.parse_metrics(text, "kubevision_operator_reconciles_total")
+        if labels.get("kind") == "ModelVersion"
+    )
+    server = {k: v - server_before.get(k, 0.0) for k, v in server_after.items()}
+    top = sorted(requests.items(), key=lambda kv: -kv[1])[:6]
+    outcomes: dict[str, int] = defaultdict(int)
+    for outcome in recorder.mv_outcome.values():
+        outcomes[outcome] += 1
+    violations = workload.order_violations(recorder, limit)
+    p = workload.percentile
+    return [
+        ("ModelVersions, concurrency limit", f"{count}, {limit}"),
+        ("outcomes", json.dumps(dict(outcomes))),
+        ("kubectl apply of the List", _ms(apply_seconds)),
+        ("apply -> Job created, p50", _ms(p(figures.apply_to_job, 0.50))),
+        ("apply -> Job created, p95", _ms(p(figures.apply_to_job, 0.95))),
+        ("place freed -> next Job created, p50", _ms(p(figures.slot_to_job, 0.50))),
+        ("place freed -> next Job created, p95", _ms(p(figures.slot_to_job, 0.95))),
+        ("apply -> every ModelVersion has a status", _ms(figures.all_status_seconds)),
+        ("apply -> every ModelVersion finished", _ms(figures.all_finished_seconds)),
+        ("Jobs created / most active at once", f"{figures.jobs} / {figures.max_active}"),
+        (
+            "admissions not at the queue's head / beyond its first places",
+            f"{len(workload.order_violations(recorder, 1))} / {len(violations)}",
+        ),
+        ("operator API requests per ModelVersion", f"{sum(requests.values()) / count:.1f}"),
+        (
+            "  of which (verb resource: per MV)",
+            ", ".join(f"{v} {r}: {n / count:.1f}" for (v, r), n in top),
+        ),
+        ("API server requests per MV, all clients", f"{sum(server.values()) / count:.1f}"),
+        ("operator reconciles per ModelVersion", f"{reconciles / count:.1f}"),
+        ("operator peak memory (VmHWM)", peak),
+        ("operator CPU time during the run", f"{cpu:.1f} s"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=300, help="ModelVersions (300)")
+    parser.add_argument("--limit", type=int, default=5, help="concurrency limit (5)")
+    parser.add_argument("--keep", action="store_true", help="keep the state folder (logs)")
+    args = parser.parse_args(argv)
+    state = Path(tempfile.mkdtemp(prefix="kubevision-scale-"))
+    print(f"state and logs in {state}", file=sys.stderr)
+    rows = run(args.count, args.limit, state)
+    print("\n".join(workload.iter_lines(rows)))
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(state, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

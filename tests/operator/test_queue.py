@@ -1,0 +1,107 @@
+"""The concurrency queue (design notes §7): order, the place a ModelVersion told it may run
+holds, registration in watch order, and which positions went out of date."""
+
+from __future__ import annotations
+
+import threading
+
+from kubevision_operator.queue import Entry, Queue, entry_of, positions
+
+T0, T1 = "2024-05-01T10:00:00Z", "2024-05-01T10:00:01Z"
+
+
+def entry(name: str, created: str = T0, namespace: str = "ns", **kw: bool) -> Entry:
+    return Entry(created=created, namespace=namespace, name=name, **kw)
+
+
+def test_order_is_creation_time_then_namespace_then_name() -> None:
+    entries = [
+        entry("b", T1, "a"),
+        entry("b", T0, "b"),
+        entry("a", T0, "b"),
+        entry("z", T0, "a"),
+    ]
+    assert positions(entries, 1) == {("b", "a"): 1, ("b", "b"): 2, ("a", "b"): 3}
+    assert positions(entries, 0) == {}
+
+
+def test_running_ones_count_until_finished_and_kueue_never() -> None:
+    entries = [
+        entry("run", admitted=True),
+        entry("done", admitted=True, finished=True),
+        entry("kueue", kueue=True),
+        entry("a", T1),
+        entry("b", T1),
+    ]
+    assert positions(entries, 2) == {("ns", "b"): 1}
+
+
+def test_a_place_told_is_held_until_the_next_update() -> None:
+    queue = Queue(1)
+    queue.update(entry("b", T1))
+    assert queue.position(("ns", "b")) is None
+    # An older ModelVersion seen only now waits: "b" took the place on another thread.
+    queue.update(entry("a", T0))
+    assert queue.position(("ns", "a")) == 1
+    # "b"'s next reconcile finds no Job (its View is missing, say): the place is free again.
+    queue.update(entry("b", T1))
+    assert queue.position(("ns", "a")) is None
+    assert queue.position(("ns", "b")) == 1
+
+
+def test_the_last_place_goes_to_one_of_many_racing_threads() -> None:
+    queue = Queue(3)
+    names = [f"mv-{i:02d}" for i in range(30)]
+    for name in names:
+        queue.update(entry(name))
+    admitted: list[str] = []
+    barrier = threading.Barrier(len(names))
+
+    def ask(name: str) -> None:
+        barrier.wait()
+        if queue.position(("ns", name)) is None:
+            admitted.append(name)
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(admitted) == names[:3]
+
+
+def test_register_keeps_what_is_known() -> None:
+    queue = Queue(1)
+    queue.update(entry("a", admitted=True))
+    queue.register(entry("a"))
+    queue.register(entry("b"))
+    assert queue.waiting() == [("ns", "b")]
+
+
+def test_moved_names_the_positions_gone_stale() -> None:
+    queue = Queue(1)
+    for name in ("a", "b", "c"):
+        queue.update(entry(name))
+    assert [queue.position(("ns", n)) for n in ("a", "b", "c")] == [None, 1, 2]
+    assert queue.moved() == []
+    queue.update(entry("a", admitted=True, finished=True))
+    # "b" may run now (next_admissible); "c" moved from 2 to 1.
+    assert queue.next_admissible() == [("ns", "b")]
+    assert queue.moved() == [("ns", "c")]
+    assert queue.position(("ns", "c")) == 1
+    assert queue.moved() == []
+    queue.remove(("ns", "c"))
+    assert queue.moved() == []
+
+
+def test_entry_of_a_modelversion() -> None:
+    obj = {
+        "metadata": {"name": "m", "namespace": "ns", "creationTimestamp": T0},
+        "spec": {"runPolicy": {"queueName": "q"}},
+        "status": {
+            "jobName": "kv-m",
+            "conditions": [{"type": "Succeeded", "status": "True"}],
+        },
+    }
+    assert entry_of(obj) == Entry(T0, "ns", "m", admitted=True, finished=True, kueue=True)
+    assert entry_of({"metadata": {"name": "m", "namespace": "ns"}}) == Entry("", "ns", "m")
