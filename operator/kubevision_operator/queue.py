@@ -21,6 +21,8 @@ class Entry:
         admitted: it has a Job that the limit let run.
         finished: Succeeded or Failed.
         kueue: it names a Kueue queue; Kueue decides instead.
+        held: it cannot use a place now (the user suspended it, or its View or plan is
+            missing): it neither counts against the limit nor waits in line.
     """
 
     created: str
@@ -29,6 +31,7 @@ class Entry:
     admitted: bool = False
     finished: bool = False
     kueue: bool = False
+    held: bool = False
 
 
 def entry_of(obj: Mapping[str, Any]) -> Entry:
@@ -46,6 +49,7 @@ def entry_of(obj: Mapping[str, Any]) -> Entry:
             for c in status.get("conditions") or []
         ),
         kueue=bool((spec.get("runPolicy") or {}).get("queueName")),
+        held=bool((spec.get("runPolicy") or {}).get("suspend")),
     )
 
 
@@ -57,9 +61,9 @@ def positions(entries: Iterable[Entry], limit: int) -> dict[Key, int]:
     if limit <= 0:
         return {}
     entries = list(entries)
-    active = sum(1 for e in entries if e.admitted and not e.finished and not e.kueue)
+    active = sum(1 for e in entries if e.admitted and not e.finished and not e.kueue and not e.held)
     waiting = sorted(
-        (e for e in entries if not e.admitted and not e.finished and not e.kueue),
+        (e for e in entries if not e.admitted and not e.finished and not e.kueue and not e.held),
         key=lambda e: (e.created, e.namespace, e.name),
     )
     free = max(0, limit - active)
@@ -107,7 +111,7 @@ class Queue:
             if (
                 found is None
                 and entry is not None
-                and not (entry.admitted or entry.finished or entry.kueue)
+                and not (entry.admitted or entry.finished or entry.kueue or entry.held)
             ):
                 self._entries[key] = replace(entry, admitted=True)
             return found
@@ -136,5 +140,9 @@ class Queue:
             return [
                 key
                 for key, e in self._entries.items()
-                if not e.admitted and not e.finished and not e.kueue and key not in table
+                if not e.admitted
+                and not e.finished
+                and not e.kueue
+                and not e.held
+                and key not in table
             ]

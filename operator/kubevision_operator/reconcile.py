@@ -81,7 +81,7 @@ class Reconciler:
             for obj in self.kube.list_modelversions(namespace):
                 self.queue.update(self._entry(obj, has_job=None))
 
-    def _entry(self, obj: Obj, *, has_job: bool | None) -> Entry:
+    def _entry(self, obj: Obj, *, has_job: bool | None, held: bool | None = None) -> Entry:
         meta, spec = obj["metadata"], obj.get("spec", {})
         previous = obj.get("status") or {}
         finished = any(
@@ -96,6 +96,7 @@ class Reconciler:
             admitted=admitted,
             finished=finished,
             kueue=bool((spec.get("runPolicy") or {}).get("queueName")),
+            held=bool((spec.get("runPolicy") or {}).get("suspend")) if held is None else held,
         )
 
     def forget(self, namespace: str, name: str, view: str | None) -> None:
@@ -187,8 +188,10 @@ class Reconciler:
                 plan_error = exc.message
         job_name = naming.job_name(name)
         job = self.kube.get_job(namespace, job_name)
-        self.queue.update(self._entry(obj, has_job=job is not None))
-        position = None if job is not None else self.queue.position((namespace, name))
+        # A ModelVersion that cannot start (no plan, or suspended by its user) holds no place.
+        on_hold = plan is None or mv.spec.run_policy.suspend
+        self.queue.update(self._entry(obj, has_job=job is not None, held=on_hold))
+        position = None if job is not None or on_hold else self.queue.position((namespace, name))
         if job is None and plan is not None and not finished and position is None:
             self.kube.create_configmap(namespace, render.render_configmap(plan, mv))
             suspend = render.creation_suspend(mv.spec, queued=False)
@@ -197,7 +200,7 @@ class Reconciler:
             )
             if created:
                 log.info("created Job %s/%s", namespace, job_name)
-            self.queue.update(self._entry(obj, has_job=True))
+            self.queue.update(self._entry(obj, has_job=True, held=on_hold))
         elif job is not None:
             patch = render.job_patch(job, mv, queued=False)
             if patch is not None:
@@ -235,7 +238,9 @@ class Reconciler:
         self.metrics.set_phase(namespace, mv.spec.view_ref.name, name, new.phase or "Pending")
         self.metrics.queue_length.set(len(self.queue.waiting()))
         if status.is_finished(new) and not finished:
-            self.queue.update(self._entry({**obj, "status": new_wire}, has_job=job is not None))
+            self.queue.update(
+                self._entry({**obj, "status": new_wire}, has_job=job is not None, held=on_hold)
+            )
             self.admit_waiting()
 
     def _phase_event(self, obj: Obj, phase: str, observation: observe.Observation) -> None:

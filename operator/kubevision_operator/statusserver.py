@@ -67,7 +67,13 @@ def make_app(authenticate: Authenticate, authorize: Authorize, accept: Accept) -
                 {"error": f"this Pod does not train ModelVersion {namespace}/{name}"}, status=403
             )
         try:
-            body = TrainerReport.model_validate_json(await request.read())
+            raw = await request.read()
+        except ConnectionResetError:
+            # The trainer gave up (its timeout) before we read the body: nothing to answer.
+            log.info("a report on %s/%s was dropped by its sender", namespace, name)
+            return web.Response(status=400)
+        try:
+            body = TrainerReport.model_validate_json(raw)
         except ValidationError as exc:
             return web.json_response({"error": str(exc).splitlines()[0]}, status=400)
         if (body.namespace, body.model_version) != (namespace, name):

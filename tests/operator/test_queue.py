@@ -105,3 +105,15 @@ def test_entry_of_a_modelversion() -> None:
     }
     assert entry_of(obj) == Entry(T0, "ns", "m", admitted=True, finished=True, kueue=True)
     assert entry_of({"metadata": {"name": "m", "namespace": "ns"}}) == Entry("", "ns", "m")
+
+
+def test_held_entries_neither_count_nor_wait() -> None:
+    """A ModelVersion whose View is missing, or that its user suspended, must not take the
+    place of the next one in line."""
+    entries = [
+        Entry("2026-01-01T00:00:00Z", "ns", "a", held=True),
+        Entry("2026-01-01T00:00:01Z", "ns", "b"),
+        Entry("2026-01-01T00:00:02Z", "ns", "c", admitted=True, held=True),
+        Entry("2026-01-01T00:00:03Z", "ns", "d"),
+    ]
+    assert positions(entries, limit=1) == {("ns", "d"): 1}
