@@ -344,3 +344,31 @@ def post_event(kube: Kube, body: Obj) -> None:
         )
     except ApiException as exc:
         log.warning("could not post an event: %s", KubeError("Event", exc))
+
+
+def client_credentials() -> dict[str, Any]:
+    """The credentials of the configured kubernetes client (``main.load_config``), as the
+    fields of ``kopf.ConnectionInfo``: kopf then watches with the operator's own identity,
+    whether in-cluster (the token is re-read when it rotates) or from a kubeconfig."""
+    cfg: Any = client.Configuration.get_default_copy()
+    # auth_settings() runs the client's refresh hook (in-cluster tokens rotate) and knows the
+    # key's name, which differs between client versions ("authorization", "BearerToken").
+    auth = next(
+        (
+            str(item["value"])
+            for item in cfg.auth_settings().values()
+            if item.get("key") == "authorization" and item.get("value")
+        ),
+        "",
+    )
+    return {
+        "server": cfg.host,
+        "ca_path": cfg.ssl_ca_cert,
+        "insecure": not cfg.verify_ssl,
+        # The in-cluster loader writes "bearer <token>", kubeconfig tokens "Bearer <token>".
+        "token": auth[7:] if auth.lower().startswith("bearer ") else None,
+        "certificate_path": cfg.cert_file,
+        "private_key_path": cfg.key_file,
+        "username": cfg.username or None,
+        "password": cfg.password or None,
+    }

@@ -33,11 +33,7 @@ def load_config() -> None:
     :func:`serviceaccount_dir`, ``KUBERNETES_SERVICE_HOST``/``PORT``), else the kubeconfig."""
     folder = serviceaccount_dir()
     token, cert = str(folder / "token"), str(folder / "ca.crt")
-    # kopf logs in on its own (handlers' login handler, kopf.login_via_client), through
-    # kubernetes.config.load_incluster_config(), which reads these module constants: point
-    # them at the same folder, so kopf and the operator's own client use one identity.
-    incluster_config.SERVICE_TOKEN_FILENAME = token
-    incluster_config.SERVICE_CERT_FILENAME = cert
+    # kopf logs in with these same credentials (handlers' login, kube.client_credentials).
     try:
         incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
             token_filename=token, cert_filename=cert

@@ -137,6 +137,13 @@ class Operator:
         assert secret is not None
         return base64.b64decode(secret["data"]["ca.crt"]).decode()
 
+    def metrics_text(self) -> str:
+        """The operator's /metrics page."""
+        url = f"http://127.0.0.1:{self.health_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text: str = response.read().decode()
+        return text
+
     def log_text(self) -> str:
         return self.log.read_text()
 

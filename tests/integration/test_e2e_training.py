@@ -12,6 +12,7 @@ import pytest
 
 from tests.integration import e2e_helpers as h
 from tests.integration.e2e_helpers import e2e  # noqa: F401  (fixture)
+from tests.integration.operator_helpers import wait_for
 
 
 @pytest.mark.slow
@@ -32,9 +33,29 @@ def test_trains_through_the_operator(e2e: h.E2E, node_agent: Any, task: str) -> 
     node_agent(cpu="4", memory="16Gi")
     prefix = f"runs/{name}"
     watcher = h.Watcher(e2e, name, records_prefix=prefix)
-    with e2e.operator():
+    with e2e.operator() as operator:
         e2e.apply(e2e.secret(), h.view(task, dataset), mv)
         obj = watcher.finished(timeout=900)
+        # The operator's phase gauge agrees with the status it wrote.
+        series = (  # Prometheus writes labels in name order
+            f'kubevision_modelversion_phase{{modelversion="{name}",namespace="{e2e.namespace}",'
+            f'phase="Succeeded",view="{task}"}} 1.0'
+        )
+        phases: list[str] = []
+
+        def gauge() -> bool:
+            text = operator.metrics_text()
+            phases[:] = [
+                line
+                for line in text.splitlines()
+                if line.startswith("kubevision_modelversion_phase{")
+            ]
+            return series in text
+
+        try:
+            wait_for("the operator's phase gauge", gauge, timeout=15)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; phase series: {phases}") from None
 
     h.assert_steps_in_order(watcher)
     trained = h.assert_trained(e2e, obj, prefix, case.epochs)

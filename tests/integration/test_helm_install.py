@@ -592,7 +592,12 @@ def check_dashboards(
         if "by (phase)" in expr:
             assert any(s.labels["phase"] == "Succeeded" and s.value >= 1 for s in samples), samples
     selector = ", ".join(f'{k}="{labels[k]}"' for k in ("namespace", "modelversion"))
-    phase = prometheus.query(f'kubevision_modelversion_phase{{{selector}, phase="Succeeded"}}')
+    # The gauge is set just after the status write that the test saw: wait for a scrape.
+    phase = prometheus.wait_for(
+        f'kubevision_modelversion_phase{{{selector}, phase="Succeeded"}}',
+        lambda found: [s.value for s in found] == [1.0],
+        timeout=15,
+    )
     assert [s.value for s in phase] == [1.0], phase
     assert phase[0].labels["view"] == labels["view"]
 
@@ -734,7 +739,6 @@ def test_chart_operator_trains_end_to_end(
         trained = h.assert_trained(env, obj, prefix, case.epochs)
         h.assert_epochs_on_time(watcher, trained.records)
         h.assert_prometheus(env, name, "tagging", trained, case.epochs, case.batch)
-
         (trainer_pod, *_) = watcher.pods.values()
         check_monitors(
             release,
