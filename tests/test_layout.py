@@ -99,3 +99,15 @@ def test_local_training_loads_no_kubernetes_client() -> None:
     result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_operator_loads_no_torch() -> None:
+    """``kubevision operator`` imports the whole operator and no torch."""
+    code = (
+        "import sys, kubevision_api.cli, kubevision_operator.main\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n"
+        "print('kopf' in sys.modules)"
+    )
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "True"]

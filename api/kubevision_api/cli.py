@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from kubevision_api.errors import InputError
 
@@ -93,6 +94,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def operator_settings(args: argparse.Namespace) -> Any:
+    """The operator's settings: a flag wins over its ``KUBEVISION_*`` variable, which wins
+    over the default (pydantic-settings gives init arguments the highest precedence)."""
+    from kubevision_operator.settings import OperatorSettings
+
+    flags = {
+        "namespaces": args.namespace,
+        "concurrency_limit": args.concurrency_limit,
+        "status_url": args.status_url,
+        "status_port": args.status_port,
+        "health_port": args.health_port,
+        "trainer_image": args.trainer_image,
+        "output_base_uri": args.output_base_uri,
+        "pushgateway_url": args.pushgateway_url,
+    }
+    return OperatorSettings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    return _parser().parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Returns the exit code: 0 success, 2 bad input, 1 other failure."""
     args = _parser().parse_args(argv)
@@ -137,20 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         if args.command == "operator":
             import kubevision_operator.main
-            from kubevision_operator.settings import OperatorSettings
 
-            flags = {
-                "namespaces": args.namespace,
-                "concurrency_limit": args.concurrency_limit,
-                "status_url": args.status_url,
-                "status_port": args.status_port,
-                "health_port": args.health_port,
-                "trainer_image": args.trainer_image,
-                "output_base_uri": args.output_base_uri,
-                "pushgateway_url": args.pushgateway_url,
-            }
-            settings = OperatorSettings(**{k: v for k, v in flags.items() if v is not None})
-            kubevision_operator.main.run(settings, peering=args.peering)
+            kubevision_operator.main.run(operator_settings(args), peering=args.peering)
             return 0
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
