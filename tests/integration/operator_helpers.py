@@ -15,12 +15,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.integration.cluster import ControlPlane
 from tests.integration.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def apply(cp: ControlPlane, *manifests: dict[str, Any] | Path, namespace: str) -> None:
@@ -57,6 +58,12 @@ def wait_for(
             return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
+    """:func:`wait_for` with the probe first; returns the probe's first truthy value."""
+    value: T = wait_for(what, probe, timeout=timeout, every=0.2)
+    return value
 
 
 def mv_path(namespace: str, name: str) -> str:

@@ -8,29 +8,15 @@ The fixture comes from ``tests/integration/cluster.py`` through ``tests/integrat
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client, config
 
 from tests.integration.cluster import KUBEVISION_AUDIENCE, ControlPlane
-
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
-    """Poll until ``probe`` returns something truthy; bounded, with a message on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
+from tests.integration.operator_helpers import eventually
 
 
 @pytest.fixture(scope="module")

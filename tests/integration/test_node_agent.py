@@ -13,7 +13,7 @@ import urllib.error
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -25,23 +25,11 @@ from tests.integration.node_agent import (
     parse_quantity,
     termination_message,
 )
+from tests.integration.operator_helpers import eventually
 
 # The fixture, until tests/integration/conftest.py exports it for every integration test.
 
-T = TypeVar("T")
 MakeNode = Callable[..., NodeAgent]
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
-    """Poll until ``probe`` returns something truthy; bounded, with a message on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def get(cluster: ControlPlane, path: str) -> Any:
