@@ -1,13 +1,13 @@
 """kubevision's API: View and ModelVersion models, the TrainingPlan and its pure ``resolve()``.
 Free of torch and Kubernetes imports: the operator and the trainer both import it."""
 
+from kubevision_api.contract import StepName
 from kubevision_api.errors import InputError
 from kubevision_api.meta import API_VERSION, GROUP, VERSION, Condition, ObjectMeta
 from kubevision_api.modelversion import (
     ModelVersion,
     ModelVersionSpec,
     ModelVersionStatus,
-    StepName,
     StepState,
 )
 from kubevision_api.plan import PlanDefaults, PlanError, TrainingPlan, resolve

@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import ConfigDict, Field, field_validator
 
 from kubevision_api import architectures
+from kubevision_api.contract import StepName
 from kubevision_api.meta import (
     API_VERSION,
     NAME_RULE,
@@ -320,16 +321,6 @@ class ModelVersionSpec(ApiModel):
         return value
 
 
-class StepName(StrEnum):
-    """Named steps of the progress bar, in order."""
-
-    SCHEDULING = "Scheduling"
-    LOADING_DATASET = "LoadingDataset"
-    TRAINING = "Training"
-    EVALUATING = "Evaluating"
-    EXPORTING = "Exporting"
-
-
 class StepState(StrEnum):
     """State of one step."""
 
@@ -442,6 +433,19 @@ class ReportCursor(ApiModel):
         default=None, max_length=253, description="Pod that sent it (from its token)."
     )
     sequence: int = Field(ge=0, description="The report's sequence number in that Pod.")
+
+
+class Phase(StrEnum):
+    """``status.phase``: the printer column's one word, derived from the conditions by the
+    operator (``status.summarize``). Nothing branches on it (the API conventions deprecate
+    phases for new types); the conditions are the state."""
+
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
 
 
 class ModelVersionStatus(ApiModel):

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from kubevision_api import architectures
+from kubevision_api import architectures, contract
 from kubevision_api.errors import InputError
 from kubevision_api.meta import API_VERSION, ApiModel
 from kubevision_api.modelversion import ModelVersion, ModelVersionSpec
@@ -43,8 +43,8 @@ class StatusEndpoint(ApiModel):
 
     url: str
     ca_pem: str | None = None
-    audience: str = "kubevision.dev"
-    token_path: str = "/var/run/secrets/kubevision.dev/token"
+    audience: str = contract.TOKEN_AUDIENCE
+    token_path: str = contract.TOKEN_PATH
 
 
 class TrainingPlan(ApiModel):

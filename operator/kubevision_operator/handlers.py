@@ -20,6 +20,7 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from kubevision_api import contract
 from kubevision_api.meta import GROUP, VERSION
 from kubevision_api.progress import TrainerReport
 from kubevision_operator import kube as kube_mod
@@ -34,7 +35,6 @@ from kubevision_operator.statusserver import Caller
 log = logging.getLogger(__name__)
 
 MANAGED = {naming.MANAGED_BY: naming.MANAGED_BY_VALUE}
-AUDIENCE = "kubevision.dev"
 #: Least seconds between two refreshes of one View's status. Its models library lists every
 #: ModelVersion of the View, so ModelVersion events only mark it stale: one list per second,
 #: not one per event (which made N ModelVersions cost N² reads).
@@ -118,7 +118,7 @@ async def _start_status_server(runtime: Runtime, reconciler: Reconciler, ca: tls
     key.chmod(0o600)
 
     async def authenticate(token: str) -> Caller | None:
-        return await asyncio.to_thread(runtime.kube.token_review, token, AUDIENCE)
+        return await asyncio.to_thread(runtime.kube.token_review, token, contract.TOKEN_AUDIENCE)
 
     async def authorize(caller: Caller, namespace: str, name: str) -> bool:
         allowed = await asyncio.to_thread(reconciler.authorize, caller, namespace, name)

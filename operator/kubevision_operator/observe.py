@@ -13,16 +13,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
+from kubevision_api import contract
 from kubevision_api.modelversion import ModelVersionSpec, StepState
 from kubevision_api.progress import TrainerReport
 
-CONTAINER: Final = "trainer"
-#: Reasons the trainer writes as the first word of its termination message
-#: (kubevision_trainer.main.run_plan_file).
-TRAINER_REASONS: Final = frozenset({"InvalidInput", "TrainingFailed", "Preempted", "Error"})
 #: Longest message taken from a container's log tail (FallbackToLogsOnError).
 MAX_MESSAGE: Final = 1024
-_TRAINER_LINE = re.compile(r"^(?P<reason>[A-Z][A-Za-z]*): (?P<message>.+)$", re.DOTALL)
 _CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 
@@ -124,7 +120,7 @@ def _newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
     for status in pod.get("status", {}).get("containerStatuses") or []:
-        if status.get("name") == CONTAINER:
+        if status.get("name") == contract.CONTAINER:
             return dict(status)
     return {}
 
@@ -150,7 +146,7 @@ def _started_at(pod: dict[str, Any]) -> datetime | None:
 
 def _memory_limit(pod: dict[str, Any], spec: ModelVersionSpec) -> str:
     for container in pod.get("spec", {}).get("containers") or []:
-        if container.get("name") == CONTAINER:
+        if container.get("name") == contract.CONTAINER:
             limit = (container.get("resources") or {}).get("limits", {}).get("memory")
             if limit:
                 return str(limit)
@@ -206,9 +202,10 @@ def _pod_failure(pod: dict[str, Any], spec: ModelVersionSpec) -> _PodFailure | N
             exit_code,
         )
     text = str(terminated.get("message") or "").strip()
-    match = _TRAINER_LINE.match(text)
-    if match and match["reason"] in TRAINER_REASONS and "\n" not in text:
-        return _PodFailure(Kind.FAILED, match["reason"], _sentence(match["message"]), exit_code)
+    parsed = contract.parse_termination(text)
+    if parsed is not None and parsed[0] is not contract.Outcome.SUCCEEDED:
+        outcome, message = parsed
+        return _PodFailure(Kind.FAILED, outcome.reason, _sentence(message), exit_code)
     line = _last_line(text)
     detail = f"The trainer exited with code {exit_code}"
     return _PodFailure(

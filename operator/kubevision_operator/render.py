@@ -11,32 +11,15 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kubevision_api import contract
+from kubevision_api.contract import StorageRole
 from kubevision_api.meta import API_VERSION
 from kubevision_api.modelversion import ModelVersion, ModelVersionSpec
 from kubevision_api.plan import TrainingPlan
 from kubevision_operator import naming
 from kubevision_operator.settings import OperatorSettings
 
-PLAN_DIR: Final = "/etc/kubevision"
-PLAN_KEY: Final = "plan.json"
-PLAN_PATH: Final = f"{PLAN_DIR}/{PLAN_KEY}"
-CACHE_DIR: Final = "/var/cache/kubevision"
-CONTAINER: Final = "trainer"
-TERMINATION_LOG: Final = "/dev/termination-log"
 TOKEN_EXPIRATION_SECONDS: Final = 3600
-#: Exit code of the trainer for bad input (InvalidInput): retrying cannot help.
-EXIT_INVALID_INPUT: Final = 2
-#: Keys read from a credentials Secret; the first two are required, so a Secret without them
-#: shows as the Pod's CreateContainerConfigError instead of an anonymous S3 request.
-AWS_KEYS: Final = (
-    ("AWS_ACCESS_KEY_ID", False),
-    ("AWS_SECRET_ACCESS_KEY", False),
-    ("AWS_ENDPOINT_URL_S3", True),
-    ("AWS_REGION", True),
-)
-#: Prefix of a credentials role whose Secret differs from the one behind the plain AWS_*
-#: variables: KUBEVISION_OUTPUT_AWS_ACCESS_KEY_ID, ... (docs/operator-status.md).
-ROLE_PREFIX: Final = "KUBEVISION_{role}_"
 
 
 def owner_reference(mv: ModelVersion) -> dict[str, Any]:
@@ -90,7 +73,7 @@ def render_configmap(plan: TrainingPlan, mv: ModelVersion) -> dict[str, Any]:
         "kind": "ConfigMap",
         "metadata": _metadata(naming.configmap_name(mv.metadata.name), plan, mv),
         "immutable": True,
-        "data": {PLAN_KEY: plan_json(plan)},
+        "data": {contract.PLAN_FILE: plan_json(plan)},
     }
 
 
@@ -127,26 +110,29 @@ def credential_env(creds: Credentials) -> list[dict[str, Any]]:
     other role whose Secret differs gets the same keys under ``KUBEVISION_<ROLE>_`` (OUTPUT,
     WEIGHTS); the trainer uses them for URIs of that role and falls back to the plain ones.
     """
-    roles = [("DATASET", creds.dataset), ("OUTPUT", creds.output), ("WEIGHTS", creds.weights)]
+    roles = [
+        (StorageRole.DATASET, creds.dataset),
+        (StorageRole.OUTPUT, creds.output),
+        (StorageRole.WEIGHTS, creds.weights),
+    ]
     named = [(role, secret) for role, secret in roles if secret]
     if not named:
         return []
     default = named[0][1]
-    env = _secret_env("", default)
-    seen = {default}
+    env = _secret_env(None, default)
     for role, secret in named[1:]:
-        if secret not in seen:
-            env += _secret_env(ROLE_PREFIX.format(role=role), secret)
+        if secret != default:
+            env += _secret_env(role, secret)
     return env
 
 
-def _secret_env(prefix: str, secret: str) -> list[dict[str, Any]]:
+def _secret_env(role: StorageRole | None, secret: str) -> list[dict[str, Any]]:
     return [
         {
-            "name": prefix + key,
+            "name": key if role is None else contract.role_variable(role, key),
             "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}},
         }
-        for key, optional in AWS_KEYS
+        for key, optional in contract.AWS_KEYS
     ]
 
 
@@ -172,8 +158,8 @@ def _volumes(
         {"name": "tmp", "emptyDir": {}},
     ]
     mounts: list[dict[str, Any]] = [
-        {"name": "plan", "mountPath": PLAN_DIR, "readOnly": True},
-        {"name": "cache", "mountPath": CACHE_DIR},
+        {"name": "plan", "mountPath": contract.PLAN_DIR, "readOnly": True},
+        {"name": "cache", "mountPath": contract.CACHE_DIR},
         {"name": "dshm", "mountPath": "/dev/shm"},
         # The root filesystem is read-only; libraries that need scratch space get /tmp.
         {"name": "tmp", "mountPath": "/tmp"},
@@ -207,24 +193,23 @@ def command(settings: OperatorSettings) -> list[str]:
     """The trainer container's command: the override from the settings, or the trainer."""
     if settings.trainer_command_override:
         return list(settings.trainer_command_override)
-    # The termination log is named although it is the default, so that whatever runs the
-    # container (a kubelet, or the tests' node agent) can map the path.
-    return ["kubevision", "trainer", "--plan", PLAN_PATH, "--termination-log", TERMINATION_LOG]
+    return contract.trainer_command()
 
 
 def pod_failure_policy() -> dict[str, Any]:
     """Disruptions (preemption, node drain, eviction: the DisruptionTarget condition) are not
-    failures and do not use up backoffLimit; bad input (exit code 2) fails the Job at once,
-    as a retry would read the same input; any other failure counts against backoffLimit."""
+    failures and do not use up backoffLimit; an outcome that no retry can mend (bad input:
+    a retry would read the same input; ``contract.no_retry_exit_codes``) fails the Job at once;
+    any other failure counts against backoffLimit."""
     return {
         "rules": [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             {
                 "action": "FailJob",
                 "onExitCodes": {
-                    "containerName": CONTAINER,
+                    "containerName": contract.CONTAINER,
                     "operator": "In",
-                    "values": [EXIT_INVALID_INPUT],
+                    "values": contract.no_retry_exit_codes(),
                 },
             },
         ]
@@ -260,22 +245,25 @@ def render_job(
         metadata["labels"][naming.KUEUE_QUEUE_LABEL] = policy.queue_name
         suspend = True
     volumes, mounts = _volumes(plan, mv, settings)
-    env: list[dict[str, Any]] = [{"name": "KUBEVISION_CACHE_DIR", "value": CACHE_DIR}]
+    env: list[dict[str, Any]] = [{"name": contract.ENV_CACHE_DIR, "value": contract.CACHE_DIR}]
     if plan.status_endpoint is not None:
         # Also in the plan; as a variable, whatever runs the container can remap the path.
         env.append(
-            {"name": "KUBEVISION_STATUS_TOKEN_PATH", "value": plan.status_endpoint.token_path}
+            {
+                "name": contract.ENV_STATUS_TOKEN_PATH,
+                "value": plan.status_endpoint.token_path,
+            }
         )
     env += credential_env(credentials(plan, settings))
     container: dict[str, Any] = {
-        "name": CONTAINER,
+        "name": contract.CONTAINER,
         "image": spec.image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": command(settings),
         "env": env,
         "resources": _resources(spec, settings),
         "volumeMounts": mounts,
-        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePath": contract.TERMINATION_LOG,
         # The trainer writes one line there; a crash before it can (import error, segfault)
         # still leaves the tail of its log for the Failed condition.
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kubevision_api import contract
 from kubevision_api.modelversion import QUANTITY
 from kubevision_api.plan import PlanDefaults
 
@@ -21,7 +22,7 @@ _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 class OperatorSettings(BaseSettings):
     """Everything the operator is configured with; the ModelVersion's spec is the rest."""
 
-    model_config = SettingsConfigDict(env_prefix="KUBEVISION_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=contract.ENV_PREFIX, extra="forbid")
 
     # NoDecode: a comma-separated list reads better in a Deployment than a JSON array.
     namespaces: Annotated[list[str], NoDecode] = Field(

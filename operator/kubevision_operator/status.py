@@ -13,12 +13,13 @@ from enum import StrEnum
 from typing import Final
 
 from kubevision_api import modelversion
+from kubevision_api.contract import StepName
 from kubevision_api.meta import Condition, ConditionStatus
 from kubevision_api.modelversion import (
     ModelVersionStatus,
+    Phase,
     Progress,
     Step,
-    StepName,
     StepState,
 )
 from kubevision_api.plan import TrainingPlan
@@ -29,17 +30,6 @@ from kubevision_operator.observe import Kind, Observation
 CONDITION_TYPES: Final = ("ViewResolved", "Admitted", "Running", "Succeeded", "Failed", "Suspended")
 TRAINER_STEPS: Final = tuple(s for s in StepName if s is not StepName.SCHEDULING)
 _UNFINISHED: Final = (StepState.PENDING, StepState.RUNNING)
-
-
-class Phase(StrEnum):
-    """The printer column's one word, derived from the conditions by :func:`summarize`."""
-
-    PENDING = "Pending"
-    QUEUED = "Queued"
-    RUNNING = "Running"
-    SUSPENDED = "Suspended"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
 
 
 class StepPolicy(StrEnum):

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import ValidationError
 
+from kubevision_api import contract
 from kubevision_api.progress import TrainerReport
 
 log = logging.getLogger(__name__)
 
-REPORT_PATH = "/v1alpha1/namespaces/{namespace}/modelversions/{name}/report"
 #: Snapshots are a few kB; anything much larger is not a trainer's.
 MAX_BODY_BYTES = 1 << 20
 
@@ -85,7 +85,7 @@ def make_app(authenticate: Authenticate, authorize: Authorize, accept: Accept) -
         return web.Response(text="ok")
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app.router.add_post(REPORT_PATH, report)
+    app.router.add_post(contract.REPORT_PATH, report)
     app.router.add_get("/healthz", healthz)
     return app
 

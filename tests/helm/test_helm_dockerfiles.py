@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubevision_api import contract
 from kubevision_operator import render
 from kubevision_operator.settings import OperatorSettings
 from tests.helm.helm_tool import CHART
@@ -96,7 +97,7 @@ def test_entrypoints_match_the_rendered_commands() -> None:
     trainer = DOCKERFILES["trainer"]
     settings = OperatorSettings()
     assert exec_form(trainer, "ENTRYPOINT") + exec_form(trainer, "CMD") == render.command(settings)
-    assert render.PLAN_PATH in exec_form(trainer, "CMD")
+    assert contract.PLAN_PATH in exec_form(trainer, "CMD")
 
 
 def test_trainer_image_serves_the_metrics_port() -> None:

@@ -219,6 +219,9 @@ class S3Server:
     process: ManagedProcess
     startup_seconds: float
     region: str = "us-east-1"
+    #: Identities allowed one bucket each: bucket name -> (access key, secret key). The
+    #: buckets exist from the start (SeaweedFS only; moto accepts any key).
+    scoped: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def client(self) -> Any:
         """A boto3 S3 client for this server."""
@@ -247,6 +250,11 @@ class S3Server:
             "AWS_REGION": self.region,
         }
 
+    def scoped_env(self, bucket: str) -> dict[str, str]:
+        """The ``AWS_*`` variables of the identity allowed ``bucket`` alone."""
+        access_key, secret_key = self.scoped[bucket]
+        return {**self.env(), "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+
 
 def start_seaweedfs(weed: Path, workdir: Path) -> S3Server:
     """``weed mini`` with every port chosen free on 127.0.0.1 and one S3 identity.
@@ -261,19 +269,29 @@ def start_seaweedfs(weed: Path, workdir: Path) -> S3Server:
     data = workdir / "data"
     data.mkdir(exist_ok=True)
     config = workdir / "s3.json"
-    config.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "kubevision-test",
-                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
-                ]
-            }
-        )
-    )
+    # Two more identities, each allowed one bucket only (SeaweedFS's "Action:bucket" form): a
+    # training whose dataset and output need different Secrets, or an identity that can read
+    # but not write, is tested against a server that really refuses the other bucket.
+    scoped = {
+        f"scoped-{letter}-{uuid.uuid4().hex[:8]}": (f"scoped-{letter}", uuid.uuid4().hex)
+        for letter in "ab"
+    }
+    identities: list[dict[str, Any]] = [
+        {
+            "name": "kubevision-test",
+            "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+    ]
+    identities += [
+        {
+            "name": key,
+            "credentials": [{"accessKey": key, "secretKey": secret}],
+            "actions": [f"{action}:{bucket}" for action in ("Read", "Write", "List", "Tagging")],
+        }
+        for bucket, (key, secret) in scoped.items()
+    ]
+    config.write_text(json.dumps({"identities": identities}))
     names = [
         "master.port",
         "master.port.grpc",
@@ -309,7 +327,12 @@ def start_seaweedfs(weed: Path, workdir: Path) -> S3Server:
     except ServiceError:
         process.stop()
         raise
-    return S3Server("seaweedfs", endpoint, access_key, secret_key, process, seconds)
+    server = S3Server(
+        "seaweedfs", endpoint, access_key, secret_key, process, seconds, scoped=scoped
+    )
+    for bucket in scoped:
+        server.create_bucket(bucket)
+    return server
 
 
 def start_moto(moto_server: Path, workdir: Path) -> S3Server:

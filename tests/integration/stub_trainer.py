@@ -18,11 +18,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from kubevision_api.contract import StepName
 from kubevision_api.modelversion import (
     BestMetric,
     DatasetStatus,
     EpochMetrics,
-    StepName,
     StepState,
 )
 from kubevision_api.plan import TrainingPlan

@@ -9,9 +9,13 @@ from typing import Any
 
 import pytest
 
+from kubevision_api import contract
+from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
 from kubevision_trainer import storage
 from tests.integration import services
+
+OUTPUT = StorageRole.OUTPUT
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,7 @@ def test_write_atomic_then_read_back(base: str, s3_env: services.S3Server) -> No
     digest = storage.write_atomic(storage.join(base, "checkpoints/best.pt"), data)
 
     assert digest == hashlib.sha256(data).hexdigest()
-    assert storage.read_bytes(storage.join(base, "checkpoints/best.pt")) == data
+    assert storage.read_bytes(storage.join(base, "checkpoints/best.pt"), role=OUTPUT) == data
     # Exactly the target: no temporary object left beside it.
     assert keys(s3_env, base) == ["checkpoints/best.pt"]
     bucket, prefix = base.removeprefix("s3://").split("/", 1)
@@ -51,15 +55,15 @@ def test_overwrite_replaces_content(base: str) -> None:
     uri = storage.join(base, "model.json")
     storage.write_atomic(uri, b'{"v": 1}')
     storage.write_atomic(uri, b'{"v": 2}')
-    assert storage.read_bytes(uri) == b'{"v": 2}'
+    assert storage.read_bytes(uri, role=OUTPUT) == b'{"v": 2}'
 
 
 def test_exists(base: str) -> None:
     uri = storage.join(base, "metrics.jsonl")
-    assert not storage.exists(uri)
+    assert not storage.exists(uri, role=OUTPUT)
     storage.write_atomic(uri, b"{}\n")
-    assert storage.exists(uri)
-    assert not storage.exists(storage.join(base, "metrics.json"))
+    assert storage.exists(uri, role=OUTPUT)
+    assert not storage.exists(storage.join(base, "metrics.json"), role=OUTPUT)
 
 
 def test_list_dir_names_files_and_folders(base: str) -> None:
@@ -68,12 +72,12 @@ def test_list_dir_names_files_and_folders(base: str) -> None:
     storage.write_atomic(storage.join(base, "checkpoints/last.pt"), b"last")
     storage.write_atomic(storage.join(base, "checkpoints/best.pt"), b"best")
 
-    assert storage.list_dir(base) == [
+    assert storage.list_dir(base, role=OUTPUT) == [
         ("checkpoints", True),
         ("metrics.jsonl", False),
         ("model.json", False),
     ]
-    assert storage.list_dir(storage.join(base, "checkpoints")) == [
+    assert storage.list_dir(storage.join(base, "checkpoints"), role=OUTPUT) == [
         ("best.pt", False),
         ("last.pt", False),
     ]
@@ -82,16 +86,16 @@ def test_list_dir_names_files_and_folders(base: str) -> None:
 def test_missing_object_and_folder_name_the_uri(base: str) -> None:
     uri = storage.join(base, "nope.json")
     with pytest.raises(InputError, match=r"nope\.json: file not found"):
-        storage.read_bytes(uri)
+        storage.read_bytes(uri, role=OUTPUT)
     with pytest.raises(InputError, match="folder not found"):
-        storage.list_dir(storage.join(base, "no-such-folder"))
+        storage.list_dir(storage.join(base, "no-such-folder"), role=OUTPUT)
 
 
 def test_append_text(base: str) -> None:
     uri = storage.join(base, "batches.jsonl")
     storage.append_text(uri, '{"batch": 1}\n')
     storage.append_text(uri, '{"batch": 2}\n')
-    assert storage.read_bytes(uri) == b'{"batch": 1}\n{"batch": 2}\n'
+    assert storage.read_bytes(uri, role=OUTPUT) == b'{"batch": 1}\n{"batch": 2}\n'
 
 
 def test_failed_verification_leaves_old_object(
@@ -113,7 +117,7 @@ def test_failed_verification_leaves_old_object(
 
     assert calls == [b"new", b"new"]  # the read-back really came from the server
     monkeypatch.setattr(storage, "sha256", real_sha256)
-    assert storage.read_bytes(uri) == b"old"
+    assert storage.read_bytes(uri, role=OUTPUT) == b"old"
     assert keys(s3_env, base) == ["checkpoints/last.pt"]
 
 
@@ -124,8 +128,8 @@ def test_failed_move_leaves_old_object(
     storage.write_atomic(uri, b"old")
     real_filesystem = storage.filesystem
 
-    def failing_move(target: str) -> tuple[Any, str]:
-        fs, path = real_filesystem(target)
+    def failing_move(target: str, *, role: StorageRole) -> tuple[Any, str]:
+        fs, path = real_filesystem(target, role=role)
 
         def mv(*args: object, **kwargs: object) -> None:
             raise OSError("injected: connection lost during copy")
@@ -140,7 +144,7 @@ def test_failed_move_leaves_old_object(
         storage.write_atomic(uri, b"new")
 
     monkeypatch.setattr(storage, "filesystem", real_filesystem)
-    assert storage.read_bytes(uri) == b"old"
+    assert storage.read_bytes(uri, role=OUTPUT) == b"old"
     assert keys(s3_env, base) == ["model.json"]
 
 
@@ -153,4 +157,33 @@ def test_wrong_secret_is_refused(
     storage.write_atomic(storage.join(base, "a.txt"), b"a")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises((InputError, PermissionError, OSError)):
-        storage.read_bytes(storage.join(base, "a.txt"))
+        storage.read_bytes(storage.join(base, "a.txt"), role=OUTPUT)
+
+
+def test_each_role_reads_and_writes_with_its_own_identity(
+    s3_env: services.S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dataset Secret A (the plain ``AWS_*``) may touch bucket A alone, output Secret B (the
+    ``KUBEVISION_OUTPUT_AWS_*`` the operator renders) bucket B alone: each role's URIs are
+    reached with its own identity, and the server refuses the other's."""
+    if s3_env.kind != "seaweedfs":
+        pytest.skip("moto accepts any credentials")
+    dataset_bucket, output_bucket = sorted(s3_env.scoped)
+    s3_env.client().put_object(Bucket=dataset_bucket, Key="ds/a.txt", Body=b"image")
+    for name, value in s3_env.scoped_env(dataset_bucket).items():
+        monkeypatch.setenv(name, value)
+    for name, value in s3_env.scoped_env(output_bucket).items():
+        monkeypatch.setenv(contract.role_variable(StorageRole.OUTPUT, name), value)
+
+    dataset_uri = f"s3://{dataset_bucket}/ds/a.txt"
+    output_uri = f"s3://{output_bucket}/{uuid.uuid4().hex[:8]}/model.json"
+    assert storage.read_bytes(dataset_uri, role=StorageRole.DATASET) == b"image"
+    storage.write_atomic(output_uri, b"{}")
+    assert storage.read_bytes(output_uri, role=OUTPUT) == b"{}"
+    # The server does refuse each identity the other bucket: the roles above were needed.
+    with pytest.raises((InputError, PermissionError, OSError)):
+        storage.read_bytes(output_uri, role=StorageRole.DATASET)
+    with pytest.raises((InputError, PermissionError, OSError)):
+        storage.read_bytes(dataset_uri, role=OUTPUT)
+    # The weights role has no variables of its own: it uses the plain ones (Secret A).
+    assert storage.read_bytes(dataset_uri, role=StorageRole.WEIGHTS) == b"image"

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from kubevision_api.modelversion import ModelVersionSpec, Progress, Step, StepName, StepState
+from kubevision_api.contract import StepName
+from kubevision_api.modelversion import ModelVersionSpec, Progress, Step, StepState
 from kubevision_api.progress import TrainerReport
 from kubevision_operator.observe import Kind, Observation, observe
 from tests.operator.operator_helpers import (

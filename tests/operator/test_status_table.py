@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from kubevision_api.contract import StepName
 from kubevision_api.modelversion import (
     BestMetric,
     CheckpointStatus,
@@ -16,9 +17,9 @@ from kubevision_api.modelversion import (
     EpochMetrics,
     MetricsStatus,
     ModelVersionStatus,
+    Phase,
     Progress,
     Step,
-    StepName,
     StepState,
 )
 from kubevision_api.progress import TrainerReport
@@ -111,96 +112,96 @@ SAMPLES: dict[Kind, Observation] = {
 # The table again, spelt out: (ViewResolved, Admitted, Running, Succeeded, Failed, Suspended),
 # the reason of the condition that says why, the Scheduling step, the phase.
 U, T, F = "Unknown", "True", "False"
-EXPECTED: dict[Kind, tuple[tuple[str, ...], tuple[str, str], StepState, st.Phase]] = {
+EXPECTED: dict[Kind, tuple[tuple[str, ...], tuple[str, str], StepState, Phase]] = {
     Kind.VIEW_MISSING: (
         (F, U, F, U, U, F),
         ("ViewResolved", "ViewNotFound"),
         StepState.PENDING,
-        st.Phase.PENDING,
+        Phase.PENDING,
     ),
     Kind.INVALID_PLAN: (
         (T, F, F, F, T, F),
         ("Failed", "InvalidPlan"),
         StepState.SKIPPED,
-        st.Phase.FAILED,
+        Phase.FAILED,
     ),
     Kind.QUEUED: (
         (T, F, F, U, U, F),
         ("Admitted", "ConcurrencyLimit"),
         StepState.PENDING,
-        st.Phase.QUEUED,
+        Phase.QUEUED,
     ),
     Kind.AWAITING_ADMISSION: (
         (T, F, F, U, U, F),
         ("Admitted", "WaitingForKueue"),
         StepState.PENDING,
-        st.Phase.QUEUED,
+        Phase.QUEUED,
     ),
     Kind.SUSPENDED: (
         (T, F, F, U, U, T),
         ("Suspended", "SuspendedByUser"),
         StepState.PENDING,
-        st.Phase.SUSPENDED,
+        Phase.SUSPENDED,
     ),
     Kind.STARTING: (
         (T, T, F, U, U, F),
         ("Running", "Starting"),
         StepState.PENDING,
-        st.Phase.PENDING,
+        Phase.PENDING,
     ),
     Kind.UNSCHEDULABLE: (
         (T, T, F, U, U, F),
         ("Running", "Unschedulable"),
         StepState.PENDING,
-        st.Phase.PENDING,
+        Phase.PENDING,
     ),
     Kind.POD_PENDING: (
         (T, T, F, U, U, F),
         ("Running", "ImagePullBackOff"),
         StepState.RUNNING,
-        st.Phase.PENDING,
+        Phase.PENDING,
     ),
     Kind.RUNNING: (
         (T, T, T, U, U, F),
         ("Running", "TrainerRunning"),
         StepState.SUCCEEDED,
-        st.Phase.RUNNING,
+        Phase.RUNNING,
     ),
     Kind.RETRYING: (
         (T, T, F, U, U, F),
         ("Running", "Retrying"),
         StepState.PENDING,
-        st.Phase.PENDING,
+        Phase.PENDING,
     ),
     Kind.SUCCEEDED: (
         (T, T, F, T, F, F),
         ("Succeeded", "Completed"),
         StepState.SUCCEEDED,
-        st.Phase.SUCCEEDED,
+        Phase.SUCCEEDED,
     ),
     Kind.FAILED: (
         (T, T, F, F, T, F),
         ("Failed", "InvalidInput"),
         StepState.SUCCEEDED,
-        st.Phase.FAILED,
+        Phase.FAILED,
     ),
     Kind.OOM_KILLED: (
         (T, T, F, F, T, F),
         ("Failed", "OOMKilled"),
         StepState.SUCCEEDED,
-        st.Phase.FAILED,
+        Phase.FAILED,
     ),
     Kind.DEADLINE_EXCEEDED: (
         (T, T, F, F, T, F),
         ("Failed", "DeadlineExceeded"),
         StepState.FAILED,
-        st.Phase.FAILED,
+        Phase.FAILED,
     ),
     Kind.BACKOFF_LIMIT_EXCEEDED: (
         (T, T, F, F, T, F),
         ("Failed", "BackoffLimitExceeded"),
         StepState.FAILED,
-        st.Phase.FAILED,
+        Phase.FAILED,
     ),
 }
 NOW = at(1000)
@@ -467,16 +468,16 @@ def test_status_is_rebuilt_by_observation() -> None:
 @pytest.mark.parametrize(
     ("statuses", "phase"),
     [
-        ({"Succeeded": T, "Failed": F}, st.Phase.SUCCEEDED),
-        ({"Failed": T, "Suspended": T}, st.Phase.FAILED),
-        ({"Suspended": T, "Running": T}, st.Phase.SUSPENDED),
-        ({"Running": T}, st.Phase.RUNNING),
-        ({"Admitted": F}, st.Phase.QUEUED),
-        ({"Admitted": U}, st.Phase.PENDING),
-        ({}, st.Phase.PENDING),
+        ({"Succeeded": T, "Failed": F}, Phase.SUCCEEDED),
+        ({"Failed": T, "Suspended": T}, Phase.FAILED),
+        ({"Suspended": T, "Running": T}, Phase.SUSPENDED),
+        ({"Running": T}, Phase.RUNNING),
+        ({"Admitted": F}, Phase.QUEUED),
+        ({"Admitted": U}, Phase.PENDING),
+        ({}, Phase.PENDING),
     ],
 )
-def test_summarize(statuses: dict[str, str], phase: st.Phase) -> None:
+def test_summarize(statuses: dict[str, str], phase: Phase) -> None:
     conditions = st.initial_status(1, NOW).conditions
     for cond in conditions:
         if cond.type in statuses:

@@ -11,7 +11,8 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from kubevision_api.modelversion import Progress, Step, StepName, StepState
+from kubevision_api.contract import StepName
+from kubevision_api.modelversion import Progress, Step, StepState
 from kubevision_api.plan import StatusEndpoint
 from kubevision_api.progress import TrainerReport
 from kubevision_operator import statusserver, tls

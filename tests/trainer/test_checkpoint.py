@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
+from kubevision_api.contract import StepName
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import (
     BestMetric,
@@ -21,7 +22,6 @@ from kubevision_api.modelversion import (
     DatasetStatus,
     EpochMetrics,
     ImageResizer,
-    StepName,
     StepState,
     TrainingOptions,
 )

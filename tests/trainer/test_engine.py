@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import torch
 
+from kubevision_api.contract import StepName
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import (
     BestMetric,
     CheckpointStatus,
     EpochMetrics,
-    StepName,
     StepState,
 )
 from kubevision_trainer import checkpoint, engine, main

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from kubevision_api.contract import StepName
 from kubevision_api.modelversion import (
     BestMetric,
     CheckpointStatus,
     DatasetStatus,
     EpochMetrics,
-    StepName,
     StepState,
 )
 from kubevision_api.plan import StatusEndpoint

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import CheckpointStatus
 from kubevision_trainer import storage
@@ -63,9 +64,9 @@ class CheckpointStore:
 
     def load_last(self) -> dict[str, Any] | None:
         """The ``last.pt`` payload, or None if the run has none yet."""
-        if not storage.exists(self.last_uri):
+        if not storage.exists(self.last_uri, role=StorageRole.OUTPUT):
             return None
-        return from_bytes(storage.read_bytes(self.last_uri), self.last_uri)
+        return from_bytes(storage.read_bytes(self.last_uri, role=StorageRole.OUTPUT), self.last_uri)
 
     def load_best(self) -> dict[str, Any]:
         """The ``best.pt`` payload.
@@ -73,11 +74,11 @@ class CheckpointStore:
         Raises:
             InputError: missing or unreadable.
         """
-        return from_bytes(storage.read_bytes(self.best_uri), self.best_uri)
+        return from_bytes(storage.read_bytes(self.best_uri, role=StorageRole.OUTPUT), self.best_uri)
 
     def best_status(self, epoch: int) -> CheckpointStatus:
         """What ``best.pt`` holds now (for a resumed run's report)."""
-        data = storage.read_bytes(self.best_uri)
+        data = storage.read_bytes(self.best_uri, role=StorageRole.OUTPUT)
         return CheckpointStatus(
             uri=self.best_uri, epoch=epoch, sha256=storage.sha256(data), bytes=len(data)
         )

@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from kubevision_api.contract import StepName
 from kubevision_api.modelversion import (
     BestMetric,
     CheckpointStatus,
     EpochMetrics,
     MixedPrecision,
-    StepName,
     StepState,
     TrainingOptions,
 )

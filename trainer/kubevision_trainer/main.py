@@ -19,12 +19,13 @@ import torch
 import torchvision
 from torch.utils.data import BatchSampler, DataLoader
 
+from kubevision_api import contract
+from kubevision_api.contract import StepName, StorageRole
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import (
     DatasetStatus,
     EpochMetrics,
     SkippedImages,
-    StepName,
     StepState,
 )
 from kubevision_api.plan import TrainingPlan
@@ -265,7 +266,12 @@ def run(
         )
         if plan.spec.pretrained_weights is not None and last is None:
             uri = plan.spec.pretrained_weights.uri
-            models.load_partial(model, models.state_dict_from_bytes(storage.read_bytes(uri), uri))
+            models.load_partial(
+                model,
+                models.state_dict_from_bytes(
+                    storage.read_bytes(uri, role=StorageRole.WEIGHTS), uri
+                ),
+            )
         train_loader, val_loader = loaders(plan, data, dev)
         progress = engine.Progress(**last["progress"]) if last is not None else engine.Progress()
         records = RecordsReporter(
@@ -351,17 +357,22 @@ class StopFlag:
         return self.event.is_set()
 
 
-def _terminate(path: str, message: str) -> None:
+def _terminate(path: str, outcome: contract.Outcome, message: str) -> int:
+    """Write the termination line (``contract.termination_line``) and return the outcome's
+    exit code."""
+    line = contract.termination_line(outcome, message)
     # Outside a Pod the termination log may not be writable; stderr still has the line.
     with contextlib.suppress(OSError):
-        Path(path).write_text(message[:4000])
-    print(message, file=sys.stderr)  # noqa: T201  (the entry point's one line to the user)
+        Path(path).write_text(line)
+    print(line, file=sys.stderr)  # noqa: T201  (the entry point's one line to the user)
+    return outcome.exit_code
 
 
 def run_plan_file(path: str, *, device: str = "auto", termination_log: str) -> int:
     """The training Job's entry point: run the plan in ``path``; the last error goes to
-    ``termination_log`` in one line. Exit codes: 0 done, 2 bad input, 1 training failed,
-    143 preempted (SIGTERM, ``last.pt`` saved)."""
+    ``termination_log`` in one line. Returns the exit code of the run's ``contract.Outcome``:
+    0 done, 2 bad input, 1 training failed or another error, 143 preempted (SIGTERM,
+    ``last.pt`` saved)."""
     stop = StopFlag()
     stop.install()
     try:
@@ -370,20 +381,16 @@ def run_plan_file(path: str, *, device: str = "auto", termination_log: str) -> i
         except OSError as exc:
             raise InputError(path, f"cannot read the plan: {exc.strerror}") from exc
         except ValueError as exc:
-            raise InputError(path, f"not a TrainingPlan: {exc}".replace("\n", " ")) from exc
+            raise InputError(path, f"not a TrainingPlan: {exc}") from exc
         run(plan, device=device, reporters=factory.job_reporters(plan), should_stop=stop)
     except InputError as exc:
-        _terminate(termination_log, f"InvalidInput: {exc}")
-        return 2
+        return _terminate(termination_log, contract.Outcome.INVALID_INPUT, str(exc))
     except engine.PreemptedError as exc:
-        _terminate(termination_log, f"Preempted: {exc}")
-        return 143
+        return _terminate(termination_log, contract.Outcome.PREEMPTED, str(exc))
     except engine.TrainingError as exc:
-        _terminate(termination_log, f"TrainingFailed: {exc}")
-        return 1
+        return _terminate(termination_log, contract.Outcome.TRAINING_FAILED, str(exc))
     except (OSError, RuntimeError) as exc:
         # Storage or torch failures (CUDA out of memory, a lost endpoint): the one line the
         # operator shows as the Failed condition's message.
-        _terminate(termination_log, f"Error: {type(exc).__name__}: {exc}".replace("\n", " "))
-        return 1
-    return 0
+        return _terminate(termination_log, contract.Outcome.ERROR, f"{type(exc).__name__}: {exc}")
+    return contract.Outcome.SUCCEEDED.exit_code

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
 from kubevision_api.view import Task
 from kubevision_trainer import storage
@@ -232,7 +233,9 @@ def test_boxes_of_an_exif_rotated_jpeg_follow_the_image(tmp_path: Path) -> None:
     sample = coco.read(uri, Task.DETECTION, CONCEPTS).samples[0]
     assert sample.size == helpers.RAW_SIZE and not sample.boxes_oriented
 
-    decoded, orientation, raw = decode.decode_image(storage.read_bytes(sample.uri), sample.uri)
+    decoded, orientation, raw = decode.decode_image(
+        storage.read_bytes(sample.uri, role=StorageRole.DATASET), sample.uri
+    )
     assert raw == sample.size and decoded.size == (40, 64)
     oriented = decode.orient_boxes(np.array(sample.boxes), orientation, raw)[0]
     assert np.abs(np.array(helpers.white_bbox(decoded)) - oriented).max() <= 1

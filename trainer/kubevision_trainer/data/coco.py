@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubevision_api import errors, view
+from kubevision_api.contract import StorageRole
 from kubevision_trainer import storage
 from kubevision_trainer.data import paths
 from kubevision_trainer.data.sample import Box, ReadResult, Sample
@@ -151,7 +152,7 @@ def _sample(
 
 
 def _load(source_uri: str) -> dict[str, Any]:
-    data = storage.read_bytes(source_uri)
+    data = storage.read_bytes(source_uri, role=StorageRole.DATASET)
     try:
         document = json.loads(data)
     except json.JSONDecodeError as exc:

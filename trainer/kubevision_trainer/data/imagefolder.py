@@ -11,6 +11,7 @@ starting with ``.``) are not images and are passed over.
 from __future__ import annotations
 
 from kubevision_api import errors, view
+from kubevision_api.contract import StorageRole
 from kubevision_trainer import storage
 from kubevision_trainer.data.sample import ReadResult, Sample
 
@@ -49,7 +50,7 @@ def read(source_uri: str, task: view.Task, concepts: list[str]) -> ReadResult:
         )
     index = {name: i for i, name in enumerate(concepts)}
     result = ReadResult(samples=[], source=source_uri)
-    for name, is_dir in storage.list_dir(source_uri):
+    for name, is_dir in storage.list_dir(source_uri, role=StorageRole.DATASET):
         if name.startswith("."):
             continue
         if not is_dir:
@@ -80,7 +81,7 @@ def _images_under(root: str, folder: str) -> list[str]:
     pending = [folder]
     while pending:
         current = pending.pop()
-        for name, is_dir in storage.list_dir(storage.join(root, current)):
+        for name, is_dir in storage.list_dir(storage.join(root, current), role=StorageRole.DATASET):
             if name.startswith("."):
                 continue
             path = f"{current}/{name}"

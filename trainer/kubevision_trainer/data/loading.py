@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
 from kubevision_trainer import storage
 from kubevision_trainer.data import decode
@@ -62,7 +63,7 @@ def _orient(
 
 
 def _load_one(sample: Sample, cache_dir: Path) -> CachedImage:
-    data = storage.read_bytes(sample.uri)
+    data = storage.read_bytes(sample.uri, role=StorageRole.DATASET)
     digest = storage.sha256(data)
     try:
         image, orientation, raw = decode.decode_image(data, sample.uri)

@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 from kubevision_api import errors, view
+from kubevision_api.contract import StorageRole
 from kubevision_trainer import storage
 from kubevision_trainer.data import paths
 from kubevision_trainer.data.sample import ReadResult, Sample
@@ -134,7 +135,7 @@ def _check_task(source_uri: str, task: view.Task) -> None:
 
 def _text(source_uri: str) -> str:
     try:
-        return storage.read_bytes(source_uri).decode("utf-8-sig")
+        return storage.read_bytes(source_uri, role=StorageRole.DATASET).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise errors.InputError(source_uri, f"not UTF-8 text: {exc}") from exc
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from kubevision_api import contract
 from kubevision_api.plan import TrainingPlan
 from kubevision_trainer.report.prometheus import PrometheusReporter
 from kubevision_trainer.report.reporter import Reporter
@@ -13,11 +14,11 @@ from kubevision_trainer.report.status import StatusReporter
 def job_reporters(plan: TrainingPlan) -> list[Reporter]:
     """Prometheus (``/metrics`` on the plan's port, and a Pushgateway when configured) and the
     status reporter to the operator when the plan names a status endpoint (its token file may
-    be moved by ``KUBEVISION_STATUS_TOKEN_PATH``)."""
+    be moved by ``contract.ENV_STATUS_TOKEN_PATH``)."""
     reporters: list[Reporter] = []
     if plan.status_endpoint is not None:
         endpoint = plan.status_endpoint
-        token_path = os.environ.get("KUBEVISION_STATUS_TOKEN_PATH")
+        token_path = os.environ.get(contract.ENV_STATUS_TOKEN_PATH)
         if token_path:
             endpoint = endpoint.model_copy(update={"token_path": token_path})
         reporters.append(

@@ -14,12 +14,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from kubevision_api.contract import StepName
 from kubevision_api.modelversion import (
     BestMetric,
     CheckpointStatus,
     DatasetStatus,
     EpochMetrics,
-    StepName,
     StepState,
 )
 from kubevision_trainer.report.reporter import BatchEvent, NullReporter, Selection

@@ -8,6 +8,7 @@ import json
 import logging
 from typing import Any
 
+from kubevision_api.contract import StorageRole
 from kubevision_api.modelversion import BestMetric, EpochMetrics
 from kubevision_trainer import storage
 from kubevision_trainer.report.reporter import BatchEvent, NullReporter, Selection
@@ -20,9 +21,13 @@ BATCHES = "batches.jsonl"
 
 def read_jsonl(uri: str) -> list[dict[str, Any]]:
     """The records of a JSON-lines object (empty if it does not exist)."""
-    if not storage.exists(uri):
+    if not storage.exists(uri, role=StorageRole.OUTPUT):
         return []
-    return [json.loads(line) for line in storage.read_bytes(uri).decode().splitlines() if line]
+    return [
+        json.loads(line)
+        for line in storage.read_bytes(uri, role=StorageRole.OUTPUT).decode().splitlines()
+        if line
+    ]
 
 
 def _dump(records: list[dict[str, Any]]) -> bytes:

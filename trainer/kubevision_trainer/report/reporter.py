@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from kubevision_api.contract import StepName
 from kubevision_api.modelversion import (
     BestMetric,
     CheckpointStatus,
     DatasetStatus,
     EpochMetrics,
-    StepName,
     StepState,
 )
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from typing_extensions import override
 
+from kubevision_api import contract
+from kubevision_api.contract import StepName
 from kubevision_api.modelversion import (
     BestMetric,
     CheckpointStatus,
@@ -28,7 +30,6 @@ from kubevision_api.modelversion import (
     MetricsStatus,
     Progress,
     Step,
-    StepName,
     StepState,
 )
 from kubevision_api.plan import StatusEndpoint
@@ -47,8 +48,8 @@ TRAINER_STEPS = (
 
 
 def report_url(endpoint: StatusEndpoint, namespace: str, name: str) -> str:
-    """``{url}/v1alpha1/namespaces/{namespace}/modelversions/{name}/report``."""
-    return f"{endpoint.url.rstrip('/')}/v1alpha1/namespaces/{namespace}/modelversions/{name}/report"
+    """The endpoint's URL joined with ``contract.REPORT_PATH`` for ``namespace/name``."""
+    return endpoint.url.rstrip("/") + contract.report_path(namespace, name)
 
 
 class StatusReporter(NullReporter):
