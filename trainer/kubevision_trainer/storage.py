@@ -48,14 +48,19 @@ def credentials(role: StorageRole, environ: Mapping[str, str] | None = None) -> 
     return plain
 
 
+def endpoint(creds: Mapping[str, str]) -> str | None:
+    """The S3 endpoint URL of a set of :func:`credentials`, or None for AWS's own."""
+    return creds.get(contract.AWS_ENDPOINT_URL_S3) or creds.get(_ENDPOINT_ANY_SERVICE) or None
+
+
 def _options(uri: str, role: StorageRole) -> dict[str, Any]:
     if not uri.startswith(("s3://", "s3a://")):
         return {}
     creds = credentials(role)
     options: dict[str, Any] = {}
-    endpoint = creds.get(contract.AWS_ENDPOINT_URL_S3) or creds.get(_ENDPOINT_ANY_SERVICE)
-    if endpoint:
-        options["endpoint_url"] = endpoint
+    url = endpoint(creds)
+    if url:
+        options["endpoint_url"] = url
     # Static keys become part of the options: fsspec reuses one filesystem per distinct options
     # (a new S3 client costs ~0.2 s), so each identity gets a client of its own.
     for option, variable in (
