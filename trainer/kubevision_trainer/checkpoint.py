@@ -1,11 +1,17 @@
 """Checkpoints in object storage: ``checkpoints/best.pt`` and ``checkpoints/last.pt`` under the
 output URI, written atomically (a reader sees the old file or the new one, never a part), and
-read back with ``weights_only=True`` (state dicts and plain data only)."""
+read back with ``weights_only=True`` (state dicts and plain data only).
+
+A checkpoint is serialised to a local scratch file and streamed from there in bounded parts
+(``upload``): the payload's tensors, already in memory, are never copied into one more buffer
+of the checkpoint's size."""
 
 from __future__ import annotations
 
 import io
 import pickle
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,17 +19,10 @@ import torch
 from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import CheckpointStatus
-from kubevision_trainer import storage
+from kubevision_trainer import storage, upload
 
 BEST = "checkpoints/best.pt"
 LAST = "checkpoints/last.pt"
-
-
-def to_bytes(state: dict[str, Any]) -> bytes:
-    """Serialise a checkpoint payload with ``torch.save``."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
 
 
 def from_bytes(data: bytes, source: str) -> dict[str, Any]:
@@ -45,22 +44,39 @@ def from_bytes(data: bytes, source: str) -> dict[str, Any]:
 
 
 class CheckpointStore:
-    """Checkpoints of one run, under ``output_uri`` (ending with '/')."""
+    """Checkpoints of one run, under ``output_uri`` (ending with '/'), uploaded with
+    ``policy`` (parts, tries, timeouts)."""
 
-    def __init__(self, output_uri: str) -> None:
+    def __init__(self, output_uri: str, policy: upload.UploadPolicy | None = None) -> None:
         self.output_uri = output_uri
+        self.policy = policy or upload.UploadPolicy()
         self.best_uri = storage.join(output_uri, BEST)
         self.last_uri = storage.join(output_uri, LAST)
 
     def save_last(self, state: dict[str, Any]) -> None:
-        """Replace ``last.pt`` atomically."""
-        storage.write_atomic(self.last_uri, to_bytes(state))
+        """Replace ``last.pt`` atomically.
+
+        Raises:
+            upload.UploadError: the upload failed; the previous ``last.pt`` is intact.
+        """
+        self._save(state, self.last_uri)
 
     def save_best(self, state: dict[str, Any], epoch: int) -> CheckpointStatus:
-        """Replace ``best.pt`` atomically; returns its URI, epoch, sha256 and size."""
-        data = to_bytes(state)
-        digest = storage.write_atomic(self.best_uri, data)
-        return CheckpointStatus(uri=self.best_uri, epoch=epoch, sha256=digest, bytes=len(data))
+        """Replace ``best.pt`` atomically; returns its URI, epoch, sha256 and size.
+
+        Raises:
+            upload.UploadError: the upload failed; the previous ``best.pt`` is intact.
+        """
+        digest, size = self._save(state, self.best_uri)
+        return CheckpointStatus(uri=self.best_uri, epoch=epoch, sha256=digest, bytes=size)
+
+    def _save(self, state: dict[str, Any], uri: str) -> tuple[str, int]:
+        with tempfile.TemporaryDirectory(prefix="kubevision-checkpoint-") as scratch:
+            path = Path(scratch) / "checkpoint.pt"
+            torch.save(state, path)
+            digest = upload.file_sha256(path)
+            upload.upload_file(path, uri, role=StorageRole.OUTPUT, policy=self.policy)
+            return digest, path.stat().st_size
 
     def load_last(self) -> dict[str, Any] | None:
         """The ``last.pt`` payload, or None if the run has none yet."""
