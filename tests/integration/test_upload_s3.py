@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -161,3 +163,44 @@ def test_frozen_store_fails_after_the_read_timeout(
     took = time.monotonic() - started
     # Two tries of at most connect (1 s) + read (2 s) each, one backoff, and the abort's own.
     assert took < 15, took
+
+
+_MEASURE = """
+import sys, torch
+from kubevision_trainer import checkpoint
+
+def rss(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(field)
+
+baseline = rss("VmRSS:")
+state = {"model": {"weight": torch.ones(int(sys.argv[2]) // 4)}}
+store = checkpoint.CheckpointStore(sys.argv[1])
+with open("/proc/self/clear_refs", "w") as handle:
+    handle.write("5")  # resets VmHWM, the peak RSS, to the current RSS
+status = store.save_best(state, epoch=1)
+print(status.bytes, baseline, rss("VmHWM:"))
+"""
+
+
+def test_upload_memory_stays_below_one_and_a_half_checkpoints(
+    s3_env: services.S3Server, tmp_path: Path
+) -> None:
+    """A 300 MB checkpoint: the process's peak RSS while saving it, over what it held before
+    the payload existed, stays below 1.5x the checkpoint's size (the payload itself is 1x)."""
+    bucket = s3_env.create_bucket()
+    size = 300 * 1000 * 1000
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, f"s3://{bucket}/run/", str(size)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    written, baseline, peak = (int(v) for v in result.stdout.split())
+    ratio = (peak - baseline) / written
+    print(f"checkpoint {written / 1e6:.0f} MB: peak over baseline {ratio:.2f}x its size")
+    assert written >= size
+    assert ratio < 1.5, ratio

@@ -3,6 +3,9 @@ last, at most 10,000 parts)."""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import pytest
 from botocore.exceptions import ClientError
 
@@ -29,3 +32,20 @@ def test_error_code_names_the_s3_code_or_the_class() -> None:
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
     assert upload.error_code(denied) == "AccessDenied"
     assert upload.error_code(TimeoutError()) == "TimeoutError"
+
+
+def test_file_range_reads_and_seeks_within_its_part(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(100)))
+    with path.open("rb") as handle:
+        part = upload.FileRange(handle, 10, 20)
+        assert len(part) == 20
+        assert part.read(5) == bytes(range(10, 15))
+        assert part.read() == bytes(range(15, 30))
+        assert part.read() == b""
+        assert part.seek(0, io.SEEK_END) == 20 and part.tell() == 20
+        part.seek(-3, io.SEEK_END)
+        assert part.read(100) == bytes(range(27, 30))
+        part.seek(0)
+        buffer = bytearray(8)
+        assert part.readinto(buffer) == 8 and bytes(buffer) == bytes(range(10, 18))

@@ -16,6 +16,7 @@ Sources: the S3 multipart rules (parts of 5 MiB to 5 GiB, at most 10,000; AWS S3
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import botocore.config
 import botocore.session
@@ -78,6 +79,51 @@ def file_sha256(path: Path, chunk: int = 8 * MIB) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+class FileRange(io.RawIOBase):
+    """``length`` bytes of an open binary file from ``offset``, as a seekable stream of its
+    own: what botocore reads a part from (it seeks back to the start to retry, sign and
+    checksum). Reading moves the shared handle, so one part is read at a time."""
+
+    def __init__(self, handle: BinaryIO, offset: int, length: int) -> None:
+        super().__init__()
+        self._handle = handle
+        self._offset = offset
+        self._length = length
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = min(max(base + offset, 0), self._length)
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self._length - self._position
+        count = left if size is None or size < 0 else min(size, left)
+        if count <= 0:
+            return b""
+        self._handle.seek(self._offset + self._position)
+        data = self._handle.read(count)
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def __len__(self) -> int:
+        return self._length
 
 
 def _split(uri: str) -> tuple[str, str]:
@@ -172,13 +218,15 @@ def upload_file(
     size = path.stat().st_size
     try:
         if size <= policy.part_bytes:
-            body = path.read_bytes()
-            _retry(
-                f"{uri}: put",
-                lambda: client.put_object(Bucket=bucket, Key=key, Body=body),
-                policy,
-                sleep,
-            )
+            with path.open("rb") as handle:
+                _retry(
+                    f"{uri}: put",
+                    lambda: client.put_object(
+                        Bucket=bucket, Key=key, Body=FileRange(handle, 0, size)
+                    ),
+                    policy,
+                    sleep,
+                )
             return
         _multipart(client, path, uri, size, policy, sleep)
     except (BotoCoreError, ClientError, OSError) as exc:
@@ -208,17 +256,20 @@ def _multipart(
     try:
         with path.open("rb") as handle:
             for number, (offset, length) in enumerate(ranges, 1):
-                handle.seek(offset)
-                body = handle.read(length)
 
-                def send(number: int = number, body: bytes = body) -> Any:
+                def send(number: int = number, offset: int = offset, length: int = length) -> Any:
+                    # A fresh view of the part per try: botocore reads it in small chunks (to
+                    # sign, checksum and send it), so no buffer of the part's size exists.
                     return client.upload_part(
-                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=FileRange(handle, offset, length),
                     )
 
                 result = _retry(f"{uri}: part {number}/{len(ranges)}", send, policy, sleep)
                 parts.append({"PartNumber": number, "ETag": result["ETag"]})
-                del body
         _retry(
             f"{uri}: complete multipart upload",
             lambda: client.complete_multipart_upload(
