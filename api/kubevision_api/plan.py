@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from kubevision_api import architectures, contract
+from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
 from kubevision_api.meta import API_VERSION, ApiModel
 from kubevision_api.modelversion import ModelVersion, ModelVersionSpec
@@ -36,6 +37,27 @@ class PlanDefaults(ApiModel):
     metrics_port: int | None = Field(
         default=9090, ge=0, le=65535, description="Trainer /metrics port; null: no server."
     )
+    output_credentials_secret: str | None = Field(
+        default=None,
+        description="Secret of the default output location (used when spec.output names none).",
+    )
+
+
+class StorageSecrets(ApiModel):
+    """The Secret that gives each storage role its credentials, by name (the operator renders
+    their keys into the trainer's environment; the trainer names them in its errors)."""
+
+    dataset: str | None = None
+    output: str | None = None
+    weights: str | None = None
+
+    def of(self, role: StorageRole) -> str | None:
+        """The Secret of ``role``, or None when the role uses no Secret."""
+        return {
+            StorageRole.DATASET: self.dataset,
+            StorageRole.OUTPUT: self.output,
+            StorageRole.WEIGHTS: self.weights,
+        }[role]
 
 
 class StatusEndpoint(ApiModel):
@@ -63,6 +85,7 @@ class TrainingPlan(ApiModel):
     spec: ModelVersionSpec
     output_uri: str = Field(description="Output folder URI, ending with '/'.")
     status_endpoint: StatusEndpoint | None = None
+    storage_secrets: StorageSecrets = Field(default_factory=StorageSecrets)
     pushgateway_url: str | None = None
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
@@ -133,6 +156,19 @@ def resolve(view: View, model_version: ModelVersion, defaults: PlanDefaults) -> 
         output_uri = "/".join(parts)
     if not output_uri.endswith("/"):
         output_uri += "/"
+    dataset_secret = view.spec.dataset.credentials_secret_ref
+    output_secret = spec.output.credentials_secret_ref
+    weights_secret = (
+        spec.pretrained_weights.credentials_secret_ref if spec.pretrained_weights else None
+    )
+    secrets = StorageSecrets(
+        dataset=dataset_secret.name if dataset_secret else None,
+        # The operator's output Secret belongs to its default output location alone.
+        output=output_secret.name
+        if output_secret
+        else (defaults.output_credentials_secret if spec.output.uri is None else None),
+        weights=weights_secret.name if weights_secret else None,
+    )
     endpoint = (
         StatusEndpoint(url=defaults.status_url, ca_pem=defaults.status_ca_pem)
         if defaults.status_url
@@ -150,6 +186,7 @@ def resolve(view: View, model_version: ModelVersion, defaults: PlanDefaults) -> 
         spec=spec,
         output_uri=output_uri,
         status_endpoint=endpoint,
+        storage_secrets=secrets,
         pushgateway_url=defaults.pushgateway_url,
         metrics_port=defaults.metrics_port,
     )

@@ -192,4 +192,5 @@ class OperatorSettings(BaseSettings):
             status_ca_pem=status_ca_pem if self.status_url else None,
             pushgateway_url=self.pushgateway_url,
             metrics_port=self.trainer_metrics_port or None,
+            output_credentials_secret=self.output_credentials_secret,
         )

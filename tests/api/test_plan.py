@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from kubevision_api.contract import StorageRole
+from kubevision_api.meta import LocalObjectReference
 from kubevision_api.modelversion import ModelVersion
-from kubevision_api.plan import PlanDefaults, PlanError, TrainingPlan, resolve
+from kubevision_api.plan import PlanDefaults, PlanError, StorageSecrets, TrainingPlan, resolve
 from kubevision_api.view import View, model_id
 
 BASE = "s3://runs"
@@ -159,3 +161,27 @@ def test_training_hash_changes_with_what_decides_the_weights() -> None:
 def test_training_hash_ignores_concept_order() -> None:
     reordered = plan_of(view=make_view(concepts=("bird", "dog", "cat")))
     assert reordered.training_hash() == plan_of().training_hash()
+
+
+def test_storage_secrets_name_each_roles_secret() -> None:
+    view = make_view()
+    view.spec.dataset.credentials_secret_ref = LocalObjectReference(name="data-reader")
+    defaults = PlanDefaults(output_base_uri=BASE, output_credentials_secret="operator-writer")
+    default_output = resolve(view, make_mv(), defaults)
+    assert default_output.storage_secrets == StorageSecrets(
+        dataset="data-reader", output="operator-writer"
+    )
+    # The operator's Secret belongs to its default location, not to a URI of the user's.
+    own_uri = resolve(view, make_mv(output={"uri": "s3://mine/run"}), defaults)
+    assert own_uri.storage_secrets == StorageSecrets(dataset="data-reader")
+    own_secret = resolve(
+        view,
+        make_mv(
+            output={"credentialsSecretRef": {"name": "writer"}},
+            pretrainedWeights={"uri": "s3://w/b.pt", "credentialsSecretRef": {"name": "w"}},
+        ),
+        defaults,
+    )
+    secrets = own_secret.storage_secrets
+    assert secrets == StorageSecrets(dataset="data-reader", output="writer", weights="w")
+    assert [secrets.of(role) for role in StorageRole] == ["data-reader", "writer", "w"]

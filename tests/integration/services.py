@@ -222,6 +222,8 @@ class S3Server:
     #: Identities allowed one bucket each: bucket name -> (access key, secret key). The
     #: buckets exist from the start (SeaweedFS only; moto accepts any key).
     scoped: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: An identity that may read and list the first scoped bucket (by name) but not write.
+    read_only: tuple[str, str] | None = None
 
     def client(self) -> Any:
         """A boto3 S3 client for this server."""
@@ -252,7 +254,14 @@ class S3Server:
 
     def scoped_env(self, bucket: str) -> dict[str, str]:
         """The ``AWS_*`` variables of the identity allowed ``bucket`` alone."""
-        access_key, secret_key = self.scoped[bucket]
+        return self._identity_env(*self.scoped[bucket])
+
+    def read_only_env(self) -> dict[str, str]:
+        """The ``AWS_*`` variables of the identity that may only read the first scoped bucket."""
+        assert self.read_only is not None, "a SeaweedFS server has one"
+        return self._identity_env(*self.read_only)
+
+    def _identity_env(self, access_key: str, secret_key: str) -> dict[str, str]:
         return {**self.env(), "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
 
 
@@ -291,6 +300,15 @@ def start_seaweedfs(weed: Path, workdir: Path) -> S3Server:
         }
         for bucket, (key, secret) in scoped.items()
     ]
+    # And one that may read and list the first of them, but not write.
+    read_only = ("read-only", uuid.uuid4().hex)
+    identities.append(
+        {
+            "name": read_only[0],
+            "credentials": [{"accessKey": read_only[0], "secretKey": read_only[1]}],
+            "actions": [f"{action}:{min(scoped)}" for action in ("Read", "List")],
+        }
+    )
     config.write_text(json.dumps({"identities": identities}))
     names = [
         "master.port",
@@ -328,7 +346,14 @@ def start_seaweedfs(weed: Path, workdir: Path) -> S3Server:
         process.stop()
         raise
     server = S3Server(
-        "seaweedfs", endpoint, access_key, secret_key, process, seconds, scoped=scoped
+        "seaweedfs",
+        endpoint,
+        access_key,
+        secret_key,
+        process,
+        seconds,
+        scoped=scoped,
+        read_only=read_only,
     )
     for bucket in scoped:
         server.create_bucket(bucket)

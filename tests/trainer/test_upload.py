@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from kubevision_trainer import upload
+from kubevision_trainer import storage, upload
 
 MIB = upload.MIB
 
@@ -30,8 +30,8 @@ def test_part_ranges() -> None:
 
 def test_error_code_names_the_s3_code_or_the_class() -> None:
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
-    assert upload.error_code(denied) == "AccessDenied"
-    assert upload.error_code(TimeoutError()) == "TimeoutError"
+    assert storage.error_code(denied) == "AccessDenied"
+    assert storage.error_code(TimeoutError()) == "TimeoutError"
 
 
 def test_file_range_reads_and_seeks_within_its_part(tmp_path: Path) -> None:

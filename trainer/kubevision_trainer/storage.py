@@ -5,13 +5,16 @@ write beside the target, verify the bytes read back, then move."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+from botocore.exceptions import BotoCoreError, ClientError
 from fsspec.core import url_to_fs
 
 from kubevision_api import contract
@@ -19,7 +22,7 @@ from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
 
 #: botocore's own variables, read from the plain environment only.
-_SESSION_TOKEN = "AWS_SESSION_TOKEN"
+SESSION_TOKEN = "AWSSESSION_TOKEN"
 _ENDPOINT_ANY_SERVICE = "AWS_ENDPOINT_URL"
 
 
@@ -30,7 +33,7 @@ def credentials(role: StorageRole, environ: Mapping[str, str] | None = None) -> 
     Secret differs from the one behind the plain ``AWS_*`` variables. A role with variables of
     its own uses them alone: that Secret is a whole identity (keys, endpoint and region), never
     mixed with another's. Otherwise the plain variables apply, with botocore's
-    ``AWS_SESSION_TOKEN`` and ``AWS_ENDPOINT_URL`` beside them; with none at all botocore finds
+    ``AWSSESSION_TOKEN`` and ``AWS_ENDPOINT_URL`` beside them; with none at all botocore finds
     credentials itself (IRSA, instance profiles).
     """
     env = os.environ if environ is None else environ
@@ -42,10 +45,69 @@ def credentials(role: StorageRole, environ: Mapping[str, str] | None = None) -> 
     if own:
         return own
     plain = {key: env[key] for key, _ in contract.AWS_KEYS if env.get(key)}
-    for extra in (_SESSION_TOKEN, _ENDPOINT_ANY_SERVICE):
+    for extra in (SESSION_TOKEN, _ENDPOINT_ANY_SERVICE):
         if env.get(extra):
             plain[extra] = env[extra]
     return plain
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Bounds of each S3 request of the trainer (botocore's ``Config``): a closed or frozen
+    endpoint fails within ``attempts`` x (connect + read) seconds plus backoff, instead of
+    botocore's and s3fs's own retries (about 30 s for a refused connection by default)."""
+
+    connect_seconds: float = 10.0
+    read_seconds: float = 60.0
+    #: Tries per request, the first included (botocore's "standard" retry mode: exponential
+    #: backoff with jitter, for connection errors, throttling and 5xx).
+    attempts: int = 3
+
+
+_timeouts = Timeouts()
+
+
+def configure(timeouts: Timeouts) -> None:
+    """Set the request bounds of every later storage call (the trainer's settings)."""
+    global _timeouts  # noqa: PLW0603  (one process-wide policy, as fsspec's filesystem cache)
+    _timeouts = timeouts
+
+
+class StorageError(OSError):
+    """A storage call failed for a reason other than a missing object: the message names the
+    URI, the store's error code (``AccessDenied``, ``NoSuchBucket``, ``EndpointConnectionError``)
+    and the endpoint; ``role`` says whose credentials were used."""
+
+    def __init__(
+        self, uri: str, role: StorageRole, exc: BaseException, *, context: str = ""
+    ) -> None:
+        self.uri = uri
+        self.role = role
+        self.code = error_code(exc)
+        self.endpoint = endpoint(credentials(role)) if uri.startswith(("s3://", "s3a://")) else None
+        detail = " ".join(str(exc).split()) or self.code
+        where = f" (endpoint {self.endpoint})" if self.endpoint else ""
+        super().__init__(f"{context}{uri}: {self.code}: {detail}{where}")
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ``ClientError`` (``AccessDenied``, ``NoSuchBucket``),
+    else the exception's class name (``EndpointConnectionError``, ``ReadTimeoutError``). s3fs
+    turns ``ClientError`` into ``OSError`` subclasses and keeps the original as the cause."""
+    for current in (exc, exc.__cause__, exc.__context__):
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            if code:
+                return str(code)
+    cause = exc.__cause__
+    if isinstance(exc, OSError) and isinstance(cause, (BotoCoreError, ClientError)):
+        return type(cause).__name__
+    return type(exc).__name__
+
+
+#: What a storage library raises: OSError (fsspec, s3fs's translations) and botocore's own.
+STORE_ERRORS = (OSError, BotoCoreError, ClientError)
 
 
 def endpoint(creds: Mapping[str, str]) -> str | None:
@@ -66,12 +128,17 @@ def _options(uri: str, role: StorageRole) -> dict[str, Any]:
     for option, variable in (
         ("key", contract.AWS_ACCESS_KEY_ID),
         ("secret", contract.AWS_SECRET_ACCESS_KEY),
-        ("token", _SESSION_TOKEN),
+        ("token", SESSION_TOKEN),
     ):
         if creds.get(variable):
             options[option] = creds[variable]
     if creds.get(contract.AWS_REGION):
         options["client_kwargs"] = {"region_name": creds[contract.AWS_REGION]}
+    options["config_kwargs"] = {
+        "connect_timeout": _timeouts.connect_seconds,
+        "read_timeout": _timeouts.read_seconds,
+        "retries": {"max_attempts": _timeouts.attempts, "mode": "standard"},
+    }
     # No listings cache: we read back what we just wrote.
     options["use_listings_cache"] = False
     return options
@@ -80,6 +147,9 @@ def _options(uri: str, role: StorageRole) -> dict[str, Any]:
 def filesystem(uri: str, *, role: StorageRole) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem, with ``role``'s credentials, and the path inside it for ``uri``."""
     fs, path = url_to_fs(uri, **_options(uri, role))
+    if hasattr(fs, "retries"):
+        # s3fs's own retry loop (a class attribute, 5 tries) would multiply botocore's.
+        fs.retries = 1
     return fs, path
 
 
@@ -95,22 +165,34 @@ def read_bytes(uri: str, *, role: StorageRole) -> bytes:
     """The whole object, read with ``role``'s credentials.
 
     Raises:
-        InputError: the object does not exist or cannot be read (names the URI).
+        InputError: the object does not exist (names the URI).
+        StorageError: the store refused or failed the read.
     """
     fs, path = filesystem(uri, role=role)
     try:
         data: bytes = fs.cat_file(path)
     except FileNotFoundError as exc:
         raise InputError(uri, "file not found") from exc
-    except OSError as exc:
-        raise InputError(uri, f"cannot read: {exc}") from exc
+    except STORE_ERRORS as exc:
+        raise StorageError(uri, role, exc) from exc
     return data
 
 
 def exists(uri: str, *, role: StorageRole) -> bool:
-    """Whether the object exists (seen with ``role``'s credentials)."""
+    """Whether the object exists (seen with ``role``'s credentials).
+
+    Raises:
+        StorageError: the store refused or failed the request.
+    """
     fs, path = filesystem(uri, role=role)
-    return bool(fs.exists(path))
+    try:
+        # s3fs's exists() answers False for any error: ask for the object's info instead.
+        fs.info(path)
+    except FileNotFoundError:
+        return False
+    except STORE_ERRORS as exc:
+        raise StorageError(uri, role, exc) from exc
+    return True
 
 
 def list_dir(uri: str, *, role: StorageRole) -> list[tuple[str, bool]]:
@@ -118,12 +200,15 @@ def list_dir(uri: str, *, role: StorageRole) -> list[tuple[str, bool]]:
 
     Raises:
         InputError: the folder does not exist.
+        StorageError: the store refused or failed the listing.
     """
     fs, path = filesystem(uri, role=role)
     try:
         entries = fs.ls(path, detail=True)
     except FileNotFoundError as exc:
         raise InputError(uri, "folder not found") from exc
+    except STORE_ERRORS as exc:
+        raise StorageError(uri, role, exc) from exc
     out = []
     for entry in entries:
         name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
@@ -138,21 +223,27 @@ def sha256(data: bytes) -> str:
 
 def write_atomic(uri: str, data: bytes, *, role: StorageRole = StorageRole.OUTPUT) -> str:
     """Write ``data`` to ``uri`` so that a reader sees the old object or the new one, never a
-    part: write a temporary object beside it, read it back and compare sha256, then move it
-    over the target (``os.replace`` locally; on S3 a server-side copy, itself atomic).
+    part. On S3 one PUT does it (an object appears whole or not at all; botocore checksums the
+    body and the store verifies it); elsewhere a temporary file beside the target is written,
+    read back and compared, then moved over it (``os.replace`` on a local disk, after fsync).
 
     Returns:
         The sha256 of ``data``.
 
     Raises:
-        OSError: the write or the verification failed; the target is untouched.
+        StorageError: the write or the verification failed; the target is untouched.
     """
     digest = sha256(data)
     fs, path = filesystem(uri, role=role)
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
+    if uri.startswith(("s3://", "s3a://")):
+        try:
+            fs.pipe_file(path, data)
+        except STORE_ERRORS as exc:
+            raise StorageError(uri, role, exc) from exc
+        return digest
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     try:
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         with fs.open(tmp, "wb") as handle:
             handle.write(data)
             if hasattr(handle, "flush"):
@@ -163,10 +254,28 @@ def write_atomic(uri: str, data: bytes, *, role: StorageRole = StorageRole.OUTPU
         if sha256(fs.cat_file(tmp)) != digest:
             raise OSError(f"{uri}: verification failed after write")
         fs.mv(tmp, path)
-    finally:
-        if fs.exists(tmp):
+    except STORE_ERRORS as exc:
+        # Best effort: the store that failed the write may fail this too; its error must not
+        # hide the first one.
+        with contextlib.suppress(*STORE_ERRORS):
             fs.rm(tmp)
+        raise StorageError(uri, role, exc) from exc
     return digest
+
+
+def remove(uri: str, *, role: StorageRole) -> None:
+    """Delete the object (nothing happens when it is absent).
+
+    Raises:
+        StorageError: the store refused or failed the deletion.
+    """
+    fs, path = filesystem(uri, role=role)
+    try:
+        fs.rm(path)
+    except FileNotFoundError:
+        return
+    except STORE_ERRORS as exc:
+        raise StorageError(uri, role, exc) from exc
 
 
 def append_text(uri: str, text: str, *, role: StorageRole = StorageRole.OUTPUT) -> None:

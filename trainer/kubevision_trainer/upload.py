@@ -31,6 +31,7 @@ import botocore.config
 import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from kubevision_api import contract
 from kubevision_api.contract import StorageRole
 from kubevision_trainer import storage
 
@@ -144,23 +145,12 @@ def s3_client(role: StorageRole, policy: UploadPolicy) -> Any:
     return botocore.session.get_session().create_client(
         "s3",
         endpoint_url=storage.endpoint(creds),
-        aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=creds.get("AWS_SESSION_TOKEN"),
-        region_name=creds.get("AWS_REGION") or "us-east-1",
+        aws_access_key_id=creds.get(contract.AWS_ACCESS_KEY_ID),
+        aws_secret_access_key=creds.get(contract.AWS_SECRET_ACCESS_KEY),
+        aws_session_token=creds.get(storage.SESSION_TOKEN),
+        region_name=creds.get(contract.AWS_REGION) or "us-east-1",
         config=config,
     )
-
-
-def error_code(exc: BaseException) -> str:
-    """The S3 error code of a botocore ``ClientError`` (``AccessDenied``, ``NoSuchBucket``),
-    else the exception's class name (``EndpointConnectionError``, ``ReadTimeoutError``)."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        if code:
-            return str(code)
-    return type(exc).__name__
 
 
 def _retry(
@@ -232,7 +222,9 @@ def upload_file(
     except (BotoCoreError, ClientError, OSError) as exc:
         if isinstance(exc, UploadError):
             raise
-        raise UploadError(uri, f"{error_code(exc)}: {exc}", error_code(exc)) from exc
+        raise UploadError(
+            uri, f"{storage.error_code(exc)}: {exc}", storage.error_code(exc)
+        ) from exc
 
 
 def _multipart(
@@ -284,8 +276,8 @@ def _multipart(
         raise UploadError(
             uri,
             f"part {min(part, len(ranges))} of {len(ranges)} failed after {policy.attempts} "
-            f"tries: {error_code(exc)}: {exc}",
-            error_code(exc),
+            f"tries: {storage.error_code(exc)}: {exc}",
+            storage.error_code(exc),
         ) from exc
 
 
