@@ -4,7 +4,6 @@ standard library, the api package loads no heavy client, and import-linter's con
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -22,7 +21,7 @@ def run_python(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]
     )
 
 
-@pytest.mark.parametrize("folder", ["operator", "trainer", "api"])
+@pytest.mark.parametrize("folder", ["operator", "trainer", "api", "cli"])
 def test_source_folders_are_not_packages(folder: str) -> None:
     """A folder with ``__init__.py`` would shadow a stdlib module of the same name (operator)."""
     assert (ROOT / folder).is_dir()
@@ -71,12 +70,14 @@ def test_api_package_imports_no_heavy_client() -> None:
 
 
 def test_import_contracts_hold() -> None:
-    """``lint-imports`` with the contracts in pyproject.toml."""
-    lint_imports = shutil.which("lint-imports") or str(
-        Path(sysconfig.get_path("scripts")) / "lint-imports"
+    """``lint-imports`` with the contracts in pyproject.toml, under the interpreter that runs
+    the tests: a ``lint-imports`` found first on ``PATH`` may belong to another installation,
+    which finds other packages (or none)."""
+    lint_imports = (
+        "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())"
     )
     result = subprocess.run(
-        [lint_imports, "--no-cache", "--no-logo"],
+        [sys.executable, "-c", lint_imports, "--no-cache", "--no-logo"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -89,10 +90,10 @@ def test_import_contracts_hold() -> None:
 
 
 def test_local_training_loads_no_kubernetes_client() -> None:
-    """``kubevision train`` (local mode) imports everything it trains with, and no kopf or
-    Kubernetes client."""
+    """``kubevision train`` (local mode) imports the command, with every sub-command's
+    module, and everything it trains with, and no kopf or Kubernetes client."""
     code = (
-        "import sys, kubevision_api.cli, kubevision_trainer.local, kubevision_trainer.main\n"
+        "import sys, kubevision_cli.main, kubevision_trainer.local, kubevision_trainer.main\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kopf', 'kubernetes')))\n"
         "print('torch' in sys.modules)"
     )
@@ -102,9 +103,10 @@ def test_local_training_loads_no_kubernetes_client() -> None:
 
 
 def test_operator_loads_no_torch() -> None:
-    """``kubevision operator`` imports the whole operator and no torch."""
+    """``kubevision operator`` imports the command, with every sub-command's module, and the
+    whole operator, and no torch."""
     code = (
-        "import sys, kubevision_api.cli, kubevision_operator.main\n"
+        "import sys, kubevision_cli.main, kubevision_operator.main\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n"
         "print('kopf' in sys.modules)"
     )

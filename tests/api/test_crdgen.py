@@ -12,10 +12,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from kubevision_api import cli, crdgen, manifests
+from kubevision_api import crdgen, manifests
 from kubevision_api.meta import ObjectRules
 from kubevision_api.modelversion import ModelVersion, ModelVersionSpec
 from kubevision_api.view import View
+from kubevision_cli import main
 from tests.api.invalid_manifests import CASES, VALID_UPDATES, Case, ValidUpdate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,13 +65,13 @@ def test_check_command_covers_the_chart_copy(
     chart.mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: kubevision\nversion: 0.1.0\n")
     out = tmp_path / "crds"
-    assert cli.main(["crds", "--out", str(out)]) == 0
+    assert main.main(["crds", "--out", str(out)]) == 0
     assert sorted(p.name for p in (chart / "crds").iterdir()) == sorted(crdgen.generate())
-    assert cli.main(["crds", "--check", "--out", str(out)]) == 0
+    assert main.main(["crds", "--check", "--out", str(out)]) == 0
     target = chart / "crds" / "kubevision.dev_modelversions.yaml"
     target.write_text(target.read_text().replace("storage: true", "storage: false"))
     capsys.readouterr()
-    assert cli.main(["crds", "--check", "--out", str(out)]) == 1
+    assert main.main(["crds", "--check", "--out", str(out)]) == 1
     assert "helm/kubevision/crds/kubevision.dev_modelversions.yaml (committed)" in (
         capsys.readouterr().out
     )
@@ -82,13 +83,13 @@ def test_generation_is_deterministic() -> None:
 
 def test_check_command_reports_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # The fake: a folder that starts empty (drift), is written, then edited by hand (drift).
-    assert cli.main(["crds", "--check", "--out", str(tmp_path)]) == 1
-    assert cli.main(["crds", "--out", str(tmp_path)]) == 0
-    assert cli.main(["crds", "--check", "--out", str(tmp_path)]) == 0
+    assert main.main(["crds", "--check", "--out", str(tmp_path)]) == 1
+    assert main.main(["crds", "--out", str(tmp_path)]) == 0
+    assert main.main(["crds", "--check", "--out", str(tmp_path)]) == 0
     target = tmp_path / "kubevision.dev_views.yaml"
     target.write_text(target.read_text().replace("maxItems: 1000", "maxItems: 999"))
     capsys.readouterr()
-    assert cli.main(["crds", "--check", "--out", str(tmp_path)]) == 1
+    assert main.main(["crds", "--check", "--out", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "-                maxItems: 999" in out and "+                maxItems: 1000" in out
 

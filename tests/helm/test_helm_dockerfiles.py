@@ -1,12 +1,14 @@
 """The operator and trainer Dockerfiles, tested from the files (no image can be built here):
 pinned base images (CUDA for the trainer), a non-root USER that matches what the chart and
 the operator run them as, entrypoints equal to the commands the chart and the operator
-render, and COPY sources that exist."""
+render, and COPY sources that exist, among them every folder the distribution's packages
+live in."""
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,19 @@ def test_copy_sources_exist(name: str) -> None:
             *sources, _ = rest.split()
             for source in sources:
                 assert (ROOT / source).exists(), f"{name}: COPY {source}"
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_images_copy_every_package_folder(name: str) -> None:
+    """``pip install .`` in the image finds only the package folders it was given: a folder
+    missing here (``cli/``, home of the ``kubevision`` command) builds an image whose
+    entrypoint fails to import."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    folders = pyproject["tool"]["setuptools"]["packages"]["find"]["where"]
+    copied = {
+        rest.split()[0].rstrip("/")
+        for word, rest in instructions(DOCKERFILES[name])
+        if word == "COPY" and not rest.startswith("--from")
+    }
+    assert "cli" in folders
+    assert set(folders) <= copied, f"{name}: COPY {sorted(set(folders) - copied)}"

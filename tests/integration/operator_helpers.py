@@ -106,7 +106,7 @@ class Operator:
         """Start the process and wait for its health endpoint."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kubevision_api.cli", "operator"],
+                [sys.executable, "-m", "kubevision_cli", "operator"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -8,23 +8,24 @@ import sys
 
 import pytest
 
-from kubevision_api import cli
+from kubevision_cli import main
+from kubevision_cli.commands import operator as operator_command
 
 
 def test_flag_beats_environment_beats_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBEVISION_CONCURRENCY_LIMIT", "7")
     monkeypatch.setenv("KUBEVISION_TRAINER_IMAGE", "env/trainer:1")
-    settings = cli.operator_settings(cli.parse(["operator", "--concurrency-limit", "3"]))
+    settings = operator_command.settings(main.parse(["operator", "--concurrency-limit", "3"]))
     assert settings.concurrency_limit == 3  # the flag
     assert settings.trainer_image == "env/trainer:1"  # the environment
     assert settings.gpu_resource_name == "nvidia.com/gpu"  # the default
     monkeypatch.delenv("KUBEVISION_CONCURRENCY_LIMIT")
-    assert cli.operator_settings(cli.parse(["operator"])).concurrency_limit == 0
+    assert operator_command.settings(main.parse(["operator"])).concurrency_limit == 0
 
 
 def test_help_names_the_environment() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "kubevision_api.cli", "operator", "--help"],
+        [sys.executable, "-m", "kubevision_cli", "operator", "--help"],
         capture_output=True,
         text=True,
         check=False,

@@ -18,7 +18,7 @@ DIGITS = (0, 1)
 def _kubevision(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KUBEVISION_CACHE_DIR": str(cwd / "cache")}
     return subprocess.run(
-        [sys.executable, "-m", "kubevision_api.cli", *args],
+        [sys.executable, "-m", "kubevision_cli", *args],
         check=False,
         cwd=cwd,
         env=env,

@@ -30,7 +30,7 @@ def _trainer(plan_file: Path, cache: Path, log: Path) -> subprocess.Popen[bytes]
         [
             sys.executable,
             "-m",
-            "kubevision_api.cli",
+            "kubevision_cli",
             "trainer",
             "--plan",
             str(plan_file),

@@ -1,0 +1,1 @@
+"""The ``kubevision`` sub-commands, one module each, each with a ``COMMAND``."""
