@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from kubevision_api import contract
 from kubevision_api.errors import InputError
 from kubevision_cli.command import Command
 from kubevision_cli.commands import crds, operator, train, trainer
@@ -49,5 +50,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return contract.Outcome.INVALID_INPUT.exit_code
     return code
