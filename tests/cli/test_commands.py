@@ -62,3 +62,17 @@ def test_input_error_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert line == f"error: {missing}: cannot read: No such file or directory"
+
+
+def test_the_jobs_command_line_parses_as_the_trainer_command() -> None:
+    """What the operator renders into the Job (``contract.trainer_command``) is what the
+    ``trainer`` sub-command accepts."""
+    from kubevision_api import contract
+    from kubevision_operator import render
+    from kubevision_operator.settings import OperatorSettings
+
+    rendered = render.command(OperatorSettings())
+    assert rendered == contract.trainer_command() and rendered[0] == "kubevision"
+    args = main.parse(rendered[1:])
+    assert args.command == contract.TRAINER_SUBCOMMAND
+    assert (args.plan, args.termination_log) == (contract.PLAN_PATH, contract.TERMINATION_LOG)
