@@ -29,10 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration import cluster  # noqa: E402
-from tests.integration import scale_workload as workload  # noqa: E402
-from tests.integration.node_agent import NodeAgent  # noqa: E402
-from tests.integration.operator_helpers import Operator, apply  # noqa: E402
+from testenv.controlplane import launch as cluster  # noqa: E402
+from testenv.nodeagent.agent import NodeAgent  # noqa: E402
+from testenv.operator_helpers import Operator, apply  # noqa: E402
+from testenv.scale import workload  # noqa: E402
 
 NAMESPACE = "scale"
 

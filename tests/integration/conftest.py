@@ -28,9 +28,9 @@ from typing import NoReturn
 
 import pytest
 
+from testenv.controlplane.launch import ControlPlane, control_plane  # noqa: F401  (fixture)
+from testenv.nodeagent.agent import node_agent  # noqa: F401  (fixture)
 from tests.integration import services
-from tests.integration.cluster import ControlPlane, control_plane  # noqa: F401  (fixture)
-from tests.integration.node_agent import node_agent  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 

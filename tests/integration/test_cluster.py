@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from tests.integration.cluster import KUBEVISION_AUDIENCE, ControlPlane
-from tests.integration.operator_helpers import eventually
+from testenv.controlplane.launch import KUBEVISION_AUDIENCE, ControlPlane
+from testenv.operator_helpers import eventually
 
 
 @pytest.fixture(scope="module")

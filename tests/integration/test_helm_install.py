@@ -45,12 +45,13 @@ import pytest
 import yaml
 
 from kubevision_operator.main import SERVICEACCOUNT_DIR, SERVICEACCOUNT_DIR_ENV
+from testenv.controlplane.launch import ControlPlane
+from testenv.operator_helpers import ROOT, get, wait_for
+from testenv.ports import free_ports
 from tests.helm import dashboards, helm_tool
 from tests.helm.helm_tool import CHART, Helm
 from tests.integration import e2e_helpers as h
 from tests.integration import services
-from tests.integration.cluster import ControlPlane
-from tests.integration.operator_helpers import ROOT, get, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -667,7 +668,7 @@ def test_chart_operator_trains_end_to_end(
     cp = release.cp
     ns = release.watched[0]
     bucket = s3_server.create_bucket()
-    status_port, health_port, metrics_port = services.free_ports(3)
+    status_port, health_port, metrics_port = free_ports(3)
     release.install(
         {
             "operator": {

@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from tests.integration.cluster import KUBEVISION_AUDIENCE, ControlPlane
-from tests.integration.node_agent import (
+from testenv.controlplane.launch import KUBEVISION_AUDIENCE, ControlPlane
+from testenv.nodeagent.agent import (
     NodeAgent,
     PathRewriter,
     expand,
     parse_quantity,
     termination_message,
 )
-from tests.integration.operator_helpers import eventually
+from testenv.operator_helpers import eventually
 
 # The fixture, until tests/integration/conftest.py exports it for every integration test.
 

@@ -24,10 +24,9 @@ import pytest
 from kubevision_api.modelversion import ModelVersion
 from kubevision_api.plan import PlanDefaults, resolve
 from kubevision_api.view import View
-from tests.integration import scale_workload as workload
-from tests.integration import stub_trainer
-from tests.integration.cluster import ControlPlane
-from tests.integration.operator_helpers import apply, running_operator
+from testenv.controlplane.launch import ControlPlane
+from testenv.operator_helpers import apply, running_operator
+from testenv.scale import stub_trainer, workload
 
 COUNT = int(os.environ.get("KUBEVISION_SCALE_COUNT", "300"))
 LIMIT = 5

@@ -45,7 +45,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.cluster import ControlPlane
+from testenv.controlplane.launch import ControlPlane
 
 LOG = logging.getLogger("kubevision.tests.node_agent")
 

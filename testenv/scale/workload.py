@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from tests.integration import stub_trainer
-from tests.integration.cluster import ControlPlane
+from testenv.controlplane.launch import ControlPlane
+from testenv.scale import stub_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "01-classification-digits"
