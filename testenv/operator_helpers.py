@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from testenv.controlplane.launch import ControlPlane
+from testenv.controlplane import ControlPlane
 from testenv.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

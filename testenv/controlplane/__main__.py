@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from testenv.controlplane.launch import main
+from testenv.controlplane.devcluster import main
 
 sys.exit(main())

@@ -28,8 +28,8 @@ from typing import NoReturn
 
 import pytest
 
-from testenv.controlplane.launch import ControlPlane, control_plane  # noqa: F401  (fixture)
-from testenv.nodeagent.agent import node_agent  # noqa: F401  (fixture)
+from testenv.controlplane import ControlPlane
+from testenv.fixtures import control_plane, node_agent  # noqa: F401  (fixtures)
 from tests.integration import services
 
 REPO = Path(__file__).resolve().parents[2]

@@ -28,7 +28,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from kubevision_trainer.data import torchdata
-from testenv.controlplane.launch import ControlPlane
+from testenv.controlplane import ControlPlane
 from testenv.operator_helpers import (
     ROOT,
     Operator,

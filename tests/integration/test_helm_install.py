@@ -45,7 +45,7 @@ import pytest
 import yaml
 
 from kubevision_operator.main import SERVICEACCOUNT_DIR, SERVICEACCOUNT_DIR_ENV
-from testenv.controlplane.launch import ControlPlane
+from testenv.controlplane import ControlPlane
 from testenv.operator_helpers import ROOT, get, wait_for
 from testenv.ports import free_ports
 from tests.helm import dashboards, helm_tool

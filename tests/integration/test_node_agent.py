@@ -2,7 +2,7 @@
 collector on the real control plane, containers as local processes.
 
 The first tests check the agent's pure rules without a cluster; the others start one or two
-Nodes (``node_agent`` factory from ``tests/integration/node_agent.py``) in a fresh namespace.
+Nodes (``node_agent`` factory from ``testenv/fixtures.py``) in a fresh namespace.
 Every wait is bounded by :func:`eventually`.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from testenv.controlplane.launch import KUBEVISION_AUDIENCE, ControlPlane
-from testenv.nodeagent.agent import (
+from testenv.controlplane import KUBEVISION_AUDIENCE, ControlPlane
+from testenv.nodeagent import (
     NodeAgent,
     PathRewriter,
     expand,
@@ -26,8 +26,6 @@ from testenv.nodeagent.agent import (
     termination_message,
 )
 from testenv.operator_helpers import eventually
-
-# The fixture, until tests/integration/conftest.py exports it for every integration test.
 
 MakeNode = Callable[..., NodeAgent]
 

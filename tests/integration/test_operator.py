@@ -16,7 +16,7 @@ import yaml
 
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.view import Task, model_id
-from testenv.controlplane.launch import ControlPlane
+from testenv.controlplane import ControlPlane
 from testenv.operator_helpers import (
     ROOT,
     apply,
