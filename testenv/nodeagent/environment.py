@@ -13,8 +13,9 @@ from testenv.nodeagent.containers import Container
 from testenv.nodeagent.podspec import (
     ENV_NAME,
     LOOPBACK,
+    PathRewriter,
     PrepareError,
-    expand,
+    container_env,
     field_value,
     parse_quantity,
 )
@@ -32,19 +33,28 @@ class EnvBuilder:
         self.agent = agent
         self.volumes = volumes
 
-    def build(self, worker: PodWorker, container: Container) -> dict[str, str]:
+    def build(
+        self, worker: PodWorker, container: Container, rewriter: PathRewriter
+    ) -> dict[str, str]:
+        """The environment of one run of ``container``; ``rewriter`` maps the container's
+        paths in what the Pod spec sets (:func:`~testenv.nodeagent.podspec.container_env`).
+
+        Raises:
+            PrepareError: a ConfigMap, Secret or key it names cannot be read.
+        """
         spec, pod = container.spec, worker.pod
-        env: dict[str, str] = dict(self.agent.base_env)
-        env["HOSTNAME"] = pod["metadata"]["name"]
+        inherited: dict[str, str] = dict(self.agent.base_env)
+        inherited["HOSTNAME"] = pod["metadata"]["name"]
         home = worker.folder / "home"
         home.mkdir(parents=True, exist_ok=True)
-        env.setdefault("HOME", str(home))
+        inherited.setdefault("HOME", str(home))
         # The `kubernetes` Service's variables, which every Pod gets (enableServiceLinks or
         # not), pointing at the real API server on loopback.
         port = str(urllib.parse.urlsplit(self.agent.control_plane.server).port)
-        env["KUBERNETES_SERVICE_HOST"] = LOOPBACK
-        env["KUBERNETES_SERVICE_PORT"] = port
-        env["KUBERNETES_SERVICE_PORT_HTTPS"] = port
+        inherited["KUBERNETES_SERVICE_HOST"] = LOOPBACK
+        inherited["KUBERNETES_SERVICE_PORT"] = port
+        inherited["KUBERNETES_SERVICE_PORT_HTTPS"] = port
+        env_from: dict[str, str] = {}
         for source in spec.get("envFrom") or []:
             prefix = source.get("prefix", "")
             if "configMapRef" in source:
@@ -54,16 +64,14 @@ class EnvBuilder:
             data = self._data(worker, kind, ref["name"], bool(ref.get("optional", False)))
             for key, raw in (data or {}).items():
                 if ENV_NAME.fullmatch(prefix + key):  # invalid names are skipped, as upstream
-                    env[prefix + key] = raw.decode(errors="replace")
-        for var in spec.get("env") or []:
-            name = var["name"]
-            if "valueFrom" not in var:
-                env[name] = expand(var.get("value", ""), env)
-                continue
-            value = self._value_from(worker, container, var["valueFrom"])
-            if value is not None:
-                env[name] = value
-        return env
+                    env_from[prefix + key] = raw.decode(errors="replace")
+        return container_env(
+            inherited,
+            env_from,
+            spec.get("env") or [],
+            lambda source: self._value_from(worker, container, source),
+            rewriter,
+        )
 
     def _data(
         self, worker: PodWorker, kind: str, name: str, optional: bool

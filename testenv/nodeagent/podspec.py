@@ -1,5 +1,6 @@
 """What a Pod spec means to the node agent, as pure functions: ``$(VAR)`` expansion, container
-paths mapped to host paths, downward-API field values and resource quantities.
+paths mapped to host paths, a container's environment and command line, downward-API field
+values and resource quantities.
 
 Nothing here calls the API server or starts a process; ``tests/integration/test_node_agent.py``
 checks these rules without a cluster.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,78 @@ class PathRewriter:
     def host_path(self, container_path: str) -> Path:
         """The host path of ``container_path`` (itself if no mapping covers it)."""
         return Path(self.rewrite(container_path))
+
+
+def mount_paths(
+    container: Mapping[str, Any],
+    volumes: Mapping[str, Path],
+    termination_file: Path,
+    extra: Mapping[str, str | Path] | None = None,
+) -> dict[str, str | Path]:
+    """{container path: host path} of what ``container`` mounts: each ``volumeMount`` (the
+    volume's host folder, or ``subPath`` in it) and ``terminationMessagePath``; ``extra`` (the
+    agent's ``path_map``) comes first, so the Pod spec wins where both name a path.
+
+    Raises:
+        PrepareError: a ``volumeMount`` names no volume of ``volumes``.
+    """
+    mapping: dict[str, str | Path] = dict(extra or {})
+    for mount in container.get("volumeMounts") or []:
+        host = volumes.get(mount["name"])
+        if host is None:
+            raise PrepareError(f"volumeMount {mount['name']!r}: no such volume")
+        sub = mount.get("subPath") or ""
+        mapping[mount["mountPath"]] = host / sub if sub else host
+    path = container.get("terminationMessagePath") or "/dev/termination-log"
+    mapping[path] = termination_file
+    return mapping
+
+
+def container_env(
+    inherited: Mapping[str, str],
+    env_from: Mapping[str, str],
+    env: Sequence[Mapping[str, Any]],
+    value_from: Callable[[Mapping[str, Any]], str | None],
+    rewriter: PathRewriter,
+) -> dict[str, str]:
+    """A container's environment, in Kubernetes' order: ``inherited`` (the node's base and the
+    variables the kubelet adds), ``env_from`` (``envFrom``, resolved), then ``env`` in order,
+    each entry a literal ``value`` (``$(VAR)`` expanded from what precedes it) or a
+    ``valueFrom`` source that ``value_from`` resolves (None: optional and absent, left out).
+
+    Only what the Pod spec says is mapped by ``rewriter``: ``envFrom`` and ``env`` values, a
+    literal before its expansion. The inherited environment is the host's own and is never
+    mapped: a ``PATH``, ``VIRTUAL_ENV`` or ``HOME`` that lies under a mounted path (a virtual
+    environment in ``/tmp``, where Pods mount an emptyDir) must keep pointing at the host.
+    """
+    result = dict(inherited)
+    result.update({name: rewriter.rewrite(value) for name, value in env_from.items()})
+    for var in env:
+        if "valueFrom" in var:
+            value = value_from(var["valueFrom"])
+            if value is not None:
+                result[var["name"]] = rewriter.rewrite(value)
+        else:
+            result[var["name"]] = expand(rewriter.rewrite(var.get("value", "")), result)
+    return result
+
+
+def command_line(
+    container: Mapping[str, Any], env: Mapping[str, str], rewriter: PathRewriter
+) -> list[str]:
+    """``command`` + ``args`` with the container's paths mapped, then ``$(VAR)`` expanded from
+    ``env`` (so a reference to an inherited variable is not mapped either).
+
+    There is no image, so no ENTRYPOINT/CMD to fall back on: ``command`` replaces the
+    entrypoint as in Kubernetes, and ``args`` alone are taken as the whole command line.
+
+    Raises:
+        PrepareError: the container has neither ``command`` nor ``args``.
+    """
+    words = [*(container.get("command") or []), *(container.get("args") or [])]
+    if not words:
+        raise PrepareError(f"container {container['name']!r} has neither command nor args")
+    return [expand(rewriter.rewrite(word), env) for word in words]
 
 
 def field_value(pod: Mapping[str, Any], field_path: str) -> str:

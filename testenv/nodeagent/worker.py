@@ -22,7 +22,8 @@ from testenv.nodeagent.podspec import (
     PORT_ENV_PREFIX,
     PathRewriter,
     PrepareError,
-    expand,
+    command_line,
+    mount_paths,
     parse_quantity,
 )
 from testenv.nodeagent.status import Conditions, pod_status, timestamp
@@ -296,20 +297,11 @@ class PodWorker(threading.Thread):
     def _command(self, container: Container) -> tuple[list[str], dict[str, str], str]:
         """argv, environment and working directory of one run of ``container``."""
         spec = container.spec
-        mapping: dict[str, str | Path] = dict(self.agent.path_map)
-        for mount in spec.get("volumeMounts") or []:
-            host = self.volumes.get(mount["name"])
-            if host is None:
-                raise PrepareError(f"volumeMount {mount['name']!r}: no such volume")
-            sub = mount.get("subPath") or ""
-            mapping[mount["mountPath"]] = host / sub if sub else host
-        mapping[spec.get("terminationMessagePath") or "/dev/termination-log"] = (
-            container.termination_file
+        rewriter = PathRewriter(
+            mount_paths(spec, self.volumes, container.termination_file, self.agent.path_map)
         )
-        rewriter = PathRewriter(mapping)
         self.rewriter = rewriter
-
-        env = self.agent._env_builder.build(self, container)
+        env = self.agent._env_builder.build(self, container, rewriter)
         if self.gpus or self.agent.gpus:
             # What the NVIDIA device plugin hands a container: its devices, or none at all.
             wanted = int(
@@ -324,16 +316,8 @@ class PodWorker(threading.Thread):
             env[f"{PORT_ENV_PREFIX}{port['containerPort']}"] = str(host_port)
             if port.get("name"):
                 env[PORT_ENV_PREFIX + re.sub(r"\W", "_", port["name"]).upper()] = str(host_port)
-        env = {k: rewriter.rewrite(v) for k, v in env.items()}
         env[PATHS_ENV] = json.dumps(rewriter.mapping, sort_keys=True)
-
-        command = [expand(a, env) for a in spec.get("command") or []]
-        args = [expand(a, env) for a in spec.get("args") or []]
-        # There is no image, so no ENTRYPOINT/CMD to fall back on: command replaces the
-        # entrypoint as in Kubernetes, and args alone are taken as the whole command line.
-        argv = [rewriter.rewrite(a) for a in (command + args)]
-        if not argv:
-            raise PrepareError(f"container {container.name!r} has neither command nor args")
+        argv = command_line(spec, env, rewriter)
         cwd = container.folder / "cwd"
         working_dir = spec.get("workingDir")
         if working_dir:
