@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testenv.ports import free_port, free_ports
+from testenv import ports
 
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -44,6 +44,10 @@ LOG_TAIL_CHARS = 4000
 
 PROMETHEUS_BINARY = "/usr/bin/prometheus"
 PUSHGATEWAY_BINARY = "/usr/bin/prometheus-pushgateway"
+
+# The tests pick their own ports through this module too (services.free_port()).
+free_port = ports.free_port
+free_ports = ports.free_ports
 
 
 class ServiceError(RuntimeError):

@@ -47,7 +47,6 @@ import yaml
 from kubevision_operator.main import SERVICEACCOUNT_DIR, SERVICEACCOUNT_DIR_ENV
 from testenv.controlplane import ControlPlane
 from testenv.operator_helpers import ROOT, get, wait_for
-from testenv.ports import free_ports
 from tests.helm import dashboards, helm_tool
 from tests.helm.helm_tool import CHART, Helm
 from tests.integration import e2e_helpers as h
@@ -668,7 +667,7 @@ def test_chart_operator_trains_end_to_end(
     cp = release.cp
     ns = release.watched[0]
     bucket = s3_server.create_bucket()
-    status_port, health_port, metrics_port = free_ports(3)
+    status_port, health_port, metrics_port = services.free_ports(3)
     release.install(
         {
             "operator": {

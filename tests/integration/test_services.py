@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from testenv.ports import free_ports
 from tests.integration import services
 
 
 def test_free_ports_are_distinct() -> None:
-    ports = free_ports(20)
+    ports = services.free_ports(20)
     assert len(set(ports)) == 20
     assert all(1024 <= port <= 65535 for port in ports)
 
