@@ -1,6 +1,6 @@
 """The operator at scale: N ModelVersions applied at once (one ``kubectl apply`` of a List)
 over one View, with a concurrency limit, Jobs that run the stub trainer
-(``tests/integration/stub_trainer.py``) on a node agent. The workload of
+(``testenv/scale/stub_trainer.py``) on a node agent. The workload of
 ``tests/integration/test_scale.py``, on a control plane of its own.
 
 Printed, in a table: time from apply to Job created (p50, p95; for every ModelVersion, so
@@ -26,13 +26,13 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from testenv import controlplane
+from testenv.nodeagent import NodeAgent
+from testenv.operator_helpers import Operator, apply
+from testenv.scale import figures, workload
+from testenv.scale.recorder import Recorder
 
-from tests.integration import cluster  # noqa: E402
-from tests.integration import scale_workload as workload  # noqa: E402
-from tests.integration.node_agent import NodeAgent  # noqa: E402
-from tests.integration.operator_helpers import Operator, apply  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 NAMESPACE = "scale"
 
@@ -55,15 +55,15 @@ def _operator_metrics(port: int) -> str:
         return str(response.read().decode())
 
 
-def _apiserver_requests(cp: cluster.ControlPlane) -> dict[tuple[str, str], float]:
+def _apiserver_requests(cp: controlplane.ControlPlane) -> dict[tuple[str, str], float]:
     opener = urllib.request.build_opener(
         urllib.request.ProxyHandler({}),
-        urllib.request.HTTPSHandler(context=cp._ssl_context()),
+        urllib.request.HTTPSHandler(context=cp.ssl_context()),
     )
     with opener.open(cp.server + "/metrics", timeout=30) as response:
         text = response.read().decode()
     totals: dict[tuple[str, str], float] = defaultdict(float)
-    for labels, value in workload.parse_metrics(text, "apiserver_request_total"):
+    for labels, value in figures.parse_metrics(text, "apiserver_request_total"):
         if labels.get("verb") == "WATCH":
             continue
         resource = labels.get("resource", "")
@@ -79,7 +79,7 @@ def _ms(seconds: float) -> str:
 
 def run(count: int, limit: int, state: Path) -> list[tuple[str, str]]:
     """Run the workload once; returns the table's rows."""
-    cp = cluster.start(state / "control-plane")
+    cp = controlplane.start(state / "control-plane")
     agent: NodeAgent | None = None
     operator: Operator | None = None
     try:
@@ -103,7 +103,7 @@ def run(count: int, limit: int, state: Path) -> list[tuple[str, str]]:
         pid = operator.process.pid
         cpu_before = _cpu_seconds(pid)
         server_before = _apiserver_requests(cp)
-        with workload.Recorder(cp, NAMESPACE) as recorder:
+        with Recorder(cp, NAMESPACE) as recorder:
             started = time.monotonic()
             apply_seconds = workload.apply_all(cp, NAMESPACE, count)
 
@@ -126,14 +126,14 @@ def run(count: int, limit: int, state: Path) -> list[tuple[str, str]]:
             agent.stop()
         cp.stop()
 
-    figures = workload.figures(recorder, count, limit, started, apply_seconds)
+    measured = figures.figures(recorder, count, limit, started, apply_seconds)
     requests = {
         (labels["verb"], labels["resource"]): value
-        for labels, value in workload.parse_metrics(text, "kubevision_operator_api_requests_total")
+        for labels, value in figures.parse_metrics(text, "kubevision_operator_api_requests_total")
     }
     reconciles = sum(
         value
-        for labels, value in workload.parse_metrics(text, "kubevision_operator_reconciles_total")
+        for labels, value in figures.parse_metrics(text, "kubevision_operator_reconciles_total")
         if labels.get("kind") == "ModelVersion"
     )
     server = {k: v - server_before.get(k, 0.0) for k, v in server_after.items()}
@@ -141,22 +141,22 @@ def run(count: int, limit: int, state: Path) -> list[tuple[str, str]]:
     outcomes: dict[str, int] = defaultdict(int)
     for outcome in recorder.mv_outcome.values():
         outcomes[outcome] += 1
-    violations = workload.order_violations(recorder, limit)
-    p = workload.percentile
+    violations = figures.order_violations(recorder, limit)
+    p = figures.percentile
     return [
         ("ModelVersions, concurrency limit", f"{count}, {limit}"),
         ("outcomes", json.dumps(dict(outcomes))),
         ("kubectl apply of the List", _ms(apply_seconds)),
-        ("apply -> Job created, p50", _ms(p(figures.apply_to_job, 0.50))),
-        ("apply -> Job created, p95", _ms(p(figures.apply_to_job, 0.95))),
-        ("place freed -> next Job created, p50", _ms(p(figures.slot_to_job, 0.50))),
-        ("place freed -> next Job created, p95", _ms(p(figures.slot_to_job, 0.95))),
-        ("apply -> every ModelVersion has a status", _ms(figures.all_status_seconds)),
-        ("apply -> every ModelVersion finished", _ms(figures.all_finished_seconds)),
-        ("Jobs created / most active at once", f"{figures.jobs} / {figures.max_active}"),
+        ("apply -> Job created, p50", _ms(p(measured.apply_to_job, 0.50))),
+        ("apply -> Job created, p95", _ms(p(measured.apply_to_job, 0.95))),
+        ("place freed -> next Job created, p50", _ms(p(measured.slot_to_job, 0.50))),
+        ("place freed -> next Job created, p95", _ms(p(measured.slot_to_job, 0.95))),
+        ("apply -> every ModelVersion has a status", _ms(measured.all_status_seconds)),
+        ("apply -> every ModelVersion finished", _ms(measured.all_finished_seconds)),
+        ("Jobs created / most active at once", f"{measured.jobs} / {measured.max_active}"),
         (
             "admissions not at the queue's head / beyond its first places",
-            f"{len(workload.order_violations(recorder, 1))} / {len(violations)}",
+            f"{len(figures.order_violations(recorder, 1))} / {len(violations)}",
         ),
         ("operator API requests per ModelVersion", f"{sum(requests.values()) / count:.1f}"),
         (
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     state = Path(tempfile.mkdtemp(prefix="kubevision-scale-"))
     print(f"state and logs in {state}", file=sys.stderr)
     rows = run(args.count, args.limit, state)
-    print("\n".join(workload.iter_lines(rows)))
+    print("\n".join(figures.iter_lines(rows)))
     if not args.keep:
         import shutil
 

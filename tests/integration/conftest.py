@@ -28,9 +28,9 @@ from typing import NoReturn
 
 import pytest
 
+from testenv.controlplane import ControlPlane
+from testenv.fixtures import control_plane, node_agent  # noqa: F401  (fixtures)
 from tests.integration import services
-from tests.integration.cluster import ControlPlane, control_plane  # noqa: F401  (fixture)
-from tests.integration.node_agent import node_agent  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -28,9 +28,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from kubevision_trainer.data import torchdata
-from tests.integration import services
-from tests.integration.cluster import ControlPlane
-from tests.integration.operator_helpers import (
+from testenv.controlplane import ControlPlane
+from testenv.operator_helpers import (
     ROOT,
     Operator,
     apply,
@@ -38,6 +37,7 @@ from tests.integration.operator_helpers import (
     mv_path,
     running_operator,
 )
+from tests.integration import services
 from tests.trainer.trainer_helpers import NAMES, free_port, write_digits_imagefolder
 
 STEP_NAMES = ("Scheduling", "LoadingDataset", "Training", "Evaluating", "Exporting")

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -35,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testenv import ports
+
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.05
@@ -44,31 +45,13 @@ LOG_TAIL_CHARS = 4000
 PROMETHEUS_BINARY = "/usr/bin/prometheus"
 PUSHGATEWAY_BINARY = "/usr/bin/prometheus-pushgateway"
 
+# The tests pick their own ports through this module too (services.free_port()).
+free_port = ports.free_port
+free_ports = ports.free_ports
+
 
 class ServiceError(RuntimeError):
     """A server did not start, or stopped answering; the message ends with its log tail."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports (all held open together while choosing them)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def find_binary(name: str, *candidates: str | Path) -> Path | None:

@@ -2,7 +2,7 @@
 
 Every later integration test leans on these behaviours, so they are checked here first, against
 the same ``control_plane`` fixture, with both kubectl and the Python ``kubernetes`` client.
-The fixture comes from ``tests/integration/cluster.py`` through ``tests/integration/conftest.py``.
+The fixture comes from ``testenv/fixtures.py`` through ``tests/integration/conftest.py``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from tests.integration.cluster import KUBEVISION_AUDIENCE, ControlPlane
-from tests.integration.operator_helpers import eventually
+from testenv.controlplane import KUBEVISION_AUDIENCE, ControlPlane
+from testenv.operator_helpers import eventually
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 is refused at the field paths pydantic names, printer columns show status values, and
 ``kubectl explain`` shows the models' descriptions.
 
-The control plane is the session fixture ``control_plane`` (tests/integration/cluster.py).
+The control plane is the session fixture ``control_plane`` (testenv/fixtures.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from kubevision_api import crdgen
 from kubevision_api.meta import GROUP, VERSION
 from kubevision_api.modelversion import ModelVersion, ModelVersionStatus
 from kubevision_api.view import View, ViewStatus
+from testenv.controlplane import ControlPlane
 from tests.api.invalid_manifests import (
     CASES,
     VALID_UPDATES,
@@ -31,7 +32,6 @@ from tests.api.invalid_manifests import (
     model_version,
     view,
 )
-from tests.integration.cluster import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from testenv.operator_helpers import condition, wait_for
 from tests.integration import e2e_helpers as h
 from tests.integration.e2e_helpers import e2e  # noqa: F401  (fixture)
-from tests.integration.operator_helpers import condition, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from testenv.operator_helpers import wait_for
 from tests.integration import e2e_helpers as h
 from tests.integration.e2e_helpers import e2e  # noqa: F401  (fixture)
-from tests.integration.operator_helpers import wait_for
 
 
 @pytest.mark.slow

@@ -45,12 +45,12 @@ import pytest
 import yaml
 
 from kubevision_operator.main import SERVICEACCOUNT_DIR, SERVICEACCOUNT_DIR_ENV
+from testenv.controlplane import ControlPlane
+from testenv.operator_helpers import ROOT, get, wait_for
 from tests.helm import dashboards, helm_tool
 from tests.helm.helm_tool import CHART, Helm
 from tests.integration import e2e_helpers as h
 from tests.integration import services
-from tests.integration.cluster import ControlPlane
-from tests.integration.operator_helpers import ROOT, get, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 collector on the real control plane, containers as local processes.
 
 The first tests check the agent's pure rules without a cluster; the others start one or two
-Nodes (``node_agent`` factory from ``tests/integration/node_agent.py``) in a fresh namespace.
+Nodes (``node_agent`` factory from ``testenv/fixtures.py``) in a fresh namespace.
 Every wait is bounded by :func:`eventually`.
 """
 
@@ -11,23 +11,22 @@ from __future__ import annotations
 import time
 import urllib.error
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.cluster import KUBEVISION_AUDIENCE, ControlPlane
-from tests.integration.node_agent import (
+from testenv.controlplane import KUBEVISION_AUDIENCE, ControlPlane
+from testenv.nodeagent import (
     NodeAgent,
     PathRewriter,
     expand,
     parse_quantity,
     termination_message,
 )
-from tests.integration.operator_helpers import eventually
-
-# The fixture, until tests/integration/conftest.py exports it for every integration test.
+from testenv.nodeagent.podspec import PrepareError, command_line, container_env, mount_paths
+from testenv.operator_helpers import eventually
 
 MakeNode = Callable[..., NodeAgent]
 
@@ -138,6 +137,71 @@ def test_path_rewriter_rewrites_whole_paths_only() -> None:
     assert rewriter.rewrite("--plan=/etc/kv/plan.json") == "--plan=/h/kv/plan.json"
     assert rewriter.rewrite("/data/cache/x /data/y file:///data") == "/h/c/x /h/d/y file:///h/d"
     assert rewriter.rewrite("/mnt/data /data2 /etc/kv.d") == "/mnt/data /data2 /etc/kv.d"
+
+
+def test_only_what_the_pod_spec_says_is_mapped() -> None:
+    # A trainer-like container: an emptyDir at /tmp, the plan at /etc/kv, on a node whose
+    # interpreter lives in a virtual environment under /tmp.
+    volumes = {"tmp": Path("/pod/volumes/tmp"), "plan": Path("/pod/volumes/plan")}
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "command": ["kubevision", "trainer", "--plan", "/etc/kv/plan.json"],
+        "args": ["--python=$(VIRTUAL_ENV)/bin/python", "--scratch=$(SCRATCH)"],
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "plan", "mountPath": "/etc/kv", "readOnly": True},
+        ],
+        "env": [
+            {"name": "SCRATCH", "value": "/tmp/scratch"},
+            {"name": "TOOLS", "value": "$(PATH):/tmp/tools/bin"},
+            {"name": "TOKEN_PATH", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            {"name": "ABSENT", "valueFrom": {"secretKeyRef": {"name": "s", "key": "none"}}},
+        ],
+    }
+    mapping = mount_paths(container, volumes, Path("/pod/c/termination-log"), {"/out": "/h/o"})
+    assert mapping == {
+        "/out": "/h/o",
+        "/tmp": volumes["tmp"],
+        "/etc/kv": volumes["plan"],
+        "/dev/termination-log": Path("/pod/c/termination-log"),
+    }
+    rewriter = PathRewriter(mapping)
+    inherited = {
+        "PATH": "/tmp/venv/bin:/usr/bin",
+        "VIRTUAL_ENV": "/tmp/venv",
+        "HOME": "/tmp/agent/pods/p/home",
+    }
+    secrets = {"k": "/tmp/token"}
+
+    def value_from(source: Mapping[str, Any]) -> str | None:
+        return secrets.get(source["secretKeyRef"]["key"])
+
+    env = container_env(
+        inherited, {"FROM_CONFIGMAP": "/etc/kv/x"}, container["env"], value_from, rewriter
+    )
+    assert env == {
+        # The host's own environment stays as it is, though it lies under the mounted /tmp.
+        "PATH": "/tmp/venv/bin:/usr/bin",
+        "VIRTUAL_ENV": "/tmp/venv",
+        "HOME": "/tmp/agent/pods/p/home",
+        # What the Pod spec sets is mapped: envFrom, literal values, valueFrom sources.
+        "FROM_CONFIGMAP": "/pod/volumes/plan/x",
+        "SCRATCH": "/pod/volumes/tmp/scratch",
+        "TOOLS": "/tmp/venv/bin:/usr/bin:/pod/volumes/tmp/tools/bin",
+        "TOKEN_PATH": "/pod/volumes/tmp/token",
+    }
+    assert command_line(container, env, rewriter) == [
+        "kubevision",
+        "trainer",
+        "--plan",
+        "/pod/volumes/plan/plan.json",
+        "--python=/tmp/venv/bin/python",
+        "--scratch=/pod/volumes/tmp/scratch",
+    ]
+    with pytest.raises(PrepareError, match="neither command nor args"):
+        command_line({"name": "empty"}, env, rewriter)
+    with pytest.raises(PrepareError, match="'cache': no such volume"):
+        mount_paths({"volumeMounts": [{"name": "cache", "mountPath": "/c"}]}, volumes, Path("/t"))
 
 
 def test_termination_message_rules(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ import yaml
 
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.view import Task, model_id
-from tests.integration.cluster import ControlPlane
-from tests.integration.operator_helpers import (
+from testenv.controlplane import ControlPlane
+from testenv.operator_helpers import (
     ROOT,
     apply,
     condition,

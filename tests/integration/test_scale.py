@@ -24,10 +24,10 @@ import pytest
 from kubevision_api.modelversion import ModelVersion
 from kubevision_api.plan import PlanDefaults, resolve
 from kubevision_api.view import View
-from tests.integration import scale_workload as workload
-from tests.integration import stub_trainer
-from tests.integration.cluster import ControlPlane
-from tests.integration.operator_helpers import apply, running_operator
+from testenv.controlplane import ControlPlane
+from testenv.operator_helpers import apply, running_operator
+from testenv.scale import figures, stub_trainer, workload
+from testenv.scale.recorder import Recorder
 
 COUNT = int(os.environ.get("KUBEVISION_SCALE_COUNT", "300"))
 LIMIT = 5
@@ -45,7 +45,7 @@ def _api_requests(health_port: int) -> dict[tuple[str, str], float]:
         text = response.read().decode()
     return {
         (labels["verb"], labels["resource"]): value
-        for labels, value in workload.parse_metrics(text, "kubevision_operator_api_requests_total")
+        for labels, value in figures.parse_metrics(text, "kubevision_operator_api_requests_total")
     }
 
 
@@ -108,7 +108,7 @@ def test_300_modelversions_queue_in_order(
     apply(crds, workload.view_manifest(), namespace=namespace)
     try:
         with running_operator(crds, tmp_path, **workload.operator_env(LIMIT)) as operator:
-            with workload.Recorder(crds, namespace) as recorder:
+            with Recorder(crds, namespace) as recorder:
                 started = time.monotonic()
                 apply_seconds = workload.apply_all(crds, namespace, COUNT)
                 recorder.wait_finished(COUNT, TIMEOUT)
@@ -123,11 +123,11 @@ def test_300_modelversions_queue_in_order(
         # one, and kubectl's client-side rate limit does not fit 300 in its 30 s.
         workload.delete_all(crds, namespace)
 
-    figures = workload.figures(recorder, COUNT, LIMIT, started, apply_seconds)
+    measured = figures.figures(recorder, COUNT, LIMIT, started, apply_seconds)
     print(
         f"\n{COUNT} ModelVersions: apply {apply_seconds:.1f} s, all with status after"
-        f" {figures.all_status_seconds:.1f} s, all finished after"
-        f" {figures.all_finished_seconds:.1f} s; at most {figures.max_active} Jobs active;"
+        f" {measured.all_status_seconds:.1f} s, all finished after"
+        f" {measured.all_finished_seconds:.1f} s; at most {measured.max_active} Jobs active;"
         f" operator API requests per ModelVersion {sum(requests.values()) / COUNT:.1f}"
         f" {sorted(requests.items(), key=lambda kv: -kv[1])[:6]}"
     )
@@ -145,7 +145,7 @@ def test_300_modelversions_queue_in_order(
     assert recorder.max_active <= LIMIT, recorder.max_active
     assert recorder.max_active == LIMIT, "the workload never filled the limit"
     # Queue order: each Job belongs to one of the first LIMIT waiting ModelVersions.
-    violations = workload.order_violations(recorder, LIMIT)
+    violations = figures.order_violations(recorder, LIMIT)
     assert not violations, violations[:10]
     # Bounded work per ModelVersion (figures in docs/scale.md).
     assert sum(requests.values()) / COUNT < MAX_REQUESTS_PER_MV, requests

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tests.integration.tcpproxy import tcp_proxy
+from testenv.tcpproxy import tcp_proxy
 
 
 def _echo_server() -> tuple[socket.socket, int]:

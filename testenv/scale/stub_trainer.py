@@ -39,9 +39,14 @@ log = logging.getLogger("kubevision.stub_trainer")
 def command(*, pause: float = 0.05) -> list[str]:
     """The container command that runs this stub (for ``trainer_command_override``). The
     plan and termination-log paths are the container's; whatever runs the container maps
-    them."""
+    them.
+
+    The interpreter is named, not given by path: the node agent's PATH finds this one (its
+    folder comes first), while a path under a folder the Pod mounts (a virtual environment in
+    ``/tmp``, where the trainer's Pod has an emptyDir) would name a file in that volume.
+    """
     return [
-        sys.executable,
+        Path(sys.executable).name,
         str(Path(__file__).resolve()),
         "--plan",
         PLAN_PATH,

@@ -1,14 +1,11 @@
-"""The operator's scale workload, shared by ``test_scale.py`` and
-``benchmarks/operator_scale.py``: one View, N ModelVersions applied at once (one server-side
-``kubectl apply`` of a List, so they are created one after the other in name order), the
-operator with a concurrency limit and the stub trainer (``stub_trainer.py``), and a
-:class:`Recorder` that watches the namespace's ModelVersions and Jobs while it runs.
+"""A :class:`Recorder` that watches a namespace's ModelVersions and Jobs while the scale
+workload runs.
 
-The Recorder reads two watch streams. A watch delivers every change in the order etcd
-committed it, so the number of active Jobs is known after every event, not sampled: a Job is
-active from its creation until the Job controller decides its outcome (``SuccessCriteriaMet``,
-``Complete``, ``FailureTarget`` or ``Failed``), which is also when the operator counts its
-ModelVersion as finished. Jobs arrive in creation order, which is the order of admission.
+It reads two watch streams. A watch delivers every change in the order etcd committed it, so
+the number of active Jobs is known after every event, not sampled: a Job is active from its
+creation until the Job controller decides its outcome (``SuccessCriteriaMet``, ``Complete``,
+``FailureTarget`` or ``Failed``), which is also when the operator counts its ModelVersion as
+finished. Jobs arrive in creation order, which is the order of admission.
 """
 
 from __future__ import annotations
@@ -16,96 +13,20 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import re
 import socket
 import ssl
-import statistics
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
+from testenv.controlplane import ControlPlane
+from testenv.scale.workload import MODELVERSION_LABEL
 
-from tests.integration import stub_trainer
-from tests.integration.cluster import ControlPlane
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "01-classification-digits"
-VIEW = "digits"
-MODELVERSION_LABEL = "kubevision.dev/modelversion"
 #: Job conditions after which the Job controller has decided the outcome.
 JOB_DECIDED = ("SuccessCriteriaMet", "Complete", "FailureTarget", "Failed")
 _WATCH_SECONDS = 60
-
-
-def mv_name(index: int) -> str:
-    """The ``index``-th ModelVersion's name: zero-padded, so names sort in creation order."""
-    return f"mv-{index:04d}"
-
-
-def view_manifest() -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((EXAMPLE / "view.yaml").read_text())
-    return doc
-
-
-def modelversion_list(count: int) -> dict[str, Any]:
-    """A v1 List of ``count`` small ModelVersions (2 epochs, 100m CPU, 256Mi) over the View."""
-    base: dict[str, Any] = yaml.safe_load((EXAMPLE / "modelversion.yaml").read_text())
-    base["spec"]["training"]["epochs"] = 2
-    base["spec"]["training"]["dataLoaderWorkers"] = 0
-    base["spec"]["resources"] = {"gpus": 0, "cpu": "100m", "memory": "256Mi"}
-    items = []
-    for index in range(count):
-        item = json.loads(json.dumps(base))
-        item["metadata"] = {"name": mv_name(index)}
-        items.append(item)
-    return {"apiVersion": "v1", "kind": "List", "items": items}
-
-
-def operator_env(limit: int) -> dict[str, str]:
-    """The operator's settings for the workload: the limit and the stub as trainer."""
-    return {
-        "KUBEVISION_CONCURRENCY_LIMIT": str(limit),
-        "KUBEVISION_TRAINER_COMMAND_OVERRIDE": json.dumps(stub_trainer.command()),
-        "KUBEVISION_TRAINER_METRICS_PORT": "0",
-    }
-
-
-def apply_all(cp: ControlPlane, namespace: str, count: int) -> float:
-    """Apply the View's ModelVersions in one ``kubectl apply``; returns its seconds."""
-    started = time.monotonic()
-    cp.kubectl(
-        "-n",
-        namespace,
-        "apply",
-        "--server-side",
-        "-f",
-        "-",
-        input=json.dumps(modelversion_list(count)),
-        timeout=300,
-    )
-    return time.monotonic() - started
-
-
-def delete_all(cp: ControlPlane, namespace: str, timeout: float = 120.0) -> None:
-    """Delete the namespace's ModelVersions with one deletecollection request and wait until
-    they are gone (their Jobs, Pods and ConfigMaps follow through the garbage collector)."""
-    path = f"/apis/kubevision.dev/v1alpha1/namespaces/{namespace}/modelversions"
-    cp.request("DELETE", path)
-    deadline = time.monotonic() + timeout
-    while cp.request("GET", path).get("items"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"ModelVersions in {namespace} still there after {timeout} s")
-        time.sleep(0.5)
-
-
-# --------------------------------------------------------------------------------------------
-# Watching
-# --------------------------------------------------------------------------------------------
 
 
 def _decided(job: dict[str, Any]) -> str | None:
@@ -335,117 +256,3 @@ class Recorder:
                 f" {len(self.active)}, at most {self.max_active}; unfinished (first 10):"
                 f" {[(n, n in with_job, self.mv_phases.get(n)) for n in unfinished[:10]]}"
             )
-
-
-# --------------------------------------------------------------------------------------------
-# Analysis
-# --------------------------------------------------------------------------------------------
-
-
-def queue_key(created: str, namespace: str, name: str) -> tuple[str, str, str]:
-    """The design's queue order (§7): (creationTimestamp, namespace, name)."""
-    return (created, namespace, name)
-
-
-def order_violations(recorder: Recorder, limit: int) -> list[str]:
-    """Admissions out of queue order. Jobs are taken in creation order; each must belong to
-    one of the ``limit`` first ModelVersions, in (creationTimestamp, namespace, name) order,
-    that had no Job yet: when several places free at once, their Jobs may be created in
-    either order (each ModelVersion is reconciled on its own thread), but never one from
-    further back in the queue."""
-    ns = recorder.namespace
-    waiting = sorted(recorder.mv_created, key=lambda n: queue_key(recorder.mv_created[n], ns, n))
-    problems = []
-    for index, job in enumerate(recorder.jobs):
-        try:
-            position = waiting.index(job.modelversion)
-        except ValueError:
-            problems.append(f"Job #{index} {job.name}: its ModelVersion had a Job already")
-            continue
-        if position >= limit:
-            problems.append(
-                f"Job #{index} {job.name} admitted at queue position {position + 1}, ahead of"
-                f" {waiting[:position][:5]}"
-            )
-        waiting.pop(position)
-    return problems
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q``-quantile (0..1) by linear interpolation; NaN for no values."""
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
-
-
-@dataclass(frozen=True)
-class Figures:
-    """What a run measured (seconds unless named otherwise)."""
-
-    count: int
-    limit: int
-    apply_seconds: float
-    apply_to_job: list[float]
-    slot_to_job: list[float]
-    all_status_seconds: float
-    all_finished_seconds: float
-    max_active: int
-    jobs: int
-
-
-def figures(
-    recorder: Recorder, count: int, limit: int, apply_started: float, apply_seconds: float
-) -> Figures:
-    """Latencies from the recorder: apply (the ModelVersion's ADDED event) to its Job's
-    ADDED event; a freed place (the k-th outcome decided) to the Job that took it."""
-    first_job: dict[str, JobRecord] = {}
-    for job in recorder.jobs:
-        first_job.setdefault(job.modelversion, job)
-    apply_to_job = [
-        first_job[n].seen - recorder.mv_seen[n] for n in recorder.mv_seen if n in first_job
-    ]
-    decided = sorted(j.decided for j in recorder.jobs if j.decided is not None)
-    slot_to_job = [
-        job.seen - decided[k - limit]
-        for k, job in enumerate(recorder.jobs)
-        if limit <= k and k - limit < len(decided)
-    ]
-    status_at = list(recorder.mv_status_at.values())
-    outcome_at = list(recorder.mv_outcome_at.values())
-    return Figures(
-        count=count,
-        limit=limit,
-        apply_seconds=apply_seconds,
-        apply_to_job=apply_to_job,
-        slot_to_job=slot_to_job,
-        all_status_seconds=(max(status_at) - apply_started) if status_at else float("nan"),
-        all_finished_seconds=(max(outcome_at) - apply_started) if outcome_at else float("nan"),
-        max_active=recorder.max_active,
-        jobs=len(recorder.jobs),
-    )
-
-
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
-
-
-def parse_metrics(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """Samples of metric ``name`` in Prometheus text format."""
-    out = []
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match is None or match["name"] != name:
-            continue
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"] or ""))
-        out.append((labels, float(match["value"])))
-    return out
-
-
-def iter_lines(table: list[tuple[str, str]]) -> Iterator[str]:
-    """A two-column table, aligned."""
-    width = max(len(k) for k, _ in table)
-    yield f"{'figure'.ljust(width)}  value"
-    yield f"{'-' * width}  {'-' * 24}"
-    for key, value in table:
-        yield f"{key.ljust(width)}  {value}"
