@@ -65,7 +65,7 @@ def test_dataset_and_output_each_with_its_own_secret(e2e: h.E2E, node_agent: Any
     assert h.outcome(obj) == "Succeeded", json.dumps(obj.get("status"), indent=1)
     prefix = f"{e2e.namespace}/{name}"
     card = output.read(f"{prefix}/model.json")
-    assert card is not None and json.loads(card)["concepts"] == dataset.concepts
+    assert card is not None and json.loads(card)["concepts"] == sorted(dataset.concepts)
     best = output.read(f"{prefix}/checkpoints/best.pt")
     assert best is not None
     assert obj["status"]["checkpoint"]["bytes"] == len(best)
