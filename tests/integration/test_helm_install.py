@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubevision_operator.main import SERVICEACCOUNT_DIR, SERVICEACCOUNT_DIR_ENV
+from kubevision_operator.kube import SERVICEACCOUNT_DIR, SERVICEACCOUNT_DIR_ENV
 from tests.helm import dashboards, helm_tool
 from tests.helm.helm_tool import CHART, Helm
 from tests.integration import e2e_helpers as h
