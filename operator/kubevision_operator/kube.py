@@ -1,7 +1,8 @@
-"""Every Kubernetes API call of the operator, with the official client. Objects travel as
-plain dicts in the API's own camelCase (``_preload_content=False``), as the renderers make
-them. API failures are translated once, here, into ``KubeError`` naming kind, namespace and
-name."""
+"""Every Kubernetes API call of the operator, with the official client: the one module of the
+operator that imports ``kubernetes`` (pyproject's import contracts), the client's
+configuration included (:func:`load_config`). Objects travel as plain dicts in the API's own
+camelCase (``_preload_content=False``), as the renderers make them. API failures are
+translated once, here, into ``KubeError`` naming kind, namespace and name."""
 
 from __future__ import annotations
 
@@ -9,21 +10,60 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config import incluster_config
 
 from kubevision_api.meta import GROUP, VERSION
-from kubevision_operator.statusserver import Caller
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid"
+#: Where Kubernetes mounts the Pod's ServiceAccount token and the cluster CA.
+SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: Environment variable that moves that folder (a test node agent mounts volumes elsewhere).
+SERVICEACCOUNT_DIR_ENV = "KUBEVISION_SERVICEACCOUNT_DIR"
+
+
+def serviceaccount_dir() -> Path:
+    """The folder of the in-cluster ``token`` and ``ca.crt``: ``$KUBEVISION_SERVICEACCOUNT_DIR``
+    or the standard path."""
+    return Path(os.environ.get(SERVICEACCOUNT_DIR_ENV) or SERVICEACCOUNT_DIR)
+
+
+def load_config() -> None:
+    """Configure the kubernetes client: in-cluster (the ServiceAccount token and CA in
+    :func:`serviceaccount_dir`, ``KUBERNETES_SERVICE_HOST``/``PORT``), else the kubeconfig."""
+    folder = serviceaccount_dir()
+    token, cert = str(folder / "token"), str(folder / "ca.crt")
+    # kopf logs in with these same credentials (the registry's login, client_credentials).
+    try:
+        incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
+            token_filename=token, cert_filename=cert
+        ).load_and_set()
+        log.info("kubevision operator: in-cluster configuration from %s", folder)
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who holds a token, as TokenReview says: a ServiceAccount, and the Pod a bound token
+    was issued for (trainers' reports carry such a token)."""
+
+    namespace: str
+    service_account: str
+    pod_name: str | None
+    pod_uid: str | None
 
 
 class KubeError(RuntimeError):
@@ -56,11 +96,15 @@ class Kube:
     """The operator's API calls.
 
     Args:
-        api: a configured ``kubernetes.client.ApiClient``.
+        api: a configured ``kubernetes.client.ApiClient``; None: one with the configuration
+            of :func:`load_config`.
         on_request: told of each request made (verb, resource), before it is made.
     """
 
-    def __init__(self, api: client.ApiClient, on_request: RequestHook = _ignore) -> None:
+    def __init__(
+        self, api: client.ApiClient | None = None, on_request: RequestHook = _ignore
+    ) -> None:
+        api = api if api is not None else client.ApiClient()
         self.on_request = on_request
         #: Views as the last watch event showed them (fed by the handlers); get_view reads
         #: the API only for a View no event has shown yet.
@@ -198,23 +242,6 @@ class Kube:
                 return None
             raise KubeError(f"Job {namespace}/{name}", exc) from exc
 
-    def list_jobs(self, label_selector: str, namespace: str | None = None) -> list[Obj]:
-        """Jobs matching the selector."""
-        self.on_request("list", "jobs")
-        try:
-            if namespace:
-                response = self.batch.list_namespaced_job(
-                    namespace, label_selector=label_selector, _preload_content=False
-                )
-            else:
-                response = self.batch.list_job_for_all_namespaces(
-                    label_selector=label_selector, _preload_content=False
-                )
-        except ApiException as exc:
-            raise KubeError(f"Jobs {label_selector}", exc) from exc
-        items: list[Obj] = _data(response).get("items", [])
-        return items
-
     def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
         """Pods of one namespace matching the selector."""
         self.on_request("list", "pods")
@@ -276,6 +303,19 @@ class Kube:
         pod_uid = (extra.get(POD_UID_EXTRA) or [None])[0]
         return Caller(parts[2], parts[3], pod_name, pod_uid)
 
+    # --- events ----------------------------------------------------------------------------
+
+    def post_event(self, body: Obj) -> None:
+        """Post an Event (``render.render_event``); a failure is logged only (events are best
+        effort)."""
+        self.on_request("create", "events")
+        try:
+            self.core.create_namespaced_event(
+                body["metadata"]["namespace"], body, _preload_content=False
+            )
+        except ApiException as exc:
+            log.warning("could not post an event: %s", KubeError("Event", exc))
+
     # --- secrets ---------------------------------------------------------------------------
 
     def ensure_secret(
@@ -309,45 +349,8 @@ class Kube:
         raise RuntimeError(f"Secret {namespace}/{name} could not be read or created")
 
 
-def event_body(obj: Obj, event_type: str, reason: str, message: str, now: str) -> Obj:
-    """A core/v1 Event about ``obj`` (``now``: RFC 3339 time)."""
-    meta = obj["metadata"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": obj["apiVersion"],
-            "kind": obj["kind"],
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid"),
-            "resourceVersion": meta.get("resourceVersion"),
-        },
-        "type": event_type,
-        "reason": reason,
-        "message": message[:1024],
-        "source": {"component": "kubevision-operator"},
-        "reportingComponent": "kubevision.dev/operator",
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
-
-
-def post_event(kube: Kube, body: Obj) -> None:
-    """Post an Event; a failure is logged only (events are best effort)."""
-    kube.on_request("create", "events")
-    try:
-        kube.core.create_namespaced_event(
-            body["metadata"]["namespace"], body, _preload_content=False
-        )
-    except ApiException as exc:
-        log.warning("could not post an event: %s", KubeError("Event", exc))
-
-
 def client_credentials() -> dict[str, Any]:
-    """The credentials of the configured kubernetes client (``main.load_config``), as the
+    """The credentials of the configured kubernetes client (:func:`load_config`), as the
     fields of ``kopf.ConnectionInfo``: kopf then watches with the operator's own identity,
     whether in-cluster (the token is re-read when it rotates) or from a kubeconfig."""
     cfg: Any = client.Configuration.get_default_copy()

@@ -1,11 +1,24 @@
-"""The operator's Prometheus metrics (design notes §6), in their own registry: nothing is
-registered at import, and tests can run several operators in one process."""
+"""The operator's Prometheus metrics (docs/operator.md, Metrics), in their own registry:
+nothing is registered at import, and tests can run several operators in one process. The one
+module of the operator that imports ``prometheus_client`` (pyproject's import contracts):
+``/metrics`` serves :meth:`OperatorMetrics.exposition`.
+
+The label ``kind`` of the watch and reconcile series is the Kubernetes kind of the object
+(ModelVersion, View, Job, Pod).
+"""
 
 from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 PHASES = ("Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed")
 
@@ -63,6 +76,10 @@ class OperatorMetrics:
             ["verb", "resource"],
             registry=self.registry,
         )
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The registry in Prometheus' text format, and that format's Content-Type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     def api_request(self, verb: str, resource: str) -> None:
         """Count one API request (``kube.Kube``'s ``on_request`` hook)."""

@@ -2,7 +2,8 @@
 
 :func:`observe` turns the Job, its Pods, whether the View exists and the queue into one
 :class:`Observation`. It is pure (plain dicts in, a frozen dataclass out, no clock), so every
-case is a unit test; status.py maps each observation kind to conditions and steps.
+case is a unit test; ``statustable.TABLE`` maps each :class:`Situation` to conditions and
+steps.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from typing import Any, Final
 from kubevision_api import contract
 from kubevision_api.modelversion import ModelVersionSpec, StepState
 from kubevision_api.progress import TrainerReport
+from kubevision_operator.jobstate import job_end, true_conditions
 
 #: Longest message taken from a container's log tail (FallbackToLogsOnError).
 MAX_MESSAGE: Final = 1024
 _CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 
-class Kind(StrEnum):
-    """What is true now, one value per row of status.TABLE."""
+class Situation(StrEnum):
+    """Where a training stands now: one value per row of ``statustable.TABLE``."""
 
     VIEW_MISSING = "ViewMissing"
     INVALID_PLAN = "InvalidPlan"
@@ -42,15 +44,15 @@ class Kind(StrEnum):
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 
 
-#: Kinds after which nothing changes any more: the training is over.
+#: Situations after which nothing changes any more: the training is over.
 TERMINAL: Final = frozenset(
     {
-        Kind.INVALID_PLAN,
-        Kind.SUCCEEDED,
-        Kind.FAILED,
-        Kind.OOM_KILLED,
-        Kind.DEADLINE_EXCEEDED,
-        Kind.BACKOFF_LIMIT_EXCEEDED,
+        Situation.INVALID_PLAN,
+        Situation.SUCCEEDED,
+        Situation.FAILED,
+        Situation.OOM_KILLED,
+        Situation.DEADLINE_EXCEEDED,
+        Situation.BACKOFF_LIMIT_EXCEEDED,
     }
 )
 
@@ -58,10 +60,10 @@ TERMINAL: Final = frozenset(
 @dataclass(frozen=True)
 class Observation:
     """One observation. ``message`` is a sentence for people; ``reason`` a CamelCase word
-    where the kind has several causes (the trainer's reason for Failed, the container's
+    where the situation has several causes (the trainer's reason for Failed, the container's
     waiting reason for PodPending, the failed attempt's for Retrying)."""
 
-    kind: Kind
+    situation: Situation
     message: str
     reason: str | None = None
     job_name: str | None = None
@@ -79,7 +81,7 @@ class Observation:
     @property
     def terminal(self) -> bool:
         """Whether the training is over."""
-        return self.kind in TERMINAL
+        return self.situation in TERMINAL
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -94,15 +96,6 @@ def parse_time(value: Any) -> datetime | None:
     if not value or not isinstance(value, str):
         return None
     return datetime.fromisoformat(value)
-
-
-def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The conditions of ``obj`` whose status is True, by type."""
-    found = {}
-    for cond in obj.get("status", {}).get("conditions") or []:
-        if cond.get("status") == "True":
-            found[str(cond.get("type"))] = cond
-    return found
 
 
 def _newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -132,7 +125,7 @@ def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _scheduled_at(pod: dict[str, Any]) -> datetime | None:
-    cond = _conditions(pod).get("PodScheduled")
+    cond = true_conditions(pod).get("PodScheduled")
     return parse_time(cond.get("lastTransitionTime")) if cond else None
 
 
@@ -173,7 +166,7 @@ def _sentence(text: str) -> str:
 
 @dataclass(frozen=True)
 class _PodFailure:
-    kind: Kind
+    situation: Situation
     reason: str
     message: str
     exit_code: int | None
@@ -185,17 +178,19 @@ def _pod_failure(pod: dict[str, Any], spec: ModelVersionSpec) -> _PodFailure | N
     disruption (DisruptionTarget, which the pod failure policy ignores)."""
     terminated = _terminated(pod)
     if terminated is None:
-        disruption = _conditions(pod).get("DisruptionTarget")
+        disruption = true_conditions(pod).get("DisruptionTarget")
         if disruption is None:
             return None
         detail = disruption.get("message") or disruption.get("reason") or "disrupted"
-        return _PodFailure(Kind.FAILED, "Disrupted", _sentence(f"Pod disrupted: {detail}"), None)
+        return _PodFailure(
+            Situation.FAILED, "Disrupted", _sentence(f"Pod disrupted: {detail}"), None
+        )
     code = terminated.get("exitCode")
     exit_code = int(code) if code is not None else None
     if terminated.get("reason") == "OOMKilled":
         limit = _memory_limit(pod, spec)
         return _PodFailure(
-            Kind.OOM_KILLED,
+            Situation.OOM_KILLED,
             "OOMKilled",
             f"The trainer was killed for exceeding its memory limit of {limit} "
             "(spec.resources.memory).",
@@ -205,11 +200,11 @@ def _pod_failure(pod: dict[str, Any], spec: ModelVersionSpec) -> _PodFailure | N
     parsed = contract.parse_termination(text)
     if parsed is not None and parsed[0] is not contract.Outcome.SUCCEEDED:
         outcome, message = parsed
-        return _PodFailure(Kind.FAILED, outcome.reason, _sentence(message), exit_code)
+        return _PodFailure(Situation.FAILED, outcome.reason, _sentence(message), exit_code)
     line = _last_line(text)
     detail = f"The trainer exited with code {exit_code}"
     return _PodFailure(
-        Kind.FAILED,
+        Situation.FAILED,
         "TrainerCrashed",
         _sentence(f"{detail}: {line}" if line else detail),
         exit_code,
@@ -230,7 +225,7 @@ def _failed(
     if job_reason == "DeadlineExceeded":
         deadline = job.get("spec", {}).get("activeDeadlineSeconds")
         return Observation(
-            Kind.DEADLINE_EXCEEDED,
+            Situation.DEADLINE_EXCEEDED,
             f"The training ran longer than its activeDeadlineSeconds ({deadline} s) and was "
             "stopped.",
             reason="DeadlineExceeded",
@@ -242,7 +237,7 @@ def _failed(
     failure = _pod_failure(newest, spec) if newest is not None else None
     if failure is not None:
         return Observation(
-            failure.kind,
+            failure.situation,
             failure.message,
             reason=failure.reason,
             finished_at=finished,
@@ -252,14 +247,14 @@ def _failed(
     message = _sentence(str(cond.get("message") or "The training Job failed"))
     if job_reason == "BackoffLimitExceeded":
         return Observation(
-            Kind.BACKOFF_LIMIT_EXCEEDED,
+            Situation.BACKOFF_LIMIT_EXCEEDED,
             message,
             reason="BackoffLimitExceeded",
             finished_at=finished,
             **common,
         )
     reason = job_reason if _CAMEL.match(job_reason) else "JobFailed"
-    return Observation(Kind.FAILED, message, reason=reason, finished_at=finished, **common)
+    return Observation(Situation.FAILED, message, reason=reason, finished_at=finished, **common)
 
 
 def _running_message(report: TrainerReport | None) -> str:
@@ -290,27 +285,33 @@ def observe(
             plan is a snapshot, so the View no longer matters.
         report: the trainer's latest report, if any (for the Running message only).
         queued_position: position (from 1) in the operator's concurrency queue, or None when
-            the limit lets the training run.
+            the limit lets the training run. Read only without a Job: the operator creates
+            a Job once the limit admits the training, so a Job is never queued.
         spec: the ModelVersion's spec (suspend, queue name, memory limit).
         plan_error: why ``resolve()`` refused the plan (architecture and task disagree).
 
-    Precedence: a finished Job, then a suspended Job, then the newest Pod; without a Job:
-    the View, the plan, the user's suspend, the queue.
+    Precedence: a finished Job (:func:`jobstate.job_end`), then a suspended Job, then the
+    newest Pod; without a Job: the View, the plan, the user's suspend, the queue.
     """
     policy = spec.run_policy
     if job is None:
         if not view_found:
             return Observation(
-                Kind.VIEW_MISSING,
+                Situation.VIEW_MISSING,
                 f"View {spec.view_ref.name!r} was not found; the training starts once it exists.",
             )
         if plan_error:
-            return Observation(Kind.INVALID_PLAN, _sentence(plan_error), reason="InvalidPlan")
+            return Observation(Situation.INVALID_PLAN, _sentence(plan_error), reason="InvalidPlan")
         if policy.suspend:
-            return Observation(Kind.SUSPENDED, "spec.runPolicy.suspend is true.")
+            return Observation(Situation.SUSPENDED, "spec.runPolicy.suspend is true.")
         if queued_position is not None:
-            return _queued(queued_position, {})
-        return Observation(Kind.STARTING, "The training Job is being created.")
+            return Observation(
+                Situation.QUEUED,
+                f"Queued at position {queued_position}: the operator's concurrency limit is "
+                "reached.",
+                position=queued_position,
+            )
+        return Observation(Situation.STARTING, "The training Job is being created.")
 
     common: dict[str, Any] = {"job_name": job.get("metadata", {}).get("name")}
     pod = _newest(pods)
@@ -318,54 +319,53 @@ def observe(
         common["pod_name"] = pod.get("metadata", {}).get("name")
         common["scheduled_at"] = _scheduled_at(pod)
         common["started_at"] = _started_at(pod)
-    done = _conditions(job)
-    success = done.get("Complete") or done.get("SuccessCriteriaMet")
-    if success is not None:
+    end = job_end(job)
+    if end is not None and end.succeeded:
         finished = parse_time(job.get("status", {}).get("completionTime")) or parse_time(
-            success.get("lastTransitionTime")
+            end.condition.get("lastTransitionTime")
         )
         return Observation(
-            Kind.SUCCEEDED, "The training finished.", finished_at=finished, exit_code=0, **common
+            Situation.SUCCEEDED,
+            "The training finished.",
+            finished_at=finished,
+            exit_code=0,
+            **common,
         )
-    # FailureTarget: the outcome is decided while the last Pods still terminate.
-    failure = done.get("Failed") or done.get("FailureTarget")
-    if failure is not None:
-        return _failed(job, failure, pods, spec, common)
+    if end is not None:
+        return _failed(job, end.condition, pods, spec, common)
 
     if job.get("spec", {}).get("suspend"):
         if policy.suspend:
             return Observation(
-                Kind.SUSPENDED,
+                Situation.SUSPENDED,
                 "spec.runPolicy.suspend is true; the trainer resumes from last.pt when it is "
                 "unset.",
                 **common,
             )
         if policy.queue_name:
             return Observation(
-                Kind.AWAITING_ADMISSION,
+                Situation.AWAITING_ADMISSION,
                 f"The Job waits for Kueue to admit it from LocalQueue {policy.queue_name!r}.",
                 **common,
             )
-        if queued_position is not None:
-            return _queued(queued_position, common)
-        return Observation(Kind.STARTING, "The training Job is being resumed.", **common)
+        return Observation(Situation.STARTING, "The training Job is being resumed.", **common)
 
     if pod is None:
-        return Observation(Kind.STARTING, "The Job is creating the trainer Pod.", **common)
+        return Observation(Situation.STARTING, "The Job is creating the trainer Pod.", **common)
     phase = pod.get("status", {}).get("phase")
     if phase == "Failed":
         attempt = _pod_failure(pod, spec)
         reason = attempt.reason if attempt else "PodFailed"
         detail = attempt.message if attempt else "The trainer Pod failed."
         return Observation(
-            Kind.RETRYING,
+            Situation.RETRYING,
             f"{detail} The Job starts another attempt.",
             reason=reason,
             exit_code=attempt.exit_code if attempt else None,
             **common,
         )
     if phase in ("Running", "Succeeded"):
-        return Observation(Kind.RUNNING, _running_message(report), **common)
+        return Observation(Situation.RUNNING, _running_message(report), **common)
     scheduled = next(
         (
             c
@@ -377,7 +377,7 @@ def observe(
     if scheduled is not None and scheduled.get("status") == "False":
         message = scheduled.get("message") or scheduled.get("reason") or "Not scheduled yet"
         return Observation(
-            Kind.UNSCHEDULABLE,
+            Situation.UNSCHEDULABLE,
             _sentence(str(message)),
             reason=str(scheduled.get("reason") or "Unschedulable"),
             **common,
@@ -386,17 +386,8 @@ def observe(
     waiting_reason = str(waiting.get("reason") or "ContainerCreating")
     detail = waiting.get("message") or f"The trainer container is waiting ({waiting_reason})"
     return Observation(
-        Kind.POD_PENDING,
+        Situation.POD_PENDING,
         _sentence(str(detail)),
         reason=waiting_reason if _CAMEL.match(waiting_reason) else "ContainerCreating",
-        **common,
-    )
-
-
-def _queued(position: int, common: dict[str, Any]) -> Observation:
-    return Observation(
-        Kind.QUEUED,
-        f"Queued at position {position}: the operator's concurrency limit is reached.",
-        position=position,
         **common,
     )

@@ -1,5 +1,6 @@
-"""The global concurrency limit (design notes §7): extra ModelVersions wait, ordered by
-(creationTimestamp, namespace, name). Pure: the operator keeps the entries and asks."""
+"""The global concurrency limit (docs/operator.md, The concurrency queue): extra
+ModelVersions wait, ordered by (creationTimestamp, namespace, name). No I/O: the operator keeps
+the entries here and asks."""
 
 from __future__ import annotations
 
@@ -34,22 +35,31 @@ class Entry:
     held: bool = False
 
 
-def entry_of(obj: Mapping[str, Any]) -> Entry:
-    """The entry of a ModelVersion as the API server holds it, before the operator has looked
-    for its Job: admitted when its status names one."""
+def entry_of(
+    obj: Mapping[str, Any], *, admitted: bool | None = None, held: bool | None = None
+) -> Entry:
+    """The entry of a ModelVersion as the API server holds it.
+
+    Args:
+        obj: the ModelVersion (finished when its status says Succeeded or Failed).
+        admitted: whether it has a Job; None (the operator has not looked for its Job yet):
+            when its status names one.
+        held: whether it cannot use a place now; None: its user's ``runPolicy.suspend``.
+    """
     meta, spec = obj["metadata"], obj.get("spec") or {}
     status = obj.get("status") or {}
+    policy = spec.get("runPolicy") or {}
     return Entry(
         created=str(meta.get("creationTimestamp", "")),
         namespace=meta["namespace"],
         name=meta["name"],
-        admitted=bool(status.get("jobName")),
+        admitted=bool(status.get("jobName")) if admitted is None else admitted,
         finished=any(
             c.get("type") in ("Succeeded", "Failed") and c.get("status") == "True"
             for c in status.get("conditions") or []
         ),
-        kueue=bool((spec.get("runPolicy") or {}).get("queueName")),
-        held=bool((spec.get("runPolicy") or {}).get("suspend")),
+        kueue=bool(policy.get("queueName")),
+        held=bool(policy.get("suspend")) if held is None else held,
     )
 
 

@@ -1,7 +1,9 @@
 """Level-based reconciliation: from what the API server holds now (ModelVersion, View, Job,
 Pods) and the trainer's latest report, create what is missing and write the status that is
-true. Called by the kopf handlers and by the status endpoint; safe to call again at any
-time, from any thread (one lock per object)."""
+true. The reads and writes are here; what to create and which status is true come from the
+pure modules (``render``, ``observe``, ``status``, ``viewstatus``) and the queue. Called
+from the scheduler's threads and after a trainer's report; safe to call again at any time,
+from any thread (one lock per ModelVersion)."""
 
 from __future__ import annotations
 
@@ -12,18 +14,16 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 from kubevision_api.errors import InputError
-from kubevision_api.meta import Condition
 from kubevision_api.modelversion import ModelVersion
 from kubevision_api.plan import TrainingPlan, resolve
-from kubevision_api.progress import TrainerReport
-from kubevision_api.view import ModelEntry, ModelSummary, View, ViewStatus, model_id
+from kubevision_api.view import View
 from kubevision_operator import kube as kube_mod
-from kubevision_operator import naming, observe, render, status
+from kubevision_operator import naming, observe, render, status, viewstatus
 from kubevision_operator.kube import Kube, Obj
 from kubevision_operator.metrics import OperatorMetrics
-from kubevision_operator.queue import Entry, Key, Queue
+from kubevision_operator.queue import Key, Queue, entry_of
+from kubevision_operator.reports import Reports
 from kubevision_operator.settings import OperatorSettings
-from kubevision_operator.statusserver import Caller
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,13 @@ def merge_patch(old: Obj, new: Obj) -> Obj:
 
 
 class Reconciler:
-    """The operator's state and its two reconcile loops.
+    """The reconcile of ModelVersions and of Views, and the queue they share.
 
     Args:
         kube: the API calls.
         settings: operator settings.
         metrics: operator metrics.
+        reports: the trainers' newest reports.
         status_ca_pem: CA of the status endpoint, for the plans (None: no endpoint).
     """
 
@@ -56,14 +57,15 @@ class Reconciler:
         kube: Kube,
         settings: OperatorSettings,
         metrics: OperatorMetrics,
+        reports: Reports,
         status_ca_pem: str | None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.metrics = metrics
+        self.reports = reports
         self.status_ca_pem = status_ca_pem
         self.queue = Queue(settings.concurrency_limit)
-        self.reports: dict[Key, tuple[str | None, TrainerReport]] = {}
         self._locks: defaultdict[Key, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
 
@@ -79,31 +81,13 @@ class Reconciler:
         watched: list[str | None] = list(self.settings.namespaces) or [None]
         for namespace in watched:
             for obj in self.kube.list_modelversions(namespace):
-                self.queue.update(self._entry(obj, has_job=None))
-
-    def _entry(self, obj: Obj, *, has_job: bool | None, held: bool | None = None) -> Entry:
-        meta, spec = obj["metadata"], obj.get("spec", {})
-        previous = obj.get("status") or {}
-        finished = any(
-            c.get("type") in ("Succeeded", "Failed") and c.get("status") == "True"
-            for c in previous.get("conditions", [])
-        )
-        admitted = bool(previous.get("jobName")) if has_job is None else has_job
-        return Entry(
-            created=str(meta.get("creationTimestamp", "")),
-            namespace=meta["namespace"],
-            name=meta["name"],
-            admitted=admitted,
-            finished=finished,
-            kueue=bool((spec.get("runPolicy") or {}).get("queueName")),
-            held=bool((spec.get("runPolicy") or {}).get("suspend")) if held is None else held,
-        )
+                self.queue.update(entry_of(obj))
 
     def forget(self, namespace: str, name: str, view: str | None) -> None:
         """A ModelVersion was deleted: its children go with the garbage collector."""
         key = (namespace, name)
         self.queue.remove(key)
-        self.reports.pop(key, None)
+        self.reports.forget(namespace, name)
         if view:
             self.metrics.forget(namespace, view, name)
         self.admit_waiting()
@@ -112,42 +96,6 @@ class Reconciler:
         """Reconcile the ModelVersions that a freed place lets start."""
         for namespace, name in self.queue.next_admissible():
             self.reconcile_modelversion(namespace, name)
-
-    def accept_report(self, caller: Caller, report: TrainerReport) -> None:
-        """A trainer's snapshot (already authenticated and authorised): keep the newest per
-        ModelVersion and write the status it makes true."""
-        key = (report.namespace, report.model_version)
-        held = self.reports.get(key)
-        if held is not None and held[0] == caller.pod_name and held[1].sequence >= report.sequence:
-            self.metrics.reports.labels(result="stale").inc()
-            return
-        self.reports[key] = (caller.pod_name, report)
-        self.metrics.reports.labels(result="accepted").inc()
-        self.reconcile_modelversion(*key)
-
-    def authorize(self, caller: Caller, namespace: str, name: str) -> bool:
-        """Whether ``caller``'s Pod belongs to the Job of ModelVersion ``namespace/name``: the
-        Pod exists with the token's uid, it is owned by the Job, and the Job by that
-        ModelVersion (uid checked)."""
-        if caller.pod_name is None:
-            return False
-        pod = self.kube.get_pod(namespace, caller.pod_name)
-        if pod is None or pod["metadata"].get("uid") != caller.pod_uid:
-            return False
-        job_name = naming.job_name(name)
-        if not any(
-            ref.get("kind") == "Job" and ref.get("name") == job_name
-            for ref in pod["metadata"].get("ownerReferences", [])
-        ):
-            return False
-        job = self.kube.get_job(namespace, job_name)
-        mv = self.kube.get_modelversion(namespace, name)
-        if job is None or mv is None:
-            return False
-        return any(
-            ref.get("kind") == "ModelVersion" and ref.get("uid") == mv["metadata"].get("uid")
-            for ref in job["metadata"].get("ownerReferences", [])
-        )
 
     def reconcile_modelversion(self, namespace: str, name: str, body: Obj | None = None) -> None:
         """Bring one ModelVersion's children and status in line with what is true now."""
@@ -190,24 +138,23 @@ class Reconciler:
         job = self.kube.get_job(namespace, job_name)
         # A ModelVersion that cannot start (no plan, or suspended by its user) holds no place.
         on_hold = plan is None or mv.spec.run_policy.suspend
-        self.queue.update(self._entry(obj, has_job=job is not None, held=on_hold))
+        self.queue.update(entry_of(obj, admitted=job is not None, held=on_hold))
         position = None if job is not None or on_hold else self.queue.position((namespace, name))
         if job is None and plan is not None and not finished and position is None:
             self.kube.create_configmap(namespace, render.render_configmap(plan, mv))
-            suspend = render.creation_suspend(mv.spec, queued=False)
+            suspend = render.creation_suspend(mv.spec)
             job, created = self.kube.create_job(
                 namespace, render.render_job(plan, mv, self.settings, suspend=suspend)
             )
             if created:
                 log.info("created Job %s/%s", namespace, job_name)
-            self.queue.update(self._entry(obj, has_job=True, held=on_hold))
+            self.queue.update(entry_of(obj, admitted=True, held=on_hold))
         elif job is not None:
-            patch = render.job_patch(job, mv, queued=False)
+            patch = render.job_patch(job, mv)
             if patch is not None:
                 job = self.kube.patch_job(namespace, job_name, patch) or job
         pods = self.kube.list_pods(namespace, f"job-name={job_name}") if job is not None else []
-        held = self.reports.get((namespace, name))
-        report_pod, report = held if held is not None else (None, None)
+        report_pod, report = self.reports.latest(namespace, name)
         observation = observe.observe(
             job,
             pods,
@@ -239,19 +186,19 @@ class Reconciler:
         self.metrics.queue_length.set(len(self.queue.waiting()))
         if status.is_finished(new) and not finished:
             self.queue.update(
-                self._entry({**obj, "status": new_wire}, has_job=job is not None, held=on_hold)
+                entry_of({**obj, "status": new_wire}, admitted=job is not None, held=on_hold)
             )
             self.admit_waiting()
 
     def _phase_event(self, obj: Obj, phase: str, observation: observe.Observation) -> None:
-        body = kube_mod.event_body(
+        body = render.render_event(
             obj,
             EVENT_TYPES.get(phase, "Normal"),
-            observation.reason or observation.kind.value,
+            observation.reason or observation.situation.value,
             f"{phase}: {observation.message}",
             _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
-        kube_mod.post_event(self.kube, body)
+        self.kube.post_event(body)
 
     # --- View ------------------------------------------------------------------------------
 
@@ -263,52 +210,13 @@ class Reconciler:
             if obj is None:
                 return
             view = View.model_validate(obj)
-            names = view.spec.concept_names()
-            current = model_id(view.spec.task, names)
-            library: dict[str, ModelEntry] = {}
-            for mv_obj in self.kube.list_modelversions(namespace):
-                mv = ModelVersion.model_validate(mv_obj)
-                if mv.spec.view_ref.name != name:
-                    continue
-                mv_status = mv.status
-                model = (mv_status.model if mv_status else None) or current
-                count = len(mv_status.concepts) if mv_status and mv_status.concepts else len(names)
-                entry = library.setdefault(model, ModelEntry(model=model, concept_count=count))
-                best = mv_status.metrics.best if mv_status and mv_status.metrics else None
-                entry.model_versions.append(
-                    ModelSummary(
-                        model_version=mv.metadata.name,
-                        phase=mv_status.phase if mv_status else None,
-                        best=best.value if best else None,
-                    )
-                )
+            modelversions = [
+                ModelVersion.model_validate(mv_obj)
+                for mv_obj in self.kube.list_modelversions(namespace)
+                if _view_of(mv_obj) == name
+            ]
+            new = viewstatus.compose_view_status(view, modelversions, _now())
             previous = view.status
-            generation = int(view.metadata.generation or 0)
-            ready = Condition(
-                type="Ready",
-                status="True",
-                reason="ModelComputed",
-                message=f"{len(names)} concepts make model {current}.",
-                last_transition_time=_now(),
-                observed_generation=generation,
-            )
-            if previous is not None:
-                for old in previous.conditions:
-                    if (
-                        old.type == "Ready"
-                        and old.status == "True"
-                        and old.message == ready.message
-                    ):
-                        ready = ready.model_copy(
-                            update={"last_transition_time": old.last_transition_time}
-                        )
-            new = ViewStatus(
-                observed_generation=generation,
-                model=current,
-                concept_count=len(names),
-                conditions=[ready],
-                models=sorted(library.values(), key=lambda e: e.model),
-            )
             old_wire = previous.wire() if previous is not None else {}
             if new.wire() != old_wire:
                 self.kube.patch_status("views", namespace, name, merge_patch(old_wire, new.wire()))
@@ -326,5 +234,11 @@ class Reconciler:
         return [
             obj["metadata"]["name"]
             for obj in self.kube.list_modelversions(namespace)
-            if (obj.get("spec", {}).get("viewRef") or {}).get("name") == view
+            if _view_of(obj) == view
         ]
+
+
+def _view_of(obj: Obj) -> str | None:
+    """The name of the View a ModelVersion (as stored) names."""
+    name = (obj.get("spec", {}).get("viewRef") or {}).get("name")
+    return str(name) if name is not None else None

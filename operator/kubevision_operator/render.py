@@ -17,6 +17,7 @@ from kubevision_api.meta import API_VERSION
 from kubevision_api.modelversion import ModelVersion, ModelVersionSpec
 from kubevision_api.plan import TrainingPlan
 from kubevision_operator import naming
+from kubevision_operator.jobstate import job_finished
 from kubevision_operator.settings import OperatorSettings
 
 TOKEN_EXPIRATION_SECONDS: Final = 3600
@@ -216,13 +217,13 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def creation_suspend(spec: ModelVersionSpec, *, queued: bool) -> bool:
+def creation_suspend(spec: ModelVersionSpec) -> bool:
     """``.spec.suspend`` of a new Job. With ``runPolicy.queueName``, always True: Kueue
-    admits the Job by unsuspending it. Otherwise the user's ``runPolicy.suspend``, or
-    ``queued`` (the operator's concurrency limit holds it back)."""
+    admits the Job by unsuspending it. Otherwise the user's ``runPolicy.suspend``. (The
+    operator's own concurrency limit creates no Job until it admits the training.)"""
     if spec.run_policy.queue_name:
         return True
-    return spec.run_policy.suspend or queued
+    return spec.run_policy.suspend
 
 
 def render_job(
@@ -324,23 +325,16 @@ def render_job(
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
-def _finished(job: dict[str, Any]) -> bool:
-    for cond in job.get("status", {}).get("conditions") or []:
-        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
-            return True
-    return False
-
-
-def job_patch(job: dict[str, Any], mv: ModelVersion, *, queued: bool) -> dict[str, Any] | None:
+def job_patch(job: dict[str, Any], mv: ModelVersion) -> dict[str, Any] | None:
     """The merge patch of the existing ``job`` that the ModelVersion's mutable fields ask for
     (``runPolicy.suspend``, ``runPolicy.activeDeadlineSeconds``), or None when it is up to
-    date or finished.
+    date or finished (:func:`jobstate.job_finished`: its outcome is decided).
 
-    The design's rule for ``.spec.suspend``: with a Kueue queue the operator sets it only for
-    the user's ``suspend: true`` and never clears it (Kueue owns admission); without one it
-    follows ``runPolicy.suspend or queued``.
+    The rule for ``.spec.suspend``: with a Kueue queue the operator sets it only for the
+    user's ``suspend: true`` and never clears it (Kueue owns admission); without one it
+    follows ``runPolicy.suspend``.
     """
-    if _finished(job):
+    if job_finished(job):
         return None
     current = job.get("spec", {})
     policy = mv.spec.run_policy
@@ -349,9 +343,37 @@ def job_patch(job: dict[str, Any], mv: ModelVersion, *, queued: bool) -> dict[st
     if policy.queue_name:
         if policy.suspend and not is_suspended:
             patch["suspend"] = True
-    elif is_suspended != (policy.suspend or queued):
-        patch["suspend"] = policy.suspend or queued
+    elif is_suspended != policy.suspend:
+        patch["suspend"] = policy.suspend
     if current.get("activeDeadlineSeconds") != policy.active_deadline_seconds:
         # None clears the field in a merge patch.
         patch["activeDeadlineSeconds"] = policy.active_deadline_seconds
     return {"spec": patch} if patch else None
+
+
+def render_event(
+    obj: dict[str, Any], event_type: str, reason: str, message: str, now: str
+) -> dict[str, Any]:
+    """A core/v1 Event about ``obj`` (``now``: RFC 3339 time)."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": obj["apiVersion"],
+            "kind": obj["kind"],
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": event_type,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "kubevision-operator"},
+        "reportingComponent": "kubevision.dev/operator",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }

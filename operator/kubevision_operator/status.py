@@ -1,247 +1,33 @@
 """A ModelVersion's status, composed from one observation and the trainer's latest report.
 
-Everything lives in :data:`TABLE`: one row per observation kind says what each condition
-becomes, what happens to the steps, and which phase :func:`summarize` derives. Nothing
-branches on ``phase``; it exists for the printer column. Pure: the caller passes ``now``.
+The row of ``statustable.TABLE`` for the observation's situation says what each condition
+becomes and what happens to the steps; this module applies it, merges the report and carries
+over what the previous status knew (docs/operator-status.md, Rules of ``compose_status``).
+Nothing branches on ``phase``; it exists for the printer column. Pure: the caller passes
+``now``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Final
 
-from kubevision_api import modelversion
 from kubevision_api.contract import StepName
-from kubevision_api.meta import Condition, ConditionStatus
+from kubevision_api.meta import Condition
 from kubevision_api.modelversion import (
     ModelVersionStatus,
-    Phase,
     Progress,
+    ReportCursor,
     Step,
     StepState,
 )
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.progress import TrainerReport
-from kubevision_operator.observe import Kind, Observation
+from kubevision_operator.observe import Observation, Situation
+from kubevision_operator.statustable import CONDITION_TYPES, TABLE, Row, StepPolicy, summarize
 
-#: Condition types, in the order they are written.
-CONDITION_TYPES: Final = ("ViewResolved", "Admitted", "Running", "Succeeded", "Failed", "Suspended")
 TRAINER_STEPS: Final = tuple(s for s in StepName if s is not StepName.SCHEDULING)
 _UNFINISHED: Final = (StepState.PENDING, StepState.RUNNING)
-
-
-class StepPolicy(StrEnum):
-    """What a row does to the trainer's steps (LoadingDataset .. Exporting)."""
-
-    #: As the trainer reported them.
-    KEEP = "Keep"
-    #: A Running step goes back to Pending: the trainer is not running now (suspended,
-    #: queued again, between attempts); the next attempt reports it again.
-    PAUSE = "Pause"
-    #: Every unfinished step Succeeded: the Job completed, whatever reports were lost.
-    SUCCEED = "Succeed"
-    #: The first unfinished step (Scheduling included) Failed, the later ones Skipped.
-    FAIL = "Fail"
-    #: Every step Skipped, Scheduling included: the training never runs.
-    SKIP = "Skip"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One condition of a row. ``reason`` and ``message`` are templates over the
-    observation: ``{reason}``, ``{message}``, ``{position}``."""
-
-    status: ConditionStatus
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Row:
-    """What one observation kind means.
-
-    Attributes:
-        conditions: one cell per :data:`CONDITION_TYPES`, in that order.
-        scheduling: the Scheduling step's state; None: Succeeded when the trainer started,
-            else Pending (then FAIL turns it Failed).
-        steps: what happens to the trainer's steps.
-        phase: what :func:`summarize` gives for these conditions (a test checks it).
-    """
-
-    conditions: tuple[Cell, Cell, Cell, Cell, Cell, Cell]
-    scheduling: StepState | None
-    steps: StepPolicy
-    phase: Phase
-
-
-_RESOLVED = Cell("True", "Resolved", "The View was found and resolved.")
-_ADMITTED = Cell("True", "Admitted", "The training was admitted to run.")
-_NOT_STARTED = Cell("False", "NotStarted", "The trainer has not started.")
-_NOT_FINISHED = Cell("Unknown", "NotFinished", "The training has not finished.")
-_NOT_SUSPENDED = Cell("False", "NotSuspended", "The training is not suspended.")
-
-
-def _pending(
-    admitted: Cell, running: Cell, scheduling: StepState, steps: StepPolicy, phase: Phase
-) -> Row:
-    return Row(
-        (_RESOLVED, admitted, running, _NOT_FINISHED, _NOT_FINISHED, _NOT_SUSPENDED),
-        scheduling,
-        steps,
-        phase,
-    )
-
-
-def _failed(reason: str) -> Row:
-    return Row(
-        (
-            _RESOLVED,
-            _ADMITTED,
-            Cell("False", reason, "The trainer stopped."),
-            Cell("False", reason, "The training failed."),
-            Cell("True", reason, "{message}"),
-            _NOT_SUSPENDED,
-        ),
-        None,
-        StepPolicy.FAIL,
-        Phase.FAILED,
-    )
-
-
-#: The one table: observation kind -> conditions, steps, phase.
-TABLE: Final[dict[Kind, Row]] = {
-    Kind.VIEW_MISSING: Row(
-        (
-            Cell("False", "ViewNotFound", "{message}"),
-            Cell("Unknown", "WaitingForView", "Admission waits for the View."),
-            _NOT_STARTED,
-            _NOT_FINISHED,
-            _NOT_FINISHED,
-            _NOT_SUSPENDED,
-        ),
-        StepState.PENDING,
-        StepPolicy.KEEP,
-        Phase.PENDING,
-    ),
-    Kind.INVALID_PLAN: Row(
-        (
-            _RESOLVED,
-            Cell("False", "InvalidPlan", "{message}"),
-            _NOT_STARTED,
-            Cell("False", "InvalidPlan", "The training cannot run."),
-            Cell("True", "InvalidPlan", "{message}"),
-            _NOT_SUSPENDED,
-        ),
-        StepState.SKIPPED,
-        StepPolicy.SKIP,
-        Phase.FAILED,
-    ),
-    Kind.QUEUED: _pending(
-        Cell("False", "ConcurrencyLimit", "{message}"),
-        Cell("False", "Queued", "The training waits in the operator's queue."),
-        StepState.PENDING,
-        StepPolicy.PAUSE,
-        Phase.QUEUED,
-    ),
-    Kind.AWAITING_ADMISSION: _pending(
-        Cell("False", "WaitingForKueue", "{message}"),
-        Cell("False", "Queued", "The training waits for Kueue."),
-        StepState.PENDING,
-        StepPolicy.PAUSE,
-        Phase.QUEUED,
-    ),
-    Kind.SUSPENDED: Row(
-        (
-            _RESOLVED,
-            Cell("False", "Suspended", "The training is suspended."),
-            Cell("False", "Suspended", "The training is suspended."),
-            _NOT_FINISHED,
-            _NOT_FINISHED,
-            Cell("True", "SuspendedByUser", "{message}"),
-        ),
-        StepState.PENDING,
-        StepPolicy.PAUSE,
-        Phase.SUSPENDED,
-    ),
-    Kind.STARTING: _pending(
-        _ADMITTED,
-        Cell("False", "Starting", "{message}"),
-        StepState.PENDING,
-        StepPolicy.KEEP,
-        Phase.PENDING,
-    ),
-    Kind.UNSCHEDULABLE: _pending(
-        _ADMITTED,
-        Cell("False", "Unschedulable", "{message}"),
-        StepState.PENDING,
-        StepPolicy.KEEP,
-        Phase.PENDING,
-    ),
-    Kind.POD_PENDING: _pending(
-        _ADMITTED,
-        Cell("False", "{reason}", "{message}"),
-        StepState.RUNNING,
-        StepPolicy.KEEP,
-        Phase.PENDING,
-    ),
-    Kind.RUNNING: _pending(
-        _ADMITTED,
-        Cell("True", "TrainerRunning", "{message}"),
-        StepState.SUCCEEDED,
-        StepPolicy.KEEP,
-        Phase.RUNNING,
-    ),
-    Kind.RETRYING: _pending(
-        _ADMITTED,
-        Cell("False", "Retrying", "{message}"),
-        StepState.PENDING,
-        StepPolicy.PAUSE,
-        Phase.PENDING,
-    ),
-    Kind.SUCCEEDED: Row(
-        (
-            _RESOLVED,
-            _ADMITTED,
-            Cell("False", "Completed", "The trainer finished."),
-            Cell("True", "Completed", "{message}"),
-            Cell("False", "Completed", "The training did not fail."),
-            _NOT_SUSPENDED,
-        ),
-        StepState.SUCCEEDED,
-        StepPolicy.SUCCEED,
-        Phase.SUCCEEDED,
-    ),
-    Kind.FAILED: _failed("{reason}"),
-    Kind.OOM_KILLED: _failed("OOMKilled"),
-    Kind.DEADLINE_EXCEEDED: _failed("DeadlineExceeded"),
-    Kind.BACKOFF_LIMIT_EXCEEDED: _failed("BackoffLimitExceeded"),
-}
-
-
-# The cursor is part of the API's status (``status.lastReport``); the names stay here for the
-# table's readers.
-ReportCursor = modelversion.ReportCursor
-OperatorStatus = ModelVersionStatus
-
-
-def summarize(conditions: list[Condition]) -> Phase:
-    """The phase of a set of conditions, for the printer column only: an outcome first, then
-    the user's suspend, a running trainer, a training held back from admission (Queued), and
-    Pending otherwise."""
-    status = {c.type: c.status for c in conditions}
-    if status.get("Succeeded") == "True":
-        return Phase.SUCCEEDED
-    if status.get("Failed") == "True":
-        return Phase.FAILED
-    if status.get("Suspended") == "True":
-        return Phase.SUSPENDED
-    if status.get("Running") == "True":
-        return Phase.RUNNING
-    if status.get("Admitted") == "False":
-        return Phase.QUEUED
-    return Phase.PENDING
 
 
 def is_finished(status: ModelVersionStatus | None) -> bool:
@@ -252,20 +38,20 @@ def is_finished(status: ModelVersionStatus | None) -> bool:
     return any(c.type in ("Succeeded", "Failed") and c.status == "True" for c in status.conditions)
 
 
-def initial_status(generation: int, now: datetime) -> OperatorStatus:
+def initial_status(generation: int, now: datetime) -> ModelVersionStatus:
     """The first visit's status: every condition Unknown, before anything is observed."""
     conditions = [
         Condition(
-            type=kind,
+            type=ctype,
             status="Unknown",
             reason="Reconciling",
             message="The operator has not observed the training yet.",
             last_transition_time=now,
             observed_generation=generation,
         )
-        for kind in CONDITION_TYPES
+        for ctype in CONDITION_TYPES
     ]
-    return OperatorStatus(
+    return ModelVersionStatus(
         phase=summarize(conditions).value,
         observed_generation=generation,
         conditions=conditions,
@@ -282,17 +68,17 @@ def _conditions(
 ) -> list[Condition]:
     before = {c.type: c for c in previous}
     values = {
-        "reason": observation.reason or observation.kind.value,
+        "reason": observation.reason or observation.situation.value,
         "message": observation.message,
         "position": observation.position,
     }
     out = []
-    for kind, cell in zip(CONDITION_TYPES, row.conditions, strict=True):
-        old = before.get(kind)
+    for ctype, cell in zip(CONDITION_TYPES, row.conditions, strict=True):
+        old = before.get(ctype)
         changed = old is None or old.status != cell.status
         out.append(
             Condition(
-                type=kind,
+                type=ctype,
                 status=cell.status,
                 reason=cell.reason.format(**values),
                 message=cell.message.format(**values),
@@ -340,7 +126,7 @@ def _scheduling(row: Row, observation: Observation, previous: Step | None) -> St
         return Step(name=StepName.SCHEDULING, state=state, started_at=started, finished_at=finished)
     # Pending (no start time: the scheduler has not bound the Pod) or Skipped; only an
     # unschedulable Pod has something to say: the scheduler's message.
-    message = observation.message if observation.kind is Kind.UNSCHEDULABLE else None
+    message = observation.message if observation.situation is Situation.UNSCHEDULABLE else None
     return Step(name=StepName.SCHEDULING, state=state, message=message)
 
 
@@ -386,7 +172,7 @@ def _current_step(steps: list[Step], observation: Observation) -> StepName | Non
         if step.state is StepState.RUNNING:
             return step.name
     # An unschedulable Pod is stuck in Scheduling: the column should say where.
-    return StepName.SCHEDULING if observation.kind is Kind.UNSCHEDULABLE else None
+    return StepName.SCHEDULING if observation.situation is Situation.UNSCHEDULABLE else None
 
 
 def compose_status(
@@ -398,7 +184,7 @@ def compose_status(
     *,
     plan: TrainingPlan | None = None,
     report_pod: str | None = None,
-) -> OperatorStatus:
+) -> ModelVersionStatus:
     """The status that ``observation`` and ``report`` make true.
 
     Args:
@@ -417,16 +203,16 @@ def compose_status(
     the generation.
     """
     prev = previous or ModelVersionStatus()
-    cursor = previous.last_report if isinstance(previous, OperatorStatus) else None
+    cursor = previous.last_report if previous is not None else None
     if is_finished(prev) and not observation.terminal:
-        kept = OperatorStatus.model_validate(
+        kept = ModelVersionStatus.model_validate(
             {**prev.model_dump(), "last_report": cursor, "observed_generation": generation}
         )
         for cond in kept.conditions:
             cond.observed_generation = generation
         return kept
 
-    row = TABLE[observation.kind]
+    row = TABLE[observation.situation]
     conditions = _conditions(row, observation, prev.conditions, generation, now)
     before = {s.name: s for s in prev.steps}
     trainer_steps = {name: before.get(name) or Step(name=name) for name in TRAINER_STEPS}
@@ -452,7 +238,7 @@ def compose_status(
     scheduling = _scheduling(row, observation, before.get(StepName.SCHEDULING))
     steps = _apply_policy(row.steps, [scheduling, *trainer_steps.values()], observation, now)
     start = [t for t in (prev.start_time, observation.started_at) if t is not None]
-    return OperatorStatus(
+    return ModelVersionStatus(
         phase=summarize(conditions).value,
         observed_generation=generation,
         conditions=conditions,
@@ -469,19 +255,3 @@ def compose_status(
         completion_time=observation.finished_at if observation.terminal else None,
         last_report=cursor,
     )
-
-
-def markdown_table() -> str:
-    """:data:`TABLE` as the Markdown table of docs/operator-status.md (a test keeps them
-    equal)."""
-    head = ["Observation", *CONDITION_TYPES, "Scheduling", "Trainer steps", "Phase"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for kind, row in TABLE.items():
-        cells = [f"{c.status} `{c.reason}`" for c in row.conditions]
-        scheduling = row.scheduling.value if row.scheduling else "Succeeded if started"
-        lines.append(
-            "| "
-            + " | ".join([kind.value, *cells, scheduling, row.steps.value, row.phase.value])
-            + " |"
-        )
-    return "\n".join(lines) + "\n"

@@ -43,7 +43,7 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
     "create_namespaced_event": {("", "events", "create")},
 }
 
-#: What kopf does on its own: list+watch each handled resource (handlers.py: ModelVersions,
+#: What kopf does on its own: list+watch each handled resource (registry.py: ModelVersions,
 #: Views, Jobs, Pods), post events about them, and follow CRDs (re-scan on change).
 KOPF: set[Grant] = {
     *(

@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubevision_operator.main import SERVICEACCOUNT_DIR, SERVICEACCOUNT_DIR_ENV
+from kubevision_operator.kube import SERVICEACCOUNT_DIR, SERVICEACCOUNT_DIR_ENV
 from testenv.controlplane import ControlPlane
 from testenv.operator_helpers import ROOT, get, wait_for
 from tests.helm import dashboards, helm_tool

@@ -91,9 +91,9 @@ def job(
     return {"metadata": {"name": "kv-pets-v1", "uid": "job-uid"}, "spec": spec, "status": status}
 
 
-def condition(kind: str, reason: str = "", message: str = "", seconds: int = 0) -> dict[str, Any]:
+def condition(ctype: str, reason: str = "", message: str = "", seconds: int = 0) -> dict[str, Any]:
     return {
-        "type": kind,
+        "type": ctype,
         "status": "True",
         "reason": reason,
         "message": message,

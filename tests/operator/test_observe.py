@@ -9,7 +9,7 @@ import pytest
 from kubevision_api.contract import StepName
 from kubevision_api.modelversion import ModelVersionSpec, Progress, Step, StepState
 from kubevision_api.progress import TrainerReport
-from kubevision_operator.observe import Kind, Observation, observe
+from kubevision_operator.observe import Observation, Situation, observe
 from tests.operator.operator_helpers import (
     at,
     condition,
@@ -45,69 +45,77 @@ def look(
 
 def test_view_missing() -> None:
     obs = look(None, view_found=False)
-    assert obs.kind is Kind.VIEW_MISSING
+    assert obs.situation is Situation.VIEW_MISSING
     assert "'pets' was not found" in obs.message
 
 
 def test_invalid_plan_is_terminal() -> None:
     obs = look(None, plan_error="'resnet18' does not fit the detection task")
-    assert obs.kind is Kind.INVALID_PLAN and obs.terminal
+    assert obs.situation is Situation.INVALID_PLAN and obs.terminal
     assert obs.message == "'resnet18' does not fit the detection task."
 
 
 def test_view_missing_comes_before_suspend_and_queue() -> None:
-    assert look(None, view_found=False, queued=1, s=spec(suspend=True)).kind is Kind.VIEW_MISSING
+    assert (
+        look(None, view_found=False, queued=1, s=spec(suspend=True)).situation
+        is Situation.VIEW_MISSING
+    )
 
 
 def test_suspended_before_creation() -> None:
-    assert look(None, queued=3, s=spec(suspend=True)).kind is Kind.SUSPENDED
+    assert look(None, queued=3, s=spec(suspend=True)).situation is Situation.SUSPENDED
 
 
 def test_queued_before_creation() -> None:
     obs = look(None, queued=3)
-    assert obs.kind is Kind.QUEUED and obs.position == 3
+    assert obs.situation is Situation.QUEUED and obs.position == 3
     assert "position 3" in obs.message
 
 
 def test_starting() -> None:
-    assert look(None).kind is Kind.STARTING
+    assert look(None).situation is Situation.STARTING
 
 
 # ---- a suspended Job --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("run_policy", "queued", "kind"),
+    ("run_policy", "situation"),
     [
-        ({"suspend": True}, None, Kind.SUSPENDED),
-        ({"suspend": True, "queueName": "q"}, None, Kind.SUSPENDED),
-        ({"queueName": "q"}, None, Kind.AWAITING_ADMISSION),
-        ({}, 2, Kind.QUEUED),
-        ({}, None, Kind.STARTING),
+        ({"suspend": True}, Situation.SUSPENDED),
+        ({"suspend": True, "queueName": "q"}, Situation.SUSPENDED),
+        ({"queueName": "q"}, Situation.AWAITING_ADMISSION),
+        ({}, Situation.STARTING),
     ],
 )
-def test_suspended_job(run_policy: dict[str, Any], queued: int | None, kind: Kind) -> None:
-    obs = look(job(suspend=True), queued=queued, s=spec(**run_policy))
-    assert obs.kind is kind
+def test_suspended_job(run_policy: dict[str, Any], situation: Situation) -> None:
+    obs = look(job(suspend=True), s=spec(**run_policy))
+    assert obs.situation is situation
     assert obs.job_name == "kv-pets-v1"
+
+
+def test_a_job_is_never_queued() -> None:
+    """The operator creates a Job once the limit admits the training: a queue position given
+    with a Job is not read."""
+    assert look(job(suspend=True), queued=2).situation is Situation.STARTING
 
 
 def test_once_a_job_exists_the_view_no_longer_matters() -> None:
     obs = look(job(), [pod(phase="Running", scheduled=5, state=running(9))], view_found=False)
-    assert obs.kind is Kind.RUNNING
+    assert obs.situation is Situation.RUNNING
 
 
 # ---- an active Job ----------------------------------------------------------------------
 
 
 def test_job_without_pod_is_starting() -> None:
-    assert look(job()).kind is Kind.STARTING
+    assert look(job()).situation is Situation.STARTING
 
 
 def test_unschedulable_pod_shows_the_scheduler_message() -> None:
     message = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
     obs = look(job(), [pod(unschedulable=message)])
-    assert obs.kind is Kind.UNSCHEDULABLE
+    assert obs.situation is Situation.UNSCHEDULABLE
     assert obs.message == message
     assert obs.scheduled_at is None and obs.started_at is None
 
@@ -126,7 +134,7 @@ def test_unschedulable_pod_shows_the_scheduler_message() -> None:
 def test_scheduled_pod_waiting(waiting: dict[str, Any] | None, reason: str) -> None:
     state = {"waiting": waiting} if waiting else None
     obs = look(job(), [pod(scheduled=5, state=state)])
-    assert obs.kind is Kind.POD_PENDING
+    assert obs.situation is Situation.POD_PENDING
     assert obs.reason == reason
     assert obs.scheduled_at == at(5) and obs.started_at is None
     assert obs.message.endswith(".")
@@ -144,7 +152,7 @@ def _report(step: StepName, display: str = "3/10") -> TrainerReport:
 
 def test_running() -> None:
     obs = look(job(), [pod(phase="Running", scheduled=5, state=running(9))])
-    assert obs.kind is Kind.RUNNING
+    assert obs.situation is Situation.RUNNING
     assert (obs.scheduled_at, obs.started_at) == (at(5), at(9))
     assert obs.pod_name == "kv-pets-v1-abcde"
     assert obs.message == "The trainer is running."
@@ -160,19 +168,19 @@ def test_newest_pod_decides() -> None:
     old = pod("kv-pets-v1-aaaaa", phase="Failed", created=0, state=terminated(1, "Error: x"))
     new = pod("kv-pets-v1-bbbbb", phase="Running", created=50, scheduled=51, state=running(55))
     obs = look(job(), [new, old])
-    assert obs.kind is Kind.RUNNING and obs.pod_name == "kv-pets-v1-bbbbb"
+    assert obs.situation is Situation.RUNNING and obs.pod_name == "kv-pets-v1-bbbbb"
 
 
 def test_failed_attempt_with_retries_left_is_retrying() -> None:
     failed = pod(phase="Failed", scheduled=5, state=terminated(1, "TrainingFailed: loss is nan"))
     obs = look(job(), [failed])
-    assert obs.kind is Kind.RETRYING and obs.reason == "TrainingFailed"
+    assert obs.situation is Situation.RETRYING and obs.reason == "TrainingFailed"
     assert obs.message == "Loss is nan. The Job starts another attempt."
 
 
 def test_disrupted_attempt_is_retrying() -> None:
     obs = look(job(), [pod(phase="Failed", scheduled=5, disrupted=True)])
-    assert obs.kind is Kind.RETRYING and obs.reason == "Disrupted"
+    assert obs.situation is Situation.RETRYING and obs.reason == "Disrupted"
 
 
 # ---- a finished Job ---------------------------------------------------------------------
@@ -181,18 +189,18 @@ def test_disrupted_attempt_is_retrying() -> None:
 def test_succeeded() -> None:
     j = job(conditions=[condition("Complete", seconds=300)], completion=299)
     obs = look(j, [pod(phase="Succeeded", scheduled=5, state=terminated(0, started=9))])
-    assert obs.kind is Kind.SUCCEEDED and obs.terminal
+    assert obs.situation is Situation.SUCCEEDED and obs.terminal
     assert obs.finished_at == at(299) and obs.started_at == at(9)
 
 
 def test_success_criteria_met_is_success() -> None:
-    assert look(job(conditions=[condition("SuccessCriteriaMet")])).kind is Kind.SUCCEEDED
+    assert look(job(conditions=[condition("SuccessCriteriaMet")])).situation is Situation.SUCCEEDED
 
 
 def test_deadline_exceeded_comes_from_the_job() -> None:
     j = job(conditions=[condition("Failed", "DeadlineExceeded", seconds=600)], deadline=600)
     obs = look(j, [pod(phase="Failed", state=terminated(143, "Preempted: stopped"))])
-    assert obs.kind is Kind.DEADLINE_EXCEEDED
+    assert obs.situation is Situation.DEADLINE_EXCEEDED
     assert "activeDeadlineSeconds (600 s)" in obs.message
     assert obs.finished_at == at(600)
 
@@ -201,7 +209,7 @@ def test_oom_killed_names_the_memory_limit() -> None:
     j = job(conditions=[condition("Failed", "BackoffLimitExceeded")])
     oom = pod(phase="Failed", memory="512Mi", state=terminated(137, reason="OOMKilled"))
     obs = look(j, [oom])
-    assert obs.kind is Kind.OOM_KILLED and obs.exit_code == 137
+    assert obs.situation is Situation.OOM_KILLED and obs.exit_code == 137
     assert "memory limit of 512Mi" in obs.message
 
 
@@ -239,13 +247,13 @@ def test_trainer_termination_message_decides_the_reason(
 ) -> None:
     j = job(conditions=[condition("Failed", "BackoffLimitExceeded")])
     obs = look(j, [pod(phase="Failed", state=terminated(1, message))])
-    assert (obs.kind, obs.reason, obs.message) == (Kind.FAILED, reason, text)
+    assert (obs.situation, obs.reason, obs.message) == (Situation.FAILED, reason, text)
 
 
 def test_bad_input_fails_through_the_pod_failure_policy() -> None:
     j = job(conditions=[condition("FailureTarget", "PodFailurePolicy")])
     obs = look(j, [pod(phase="Failed", state=terminated(2, "InvalidInput: empty split"))])
-    assert (obs.kind, obs.reason, obs.exit_code) == (Kind.FAILED, "InvalidInput", 2)
+    assert (obs.situation, obs.reason, obs.exit_code) == (Situation.FAILED, "InvalidInput", 2)
 
 
 def test_backoff_limit_without_pods() -> None:
@@ -257,10 +265,10 @@ def test_backoff_limit_without_pods() -> None:
         ]
     )
     obs = look(j)
-    assert obs.kind is Kind.BACKOFF_LIMIT_EXCEEDED
+    assert obs.situation is Situation.BACKOFF_LIMIT_EXCEEDED
     assert obs.message == "Job has reached the specified backoff limit."
 
 
 def test_other_job_failure_reasons_pass_through() -> None:
     obs = look(job(conditions=[condition("Failed", "MaxFailedIndexesExceeded", "x")]))
-    assert (obs.kind, obs.reason) == (Kind.FAILED, "MaxFailedIndexesExceeded")
+    assert (obs.situation, obs.reason) == (Situation.FAILED, "MaxFailedIndexesExceeded")

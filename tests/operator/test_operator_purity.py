@@ -1,4 +1,5 @@
-"""The pure core imports no Kubernetes client, no kopf and no torch (STYLE.md, Operator 5-7)."""
+"""The pure core imports no Kubernetes client, no kopf, no HTTP server and no torch
+(docs/operator.md, Modules)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,18 @@ import json
 import subprocess
 import sys
 
-PURE = ["settings", "naming", "render", "observe", "status"]
-FORBIDDEN = ("kopf", "kubernetes", "torch", "torchvision")
+PURE = [
+    "settings",
+    "naming",
+    "jobstate",
+    "observe",
+    "statustable",
+    "status",
+    "viewstatus",
+    "queue",
+    "render",
+]
+FORBIDDEN = ("kopf", "kubernetes", "aiohttp", "prometheus_client", "torch", "torchvision")
 
 CHECK = """
 import importlib, json, sys

@@ -1,5 +1,6 @@
-"""The concurrency queue (design notes §7): order, the place a ModelVersion told it may run
-holds, registration in watch order, and which positions went out of date."""
+"""The concurrency queue (docs/operator.md, The concurrency queue): order, the place a
+ModelVersion told it may run holds, registration in watch order, and which positions went out
+of date."""
 
 from __future__ import annotations
 
@@ -105,6 +106,21 @@ def test_entry_of_a_modelversion() -> None:
     }
     assert entry_of(obj) == Entry(T0, "ns", "m", admitted=True, finished=True, kueue=True)
     assert entry_of({"metadata": {"name": "m", "namespace": "ns"}}) == Entry("", "ns", "m")
+
+
+def test_entry_of_with_what_the_reconcile_found() -> None:
+    """The reconcile knows whether the Job exists and whether the training can start: those
+    override what the stored status and the user's suspend say."""
+    obj = {
+        "metadata": {"name": "m", "namespace": "ns", "creationTimestamp": T0},
+        "spec": {"runPolicy": {"suspend": True}},
+        "status": {"jobName": "kv-m"},
+    }
+    assert entry_of(obj) == Entry(T0, "ns", "m", admitted=True, held=True)
+    assert entry_of(obj, admitted=False, held=False) == Entry(T0, "ns", "m")
+    assert entry_of({**obj, "spec": {}, "status": {}}, admitted=True, held=True) == Entry(
+        T0, "ns", "m", admitted=True, held=True
+    )
 
 
 def test_held_entries_neither_count_nor_wait() -> None:

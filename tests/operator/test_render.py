@@ -73,7 +73,7 @@ def _case(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
             output_credentials_secret="kv-output",
             cache_size_limit="20Gi",
         )
-        suspend = render.creation_suspend(mv.spec, queued=False)
+        suspend = render.creation_suspend(mv.spec)
     elif name == "kueue":
         v = view()
         mv = modelversion(name="pets-v3", runPolicy={"queueName": "team-a-gpu"})
@@ -300,18 +300,17 @@ def test_metrics_port_is_named_and_optional() -> None:
 
 
 @pytest.mark.parametrize(
-    ("run_policy", "queued", "expected"),
+    ("run_policy", "expected"),
     [
-        ({}, False, False),
-        ({}, True, True),
-        ({"suspend": True}, False, True),
-        ({"queueName": "q"}, False, True),
-        ({"queueName": "q", "suspend": False}, True, True),
+        ({}, False),
+        ({"suspend": True}, True),
+        ({"queueName": "q"}, True),
+        ({"queueName": "q", "suspend": False}, True),
     ],
 )
-def test_creation_suspend(run_policy: dict[str, Any], queued: bool, expected: bool) -> None:
+def test_creation_suspend(run_policy: dict[str, Any], expected: bool) -> None:
     mv = modelversion(runPolicy=run_policy)
-    assert render.creation_suspend(mv.spec, queued=queued) is expected
+    assert render.creation_suspend(mv.spec) is expected
 
 
 def _live(suspend: bool, deadline: int | None = None, done: str | None = None) -> dict[str, Any]:
@@ -323,29 +322,30 @@ def _live(suspend: bool, deadline: int | None = None, done: str | None = None) -
 
 
 @pytest.mark.parametrize(
-    ("run_policy", "job", "queued", "patch"),
+    ("run_policy", "job", "patch"),
     [
-        # Without a queue, suspend follows the user's field or the concurrency queue.
-        ({}, _live(False), False, None),
-        ({"suspend": True}, _live(False), False, {"suspend": True}),
-        ({}, _live(True), False, {"suspend": False}),
-        ({}, _live(True), True, None),
-        ({}, _live(False), True, {"suspend": True}),
+        # Without a queue, suspend follows the user's field.
+        ({}, _live(False), None),
+        ({"suspend": True}, _live(False), {"suspend": True}),
+        ({}, _live(True), {"suspend": False}),
+        ({"suspend": True}, _live(True), None),
         # With Kueue: only the user's suspend: true; never unsuspended by the operator.
-        ({"queueName": "q"}, _live(True), False, None),
-        ({"queueName": "q"}, _live(False), False, None),
-        ({"queueName": "q", "suspend": True}, _live(False), False, {"suspend": True}),
-        ({"queueName": "q", "suspend": False}, _live(True), True, None),
+        ({"queueName": "q"}, _live(True), None),
+        ({"queueName": "q"}, _live(False), None),
+        ({"queueName": "q", "suspend": True}, _live(False), {"suspend": True}),
+        ({"queueName": "q", "suspend": False}, _live(True), None),
         # activeDeadlineSeconds is mutable and follows the spec, set or cleared.
-        ({"activeDeadlineSeconds": 60}, _live(False), False, {"activeDeadlineSeconds": 60}),
-        ({}, _live(False, deadline=60), False, {"activeDeadlineSeconds": None}),
-        # A finished Job is left alone.
-        ({"suspend": True}, _live(False, done="Complete"), False, None),
-        ({"suspend": True}, _live(False, done="Failed"), False, None),
+        ({"activeDeadlineSeconds": 60}, _live(False), {"activeDeadlineSeconds": 60}),
+        ({}, _live(False, deadline=60), {"activeDeadlineSeconds": None}),
+        # A finished Job is left alone, from the moment its outcome is decided.
+        ({"suspend": True}, _live(False, done="Complete"), None),
+        ({"suspend": True}, _live(False, done="SuccessCriteriaMet"), None),
+        ({"suspend": True}, _live(False, done="Failed"), None),
+        ({"suspend": True}, _live(False, done="FailureTarget"), None),
     ],
 )
 def test_job_patch(
-    run_policy: dict[str, Any], job: dict[str, Any], queued: bool, patch: dict[str, Any] | None
+    run_policy: dict[str, Any], job: dict[str, Any], patch: dict[str, Any] | None
 ) -> None:
-    got = render.job_patch(job, modelversion(runPolicy=run_policy), queued=queued)
+    got = render.job_patch(job, modelversion(runPolicy=run_policy))
     assert got == ({"spec": patch} if patch else None)

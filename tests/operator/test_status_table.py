@@ -1,4 +1,5 @@
-"""status.py: the one table (a test per row), compose_status's rules, and the rebuild."""
+"""statustable.py and status.py: the one table (a test per row), compose_status's rules, and
+the rebuild."""
 
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ from kubevision_api.modelversion import (
     ModelVersionStatus,
     Phase,
     Progress,
+    ReportCursor,
     Step,
     StepState,
 )
 from kubevision_api.progress import TrainerReport
 from kubevision_operator import status as st
-from kubevision_operator.observe import Kind, Observation
+from kubevision_operator import statustable as tbl
+from kubevision_operator.observe import Observation, Situation
 from tests.operator.operator_helpers import at, modelversion, plan_for, view
 
 PLAN = plan_for(view(), modelversion())
@@ -32,51 +35,51 @@ CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operator-status.md"
 
 _POD: dict[str, Any] = {"job_name": "kv-pets-v1", "pod_name": "kv-pets-v1-abcde"}
-SAMPLES: dict[Kind, Observation] = {
-    Kind.VIEW_MISSING: Observation(Kind.VIEW_MISSING, "View 'pets' was not found."),
-    Kind.INVALID_PLAN: Observation(
-        Kind.INVALID_PLAN, "'resnet18' does not fit the detection task.", reason="InvalidPlan"
+SAMPLES: dict[Situation, Observation] = {
+    Situation.VIEW_MISSING: Observation(Situation.VIEW_MISSING, "View 'pets' was not found."),
+    Situation.INVALID_PLAN: Observation(
+        Situation.INVALID_PLAN, "'resnet18' does not fit the detection task.", reason="InvalidPlan"
     ),
-    Kind.QUEUED: Observation(Kind.QUEUED, "Queued at position 2.", position=2),
-    Kind.AWAITING_ADMISSION: Observation(
-        Kind.AWAITING_ADMISSION, "The Job waits for Kueue.", job_name="kv-pets-v1"
+    Situation.QUEUED: Observation(Situation.QUEUED, "Queued at position 2.", position=2),
+    Situation.AWAITING_ADMISSION: Observation(
+        Situation.AWAITING_ADMISSION, "The Job waits for Kueue.", job_name="kv-pets-v1"
     ),
-    Kind.SUSPENDED: Observation(Kind.SUSPENDED, "spec.runPolicy.suspend is true."),
-    Kind.STARTING: Observation(Kind.STARTING, "The training Job is being created."),
-    Kind.UNSCHEDULABLE: Observation(
-        Kind.UNSCHEDULABLE,
+    Situation.SUSPENDED: Observation(Situation.SUSPENDED, "spec.runPolicy.suspend is true."),
+    Situation.STARTING: Observation(Situation.STARTING, "The training Job is being created."),
+    Situation.UNSCHEDULABLE: Observation(
+        Situation.UNSCHEDULABLE,
         "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
         reason="Unschedulable",
         **_POD,
     ),
-    Kind.POD_PENDING: Observation(
-        Kind.POD_PENDING,
+    Situation.POD_PENDING: Observation(
+        Situation.POD_PENDING,
         "Back-off pulling image.",
         reason="ImagePullBackOff",
         scheduled_at=at(5),
         **_POD,
     ),
-    Kind.RUNNING: Observation(
-        Kind.RUNNING, "The trainer is running.", scheduled_at=at(5), started_at=at(9), **_POD
+    Situation.RUNNING: Observation(
+        Situation.RUNNING, "The trainer is running.", scheduled_at=at(5), started_at=at(9), **_POD
     ),
-    Kind.RETRYING: Observation(
-        Kind.RETRYING,
+    Situation.RETRYING: Observation(
+        Situation.RETRYING,
         "Loss is nan. The Job starts another attempt.",
         reason="TrainingFailed",
         scheduled_at=at(5),
         started_at=at(9),
         **_POD,
     ),
-    Kind.SUCCEEDED: Observation(
-        Kind.SUCCEEDED,
+    Situation.SUCCEEDED: Observation(
+        Situation.SUCCEEDED,
         "The training finished.",
         scheduled_at=at(5),
         started_at=at(9),
         finished_at=at(300),
         **_POD,
     ),
-    Kind.FAILED: Observation(
-        Kind.FAILED,
+    Situation.FAILED: Observation(
+        Situation.FAILED,
         "Empty validation split.",
         reason="InvalidInput",
         scheduled_at=at(5),
@@ -84,8 +87,8 @@ SAMPLES: dict[Kind, Observation] = {
         finished_at=at(40),
         **_POD,
     ),
-    Kind.OOM_KILLED: Observation(
-        Kind.OOM_KILLED,
+    Situation.OOM_KILLED: Observation(
+        Situation.OOM_KILLED,
         "The trainer was killed for exceeding its memory limit of 16Gi.",
         reason="OOMKilled",
         scheduled_at=at(5),
@@ -93,15 +96,15 @@ SAMPLES: dict[Kind, Observation] = {
         finished_at=at(40),
         **_POD,
     ),
-    Kind.DEADLINE_EXCEEDED: Observation(
-        Kind.DEADLINE_EXCEEDED,
+    Situation.DEADLINE_EXCEEDED: Observation(
+        Situation.DEADLINE_EXCEEDED,
         "The training ran longer than its activeDeadlineSeconds (60 s).",
         reason="DeadlineExceeded",
         finished_at=at(60),
         **_POD,
     ),
-    Kind.BACKOFF_LIMIT_EXCEEDED: Observation(
-        Kind.BACKOFF_LIMIT_EXCEEDED,
+    Situation.BACKOFF_LIMIT_EXCEEDED: Observation(
+        Situation.BACKOFF_LIMIT_EXCEEDED,
         "Job has reached the specified backoff limit.",
         reason="BackoffLimitExceeded",
         finished_at=at(60),
@@ -112,92 +115,92 @@ SAMPLES: dict[Kind, Observation] = {
 # The table again, spelt out: (ViewResolved, Admitted, Running, Succeeded, Failed, Suspended),
 # the reason of the condition that says why, the Scheduling step, the phase.
 U, T, F = "Unknown", "True", "False"
-EXPECTED: dict[Kind, tuple[tuple[str, ...], tuple[str, str], StepState, Phase]] = {
-    Kind.VIEW_MISSING: (
+EXPECTED: dict[Situation, tuple[tuple[str, ...], tuple[str, str], StepState, Phase]] = {
+    Situation.VIEW_MISSING: (
         (F, U, F, U, U, F),
         ("ViewResolved", "ViewNotFound"),
         StepState.PENDING,
         Phase.PENDING,
     ),
-    Kind.INVALID_PLAN: (
+    Situation.INVALID_PLAN: (
         (T, F, F, F, T, F),
         ("Failed", "InvalidPlan"),
         StepState.SKIPPED,
         Phase.FAILED,
     ),
-    Kind.QUEUED: (
+    Situation.QUEUED: (
         (T, F, F, U, U, F),
         ("Admitted", "ConcurrencyLimit"),
         StepState.PENDING,
         Phase.QUEUED,
     ),
-    Kind.AWAITING_ADMISSION: (
+    Situation.AWAITING_ADMISSION: (
         (T, F, F, U, U, F),
         ("Admitted", "WaitingForKueue"),
         StepState.PENDING,
         Phase.QUEUED,
     ),
-    Kind.SUSPENDED: (
+    Situation.SUSPENDED: (
         (T, F, F, U, U, T),
         ("Suspended", "SuspendedByUser"),
         StepState.PENDING,
         Phase.SUSPENDED,
     ),
-    Kind.STARTING: (
+    Situation.STARTING: (
         (T, T, F, U, U, F),
         ("Running", "Starting"),
         StepState.PENDING,
         Phase.PENDING,
     ),
-    Kind.UNSCHEDULABLE: (
+    Situation.UNSCHEDULABLE: (
         (T, T, F, U, U, F),
         ("Running", "Unschedulable"),
         StepState.PENDING,
         Phase.PENDING,
     ),
-    Kind.POD_PENDING: (
+    Situation.POD_PENDING: (
         (T, T, F, U, U, F),
         ("Running", "ImagePullBackOff"),
         StepState.RUNNING,
         Phase.PENDING,
     ),
-    Kind.RUNNING: (
+    Situation.RUNNING: (
         (T, T, T, U, U, F),
         ("Running", "TrainerRunning"),
         StepState.SUCCEEDED,
         Phase.RUNNING,
     ),
-    Kind.RETRYING: (
+    Situation.RETRYING: (
         (T, T, F, U, U, F),
         ("Running", "Retrying"),
         StepState.PENDING,
         Phase.PENDING,
     ),
-    Kind.SUCCEEDED: (
+    Situation.SUCCEEDED: (
         (T, T, F, T, F, F),
         ("Succeeded", "Completed"),
         StepState.SUCCEEDED,
         Phase.SUCCEEDED,
     ),
-    Kind.FAILED: (
+    Situation.FAILED: (
         (T, T, F, F, T, F),
         ("Failed", "InvalidInput"),
         StepState.SUCCEEDED,
         Phase.FAILED,
     ),
-    Kind.OOM_KILLED: (
+    Situation.OOM_KILLED: (
         (T, T, F, F, T, F),
         ("Failed", "OOMKilled"),
         StepState.SUCCEEDED,
         Phase.FAILED,
     ),
-    Kind.DEADLINE_EXCEEDED: (
+    Situation.DEADLINE_EXCEEDED: (
         (T, T, F, F, T, F),
         ("Failed", "DeadlineExceeded"),
         StepState.FAILED,
         Phase.FAILED,
     ),
-    Kind.BACKOFF_LIMIT_EXCEEDED: (
+    Situation.BACKOFF_LIMIT_EXCEEDED: (
         (T, T, F, F, T, F),
         ("Failed", "BackoffLimitExceeded"),
         StepState.FAILED,
@@ -207,16 +210,16 @@ EXPECTED: dict[Kind, tuple[tuple[str, ...], tuple[str, str], StepState, Phase]] 
 NOW = at(1000)
 
 
-def test_the_table_covers_every_kind() -> None:
-    assert set(st.TABLE) == set(Kind) == set(SAMPLES) == set(EXPECTED)
+def test_the_table_covers_every_situation() -> None:
+    assert set(tbl.TABLE) == set(Situation) == set(SAMPLES) == set(EXPECTED)
 
 
-@pytest.mark.parametrize("kind", list(Kind), ids=[k.value for k in Kind])
-def test_row(kind: Kind) -> None:
-    statuses, (why_type, why_reason), scheduling, phase = EXPECTED[kind]
-    obs = SAMPLES[kind]
+@pytest.mark.parametrize("situation", list(Situation), ids=[s.value for s in Situation])
+def test_row(situation: Situation) -> None:
+    statuses, (why_type, why_reason), scheduling, phase = EXPECTED[situation]
+    obs = SAMPLES[situation]
     status = st.compose_status(None, obs, None, 3, NOW, plan=PLAN)
-    assert [c.type for c in status.conditions] == list(st.CONDITION_TYPES)
+    assert [c.type for c in status.conditions] == list(tbl.CONDITION_TYPES)
     assert tuple(c.status for c in status.conditions) == statuses
     by_type = {c.type: c for c in status.conditions}
     assert by_type[why_type].reason == why_reason
@@ -227,8 +230,8 @@ def test_row(kind: Kind) -> None:
         assert cond.observed_generation == 3
         assert cond.last_transition_time == NOW
     assert status.observed_generation == 3
-    assert status.phase == phase.value == st.TABLE[kind].phase.value
-    assert st.summarize(status.conditions) is phase
+    assert status.phase == phase.value == tbl.TABLE[situation].phase.value
+    assert tbl.summarize(status.conditions) is phase
     assert [s.name for s in status.steps] == list(StepName)
     assert status.steps[0].state is scheduling
     assert status.model == PLAN.model and status.concepts == PLAN.concepts
@@ -238,15 +241,15 @@ def test_row(kind: Kind) -> None:
 def test_first_visit_is_all_unknown() -> None:
     status = st.initial_status(1, NOW)
     assert [(c.type, c.status) for c in status.conditions] == [
-        (t, "Unknown") for t in st.CONDITION_TYPES
+        (t, "Unknown") for t in tbl.CONDITION_TYPES
     ]
     assert status.phase == "Pending"
     assert all(s.state is StepState.PENDING for s in status.steps)
 
 
 def test_last_transition_time_is_kept_while_the_status_stays() -> None:
-    first = st.compose_status(None, SAMPLES[Kind.STARTING], None, 1, at(10))
-    second = st.compose_status(first, SAMPLES[Kind.RUNNING], None, 1, at(20))
+    first = st.compose_status(None, SAMPLES[Situation.STARTING], None, 1, at(10))
+    second = st.compose_status(first, SAMPLES[Situation.RUNNING], None, 1, at(20))
     times = {c.type: c.last_transition_time for c in second.conditions}
     assert times["Admitted"] == at(10)  # True, then True
     assert times["Running"] == at(20)  # False, then True
@@ -254,7 +257,7 @@ def test_last_transition_time_is_kept_while_the_status_stays() -> None:
     # The message may change without a transition.
     third = st.compose_status(
         second,
-        Observation(Kind.RUNNING, "The trainer is running: Training.", **_POD),
+        Observation(Situation.RUNNING, "The trainer is running: Training.", **_POD),
         None,
         2,
         at(30),
@@ -304,7 +307,7 @@ def _report(
     )
 
 
-RUNNING = SAMPLES[Kind.RUNNING]
+RUNNING = SAMPLES[Situation.RUNNING]
 
 
 def test_report_is_merged() -> None:
@@ -316,7 +319,7 @@ def test_report_is_merged() -> None:
     assert status.dataset == DatasetStatus(train=80, val=20)
     assert status.checkpoint is not None and status.checkpoint.epoch == 3
     assert status.current_step is StepName.TRAINING
-    assert status.last_report == st.ReportCursor(pod="kv-pets-v1-abcde", sequence=5)
+    assert status.last_report == ReportCursor(pod="kv-pets-v1-abcde", sequence=5)
     assert status.start_time == at(9)
     scheduling = status.steps[0]
     assert (scheduling.state, scheduling.started_at, scheduling.finished_at) == (
@@ -343,12 +346,15 @@ def test_a_new_attempt_reports_afresh_but_an_old_pod_cannot() -> None:
         None, RUNNING, _report(40, epoch=4), 1, NOW, report_pod="kv-pets-v1-abcde"
     )
     new_attempt = Observation(
-        Kind.RUNNING, "The trainer is running.", job_name="kv-pets-v1", pod_name="kv-pets-v1-zzzzz"
+        Situation.RUNNING,
+        "The trainer is running.",
+        job_name="kv-pets-v1",
+        pod_name="kv-pets-v1-zzzzz",
     )
     # The new Pod's sequence starts over; it is its first report, from the Job's latest Pod.
     fresh = _report(1, epoch=4, metrics=False)
     second = st.compose_status(first, new_attempt, fresh, 1, NOW, report_pod="kv-pets-v1-zzzzz")
-    assert second.last_report == st.ReportCursor(pod="kv-pets-v1-zzzzz", sequence=1)
+    assert second.last_report == ReportCursor(pod="kv-pets-v1-zzzzz", sequence=1)
     # What the new attempt does not know yet is kept from the earlier one.
     assert second.metrics == first.metrics and second.checkpoint == first.checkpoint
     # The old Pod's last words, late, are stale.
@@ -359,7 +365,7 @@ def test_a_new_attempt_reports_afresh_but_an_old_pod_cannot() -> None:
 
 
 def test_unschedulable_pod_shows_in_the_scheduling_step() -> None:
-    status = st.compose_status(None, SAMPLES[Kind.UNSCHEDULABLE], None, 1, NOW)
+    status = st.compose_status(None, SAMPLES[Situation.UNSCHEDULABLE], None, 1, NOW)
     scheduling = status.steps[0]
     assert scheduling.state is StepState.PENDING
     assert scheduling.message == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
@@ -369,7 +375,7 @@ def test_unschedulable_pod_shows_in_the_scheduling_step() -> None:
 
 
 def test_pod_pending_runs_the_scheduling_step() -> None:
-    status = st.compose_status(None, SAMPLES[Kind.POD_PENDING], None, 1, NOW)
+    status = st.compose_status(None, SAMPLES[Situation.POD_PENDING], None, 1, NOW)
     scheduling = status.steps[0]
     assert (scheduling.state, scheduling.started_at) == (StepState.RUNNING, at(5))
     assert status.current_step is StepName.SCHEDULING
@@ -377,7 +383,7 @@ def test_pod_pending_runs_the_scheduling_step() -> None:
 
 def test_failure_fails_the_running_step_and_skips_the_rest() -> None:
     running = st.compose_status(None, RUNNING, _report(5), 1, at(30))
-    failed = st.compose_status(running, SAMPLES[Kind.OOM_KILLED], None, 1, at(50))
+    failed = st.compose_status(running, SAMPLES[Situation.OOM_KILLED], None, 1, at(50))
     states = {s.name: s.state for s in failed.steps}
     assert states == {
         StepName.SCHEDULING: StepState.SUCCEEDED,
@@ -393,22 +399,22 @@ def test_failure_fails_the_running_step_and_skips_the_rest() -> None:
 
 
 def test_deadline_while_unschedulable_fails_scheduling() -> None:
-    stuck = st.compose_status(None, SAMPLES[Kind.UNSCHEDULABLE], None, 1, at(30))
-    failed = st.compose_status(stuck, SAMPLES[Kind.DEADLINE_EXCEEDED], None, 1, at(70))
+    stuck = st.compose_status(None, SAMPLES[Situation.UNSCHEDULABLE], None, 1, at(30))
+    failed = st.compose_status(stuck, SAMPLES[Situation.DEADLINE_EXCEEDED], None, 1, at(70))
     assert [s.state for s in failed.steps] == [StepState.FAILED] + [StepState.SKIPPED] * 4
     assert failed.start_time is None
 
 
 def test_success_completes_every_step() -> None:
     running = st.compose_status(None, RUNNING, _report(5), 1, at(30))
-    done = st.compose_status(running, SAMPLES[Kind.SUCCEEDED], None, 1, at(301))
+    done = st.compose_status(running, SAMPLES[Situation.SUCCEEDED], None, 1, at(301))
     assert [s.state for s in done.steps] == [StepState.SUCCEEDED] * 5
     assert done.completion_time == at(300) and done.phase == "Succeeded"
 
 
 def test_suspend_pauses_the_running_step() -> None:
     running = st.compose_status(None, RUNNING, _report(5), 1, at(30))
-    paused = st.compose_status(running, SAMPLES[Kind.SUSPENDED], None, 2, at(40))
+    paused = st.compose_status(running, SAMPLES[Situation.SUSPENDED], None, 2, at(40))
     training = paused.steps[2]
     assert (training.state, training.started_at) == (StepState.PENDING, None)
     assert paused.steps[1].state is StepState.SUCCEEDED  # what is done stays done
@@ -417,8 +423,8 @@ def test_suspend_pauses_the_running_step() -> None:
 
 
 def test_a_finished_training_stays_finished_when_its_job_is_gone() -> None:
-    done = st.compose_status(None, SAMPLES[Kind.SUCCEEDED], None, 1, at(301))
-    later = st.compose_status(done, SAMPLES[Kind.STARTING], None, 2, at(900))
+    done = st.compose_status(None, SAMPLES[Situation.SUCCEEDED], None, 1, at(301))
+    later = st.compose_status(done, SAMPLES[Situation.STARTING], None, 2, at(900))
     assert later.phase == "Succeeded"
     assert later.conditions[3].status == "True"
     assert all(c.observed_generation == 2 for c in later.conditions)
@@ -426,7 +432,7 @@ def test_a_finished_training_stays_finished_when_its_job_is_gone() -> None:
 
 
 def test_progress_starts_from_the_plan() -> None:
-    status = st.compose_status(None, SAMPLES[Kind.STARTING], None, 1, NOW, plan=PLAN)
+    status = st.compose_status(None, SAMPLES[Situation.STARTING], None, 1, NOW, plan=PLAN)
     assert status.progress == Progress(percent=0, epoch=0, epochs=10, display="0/10")
 
 
@@ -441,10 +447,10 @@ def test_status_is_rebuilt_by_observation() -> None:
     """Blank the status, observe the same world: the same status, but for when each condition
     last changed (a rebuild cannot know it)."""
     history: list[tuple[Observation, TrainerReport | None, datetime]] = [
-        (SAMPLES[Kind.QUEUED], None, at(1)),
-        (SAMPLES[Kind.STARTING], None, at(2)),
-        (SAMPLES[Kind.UNSCHEDULABLE], None, at(3)),
-        (SAMPLES[Kind.POD_PENDING], None, at(5)),
+        (SAMPLES[Situation.QUEUED], None, at(1)),
+        (SAMPLES[Situation.STARTING], None, at(2)),
+        (SAMPLES[Situation.UNSCHEDULABLE], None, at(3)),
+        (SAMPLES[Situation.POD_PENDING], None, at(5)),
         (RUNNING, _report(1, epoch=1), at(10)),
         (RUNNING, _report(2, epoch=2), at(20)),
         (RUNNING, _report(3, epoch=3), at(30)),
@@ -458,9 +464,9 @@ def test_status_is_rebuilt_by_observation() -> None:
     )
     assert _without_transition_times(rebuilt) == _without_transition_times(status)
     # And for an outcome (terminal observations carry their own times).
-    final = st.compose_status(status, SAMPLES[Kind.FAILED], None, 1, at(41), plan=PLAN)
+    final = st.compose_status(status, SAMPLES[Situation.FAILED], None, 1, at(41), plan=PLAN)
     again = st.compose_status(
-        None, SAMPLES[Kind.FAILED], _report(3, epoch=3), 1, at(41), plan=PLAN, report_pod="p"
+        None, SAMPLES[Situation.FAILED], _report(3, epoch=3), 1, at(41), plan=PLAN, report_pod="p"
     )
     assert _without_transition_times(again) == _without_transition_times(final)
 
@@ -482,7 +488,7 @@ def test_summarize(statuses: dict[str, str], phase: Phase) -> None:
     for cond in conditions:
         if cond.type in statuses:
             cond.status = statuses[cond.type]  # type: ignore[assignment]
-    assert st.summarize(conditions) is phase
+    assert tbl.summarize(conditions) is phase
 
 
 def test_docs_hold_the_table() -> None:
@@ -490,6 +496,7 @@ def test_docs_hold_the_table() -> None:
     start, end = "<!-- status-table:start -->\n", "<!-- status-table:end -->"
     assert start in text and end in text
     documented = text.split(start, 1)[1].split(end, 1)[0]
-    assert documented == st.markdown_table(), (
-        "docs/operator-status.md is out of date; paste status.markdown_table() between the markers"
+    assert documented == tbl.markdown_table(), (
+        "docs/operator-status.md is out of date; "
+        "paste statustable.markdown_table() between the markers"
     )

@@ -1,44 +1,44 @@
-"""The operator's HTTPS status endpoint (design notes §2): trainers POST full progress
-snapshots, authenticated with their Pod's projected ServiceAccount token (audience
-``kubevision.dev``, checked with TokenReview) and accepted only for the ModelVersion that owns
-the Pod's Job. The checks are injected, so this module holds the HTTP rules alone."""
+"""The operator's HTTP servers, and the one module of the operator that imports ``aiohttp``
+(pyproject's import contracts):
+
+- the HTTPS status endpoint (docs/operator.md, The status endpoint): trainers POST full
+  progress snapshots, authenticated with their Pod's projected ServiceAccount token and
+  accepted only for the ModelVersion that owns the Pod's Job. The checks are injected, so
+  :func:`report_app` holds the HTTP rules alone;
+- health and metrics (:func:`health_app`): ``/healthz`` and Prometheus' ``/metrics``.
+"""
 
 from __future__ import annotations
 
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from kubevision_api import contract
 from kubevision_api.progress import TrainerReport
+from kubevision_operator.kube import Caller
 
 log = logging.getLogger(__name__)
 
 #: Snapshots are a few kB; anything much larger is not a trainer's.
 MAX_BODY_BYTES = 1 << 20
 
-
-@dataclass(frozen=True)
-class Caller:
-    """Who sent a report, as TokenReview says: the Pod a bound token was issued for."""
-
-    namespace: str
-    service_account: str
-    pod_name: str | None
-    pod_uid: str | None
-
-
 Authenticate = Callable[[str], Awaitable[Caller | None]]
 Authorize = Callable[[Caller, str, str], Awaitable[bool]]
 Accept = Callable[[Caller, TrainerReport], Awaitable[None]]
+#: The metrics exposition: (body, Content-Type).
+Exposition = Callable[[], tuple[bytes, str]]
 
 
-def make_app(authenticate: Authenticate, authorize: Authorize, accept: Accept) -> web.Application:
-    """The aiohttp application.
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def report_app(authenticate: Authenticate, authorize: Authorize, accept: Accept) -> web.Application:
+    """The status endpoint's application: POST ``contract.REPORT_PATH``, GET ``/healthz``.
 
     Args:
         authenticate: token -> Caller, or None when TokenReview refuses it (401).
@@ -81,18 +81,58 @@ def make_app(authenticate: Authenticate, authorize: Authorize, accept: Accept) -
         await accept(caller, body)
         return web.Response(status=204)
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post(contract.REPORT_PATH, report)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+def health_app(exposition: Exposition) -> web.Application:
+    """``/healthz`` (always "ok" while the event loop runs) and ``/metrics`` (``exposition``,
+    e.g. ``OperatorMetrics.exposition``)."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        body, content_type = exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", _healthz)
     return app
 
 
 def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """TLS 1.2+ server context for the endpoint."""
+    """TLS 1.2+ server context for the status endpoint."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
     return context
+
+
+class Server:
+    """One application served on ``host:port`` until :meth:`stop`."""
+
+    def __init__(self, runner: web.AppRunner) -> None:
+        self._runner = runner
+
+    async def stop(self) -> None:
+        """Close the listening socket and the connections."""
+        await self._runner.cleanup()
+
+
+async def serve(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> Server:
+    """Serve ``app`` on ``host:port`` (HTTPS with ``ssl_context``); returns once listening.
+
+    Raises:
+        OSError: the port cannot be bound.
+    """
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return Server(runner)

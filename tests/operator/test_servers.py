@@ -1,6 +1,7 @@
-"""HTTP rules of the status endpoint: 401 without an accepted token, 403 for another
-ModelVersion, 400 for a bad body, 204 and the report handed over otherwise; and a trainer's
-status reporter talks to it over real TLS with the CA from ``tls``."""
+"""The operator's HTTP servers. The status endpoint's rules: 401 without an accepted token, 403
+for another ModelVersion, 400 for a bad body, 204 and the report handed over otherwise; a
+trainer's status reporter talks to it over real TLS with the CA from ``tls``. Health and
+metrics: ``/healthz`` and the operator's metrics in Prometheus' text format."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import datetime as dt
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -15,24 +17,26 @@ from kubevision_api.contract import StepName
 from kubevision_api.modelversion import Progress, Step, StepState
 from kubevision_api.plan import StatusEndpoint
 from kubevision_api.progress import TrainerReport
-from kubevision_operator import statusserver, tls
+from kubevision_operator import servers, tls
+from kubevision_operator.kube import Caller
+from kubevision_operator.metrics import OperatorMetrics
 from kubevision_trainer.report.status import StatusReporter
 from tests.trainer.trainer_helpers import free_port
 
-GOOD = statusserver.Caller("team-a", "default", "kv-digits-abcde", "pod-uid")
+GOOD = Caller("team-a", "default", "kv-digits-abcde", "pod-uid")
 
 
-def _app(accepted: list[tuple[statusserver.Caller, TrainerReport]]) -> web.Application:
-    async def authenticate(token: str) -> statusserver.Caller | None:
+def _app(accepted: list[tuple[Caller, TrainerReport]]) -> web.Application:
+    async def authenticate(token: str) -> Caller | None:
         return GOOD if token == "good" else None
 
-    async def authorize(caller: statusserver.Caller, namespace: str, name: str) -> bool:
+    async def authorize(caller: Caller, namespace: str, name: str) -> bool:
         return name == "digits"
 
-    async def accept(caller: statusserver.Caller, report: TrainerReport) -> None:
+    async def accept(caller: Caller, report: TrainerReport) -> None:
         accepted.append((caller, report))
 
-    return statusserver.make_app(authenticate, authorize, accept)
+    return servers.report_app(authenticate, authorize, accept)
 
 
 def _report(name: str = "digits") -> str:
@@ -47,7 +51,7 @@ def _report(name: str = "digits") -> str:
 
 
 def test_http_rules() -> None:
-    accepted: list[tuple[statusserver.Caller, TrainerReport]] = []
+    accepted: list[tuple[Caller, TrainerReport]] = []
 
     async def scenario() -> list[int]:
         async with TestClient(TestServer(_app(accepted))) as client:
@@ -85,15 +89,12 @@ def test_trainer_reporter_trusts_the_operator_ca(tmp_path: Path) -> None:
     (tmp_path / "tls.crt").write_bytes(serving.cert_pem)
     (tmp_path / "tls.key").write_bytes(serving.key_pem)
     (tmp_path / "token").write_text("good")
-    accepted: list[tuple[statusserver.Caller, TrainerReport]] = []
+    accepted: list[tuple[Caller, TrainerReport]] = []
     port = free_port()
 
     async def scenario() -> None:
-        runner = web.AppRunner(_app(accepted))
-        await runner.setup()
-        context = statusserver.server_context(str(tmp_path / "tls.crt"), str(tmp_path / "tls.key"))
-        site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=context)
-        await site.start()
+        context = servers.server_context(str(tmp_path / "tls.crt"), str(tmp_path / "tls.key"))
+        server = await servers.serve(_app(accepted), "127.0.0.1", port, context)
         try:
             endpoint = StatusEndpoint(
                 url=f"https://127.0.0.1:{port}",
@@ -107,7 +108,7 @@ def test_trainer_reporter_trusts_the_operator_ca(tmp_path: Path) -> None:
             await asyncio.to_thread(reporter.close, True)
             assert reporter.failures == 0
         finally:
-            await runner.cleanup()
+            await server.stop()
 
     asyncio.run(scenario())
     assert len(accepted) == 1
@@ -118,3 +119,44 @@ def test_ca_round_trips_through_secret_data() -> None:
     ca = tls.new_ca(dt.datetime.now(dt.UTC))
     assert tls.ca_from_secret_data(tls.secret_data(ca)) == ca
     assert tls.ca_from_secret_data({}) is None
+
+
+def test_health_and_metrics() -> None:
+    metrics = OperatorMetrics()
+    metrics.watch_event("Job")
+    metrics.reports.labels(result="accepted").inc()
+
+    async def scenario() -> tuple[int, str, int, str, str]:
+        async with TestClient(TestServer(servers.health_app(metrics.exposition))) as client:
+            health = await client.get("/healthz")
+            scrape = await client.get("/metrics")
+            return (
+                health.status,
+                await health.text(),
+                scrape.status,
+                scrape.headers["Content-Type"],
+                await scrape.text(),
+            )
+
+    health, ok, status, content_type, text = asyncio.run(scenario())
+    assert (health, ok, status) == (200, "ok", 200)
+    assert content_type.startswith("text/plain; version=")
+    assert 'kubevision_operator_watch_events_total{kind="Job"} 1.0' in text
+    assert 'kubevision_operator_status_reports_total{result="accepted"} 1.0' in text
+
+
+def test_a_port_in_use_is_an_error() -> None:
+    """serve() returns only once listening: a port already bound fails at once."""
+
+    port = free_port()
+    app = servers.health_app(OperatorMetrics().exposition)
+
+    async def scenario() -> None:
+        first = await servers.serve(app, "127.0.0.1", port)
+        try:
+            await servers.serve(servers.health_app(OperatorMetrics().exposition), "127.0.0.1", port)
+        finally:
+            await first.stop()
+
+    with pytest.raises(OSError):
+        asyncio.run(scenario())

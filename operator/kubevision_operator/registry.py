@@ -1,0 +1,123 @@
+"""The kopf handlers: thin, each hands its event to the runtime's scheduler or reconciler.
+Handlers live in an explicit registry built by :func:`build_registry` (nothing registers at
+import). No handler adds a finalizer, so ModelVersions and Views can be deleted while the
+operator is away (docs/decisions.md, Operator)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import kopf
+
+from kubevision_api.meta import GROUP, VERSION
+from kubevision_operator import kube as kube_mod
+from kubevision_operator import naming
+from kubevision_operator import queue as queue_mod
+from kubevision_operator.runtime import Runtime, StartupError
+from kubevision_operator.scheduling import Scheduler
+
+log = logging.getLogger(__name__)
+
+MANAGED = {naming.MANAGED_BY: naming.MANAGED_BY_VALUE}
+
+
+def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
+    """Every handler of the operator, in a registry of its own."""
+    registry = kopf.OperatorRegistry()
+
+    def started() -> Scheduler:
+        """The scheduler; kopf retries a handler that runs before startup made it."""
+        if runtime.scheduler is None:
+            raise kopf.TemporaryError("the operator is still starting", delay=1)
+        return runtime.scheduler
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(**kube_mod.client_credentials())
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        ours = runtime.settings
+        settings.watching.server_timeout = ours.watch_server_timeout_seconds
+        settings.watching.client_timeout = ours.watch_client_timeout_seconds
+        # Status belongs to our schema: kopf keeps its own bookkeeping in annotations.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+        settings.posting.level = logging.WARNING
+        try:
+            await runtime.start()
+        except StartupError as exc:
+            raise kopf.PermanentError(str(exc)) from exc
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await runtime.stop()
+
+    @kopf.on.event(GROUP, VERSION, "modelversions", registry=registry)
+    async def modelversion_event(
+        type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
+    ) -> None:
+        runtime.metrics.watch_event("ModelVersion")
+        assert namespace is not None  # namespaced resource
+        scheduler = started()
+        reconciler = scheduler.reconciler
+        view = (body.get("spec") or {}).get("viewRef", {}).get("name")
+        obj = dict(body)
+        if type == "DELETED":
+            runtime.kube.forget_writes("modelversions", namespace, name)
+            await scheduler.in_pool(reconciler.forget, namespace, name, view)
+        elif runtime.kube.own_status_write("modelversions", obj):
+            # The echo of the operator's own status patch: the world it observed is unchanged
+            # (reconciling it made every ModelVersion cost one more reconcile per status write).
+            pass
+        else:
+            # Here, on the event loop, events are still in the watch's (creation) order; the
+            # reconciles below run on threads in any order.
+            reconciler.queue.register(queue_mod.entry_of(obj))
+            await scheduler.in_pool(reconciler.reconcile_modelversion, namespace, name, obj)
+        if view:
+            scheduler.view_stale(namespace, view)
+
+    def child_event(kind: str) -> Callable[..., Awaitable[None]]:
+        """The handler of the operator's Jobs and Pods (``kind``): reconcile the ModelVersion
+        named by the object's label, soon (one reconcile for a burst of events)."""
+
+        async def handler(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+            runtime.metrics.watch_event(kind)
+            owner = body.get("metadata", {}).get("labels", {}).get(naming.MODELVERSION_LABEL)
+            if owner and namespace:
+                await started().reconcile_soon(namespace, owner)
+
+        return handler
+
+    kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry, id="job_event")(
+        child_event("Job")
+    )
+    kopf.on.event("", "v1", "pods", labels=MANAGED, registry=registry, id="pod_event")(
+        child_event("Pod")
+    )
+
+    @kopf.on.event(GROUP, VERSION, "views", registry=registry)
+    def view_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+        runtime.metrics.watch_event("View")
+        assert namespace is not None  # namespaced resource
+        scheduler = started()
+        if type == "DELETED":
+            runtime.kube.view_gone(namespace, name)
+        else:
+            runtime.kube.view_seen(dict(body))
+            scheduler.view_stale(namespace, name)
+        # ModelVersions waiting for this View (created before it), or losing it, or seeing its
+        # spec change.
+        generation = (
+            None if type == "DELETED" else int(body.get("metadata", {}).get("generation") or 0)
+        )
+        if not scheduler.view_changed(namespace, name, generation):
+            return
+        reconciler = scheduler.reconciler
+        for mv in reconciler.modelversions_of_view(namespace, name):
+            reconciler.reconcile_modelversion(namespace, mv)
+
+    return registry

@@ -1,0 +1,142 @@
+"""What the kopf handlers share, and its lifecycle: :meth:`Runtime.start` makes the reconciler
+(once the status endpoint's CA is known), the scheduler, the servers and the refresh loop;
+:meth:`Runtime.stop` takes them down. Made before kopf runs, started by the startup handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import tempfile
+from pathlib import Path
+
+from kubevision_api import contract
+from kubevision_api.progress import TrainerReport
+from kubevision_operator import servers, tls
+from kubevision_operator.kube import Caller, Kube
+from kubevision_operator.metrics import OperatorMetrics
+from kubevision_operator.reconcile import Reconciler
+from kubevision_operator.reports import Reports
+from kubevision_operator.scheduling import Scheduler
+from kubevision_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The operator cannot start (e.g. the CA Secret holds no CA); retrying will not help."""
+
+
+class Runtime:
+    """Settings, API calls and metrics from the start; the scheduler (and with it the
+    reconciler) once :meth:`start` has run.
+
+    Args:
+        settings: operator settings.
+        kube: the API calls; its request hook is pointed at the metrics.
+    """
+
+    def __init__(self, settings: OperatorSettings, kube: Kube) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.metrics = OperatorMetrics()
+        kube.on_request = self.metrics.api_request
+        #: None until :meth:`start` has made it.
+        self.scheduler: Scheduler | None = None
+        self._servers: list[servers.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._tmp = tempfile.TemporaryDirectory(prefix="kubevision-operator-")
+
+    async def start(self) -> None:
+        """Fill the queue from the API, then serve the status endpoint (when
+        ``settings.status_url`` is set), health and metrics, and start the refresh loop.
+
+        Raises:
+            StartupError: the CA Secret holds no CA.
+            KubeError: an API call failed.
+            OSError: a port cannot be bound.
+        """
+        ca = await self._status_ca() if self.settings.status_url else None
+        reports = Reports(self.kube, self.metrics)
+        reconciler = Reconciler(
+            self.kube,
+            self.settings,
+            self.metrics,
+            reports,
+            ca.cert_pem.decode() if ca is not None else None,
+        )
+        await asyncio.to_thread(reconciler.seed)
+        scheduler = Scheduler(reconciler)
+        self.scheduler = scheduler
+        if ca is not None:
+            await self._serve_status_endpoint(ca, reports, reconciler)
+        self._servers.append(
+            await servers.serve(
+                servers.health_app(self.metrics.exposition), "0.0.0.0", self.settings.health_port
+            )
+        )
+        self._tasks.append(asyncio.create_task(scheduler.refresh_loop()))
+
+    async def stop(self) -> None:
+        """Stop the refresh loop, the servers and the reconcile threads."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for server in self._servers:
+            await server.stop()
+        if self.scheduler is not None:
+            self.scheduler.close()
+        self._tmp.cleanup()
+
+    async def _status_ca(self) -> tls.KeyPair:
+        """The status endpoint's CA from its Secret, made and stored on first start
+        (docs/decisions.md, Operator: the CA outlives a restart)."""
+        settings = self.settings
+        data = await asyncio.to_thread(
+            self.kube.ensure_secret,
+            settings.operator_namespace,
+            settings.ca_secret_name,
+            lambda: tls.secret_data(tls.new_ca(dt.datetime.now(dt.UTC))),
+        )
+        ca = tls.ca_from_secret_data(data)
+        if ca is None:
+            raise StartupError(f"Secret {settings.ca_secret_name} holds no CA")
+        return ca
+
+    async def _serve_status_endpoint(
+        self, ca: tls.KeyPair, reports: Reports, reconciler: Reconciler
+    ) -> None:
+        """Issue a serving certificate for the host of ``settings.status_url`` and serve the
+        report application. Its checks run on the event loop's default pool, not on the
+        reconcile threads (docs/scale.md, item 8)."""
+        settings = self.settings
+        assert settings.status_url is not None
+        host = settings.status_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+        serving = tls.serving_certificate(ca, [host], dt.datetime.now(dt.UTC))
+        cert, key = Path(self._tmp.name) / "tls.crt", Path(self._tmp.name) / "tls.key"
+        cert.write_bytes(serving.cert_pem)
+        key.write_bytes(serving.key_pem)
+        key.chmod(0o600)
+
+        async def authenticate(token: str) -> Caller | None:
+            return await asyncio.to_thread(self.kube.token_review, token, contract.TOKEN_AUDIENCE)
+
+        async def authorize(caller: Caller, namespace: str, name: str) -> bool:
+            return await asyncio.to_thread(reports.authorize, caller, namespace, name)
+
+        def take(caller: Caller, report: TrainerReport) -> None:
+            if reports.offer(caller, report):
+                reconciler.reconcile_modelversion(report.namespace, report.model_version)
+
+        async def accept(caller: Caller, report: TrainerReport) -> None:
+            await asyncio.to_thread(take, caller, report)
+
+        app = servers.report_app(authenticate, authorize, accept)
+        context = servers.server_context(str(cert), str(key))
+        self._servers.append(
+            await servers.serve(app, settings.status_bind_host, settings.status_port, context)
+        )
+        log.info("status endpoint on %s:%d", settings.status_bind_host, settings.status_port)

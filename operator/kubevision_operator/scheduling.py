@@ -1,0 +1,122 @@
+"""When reconciles run: the reconcile threads, the coalescing of Job and Pod events, the
+Views whose status is due for a refresh, and the loop that refreshes them and the queue
+positions (docs/scale.md, What was wrong, and what changed). The kopf handlers hand their
+events here; the reconciles themselves are the ``Reconciler``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kubevision_operator import kube as kube_mod
+from kubevision_operator.reconcile import Reconciler
+
+log = logging.getLogger(__name__)
+
+#: Least seconds between two refreshes of one View's status. Its models library lists every
+#: ModelVersion of the View, so ModelVersion events only mark it stale: one list per second,
+#: not one per event (which made N ModelVersions cost N² reads).
+VIEW_REFRESH_SECONDS = 1.0
+#: Least seconds between two rewrites of the queue positions that waiting ModelVersions show
+#: ("Queued at position N"). Every admission moves every waiting ModelVersion by one, so
+#: following each at once would cost one status patch per waiting ModelVersion per admission.
+QUEUE_REFRESH_SECONDS = 30.0
+#: Seconds a Job or Pod event waits for others of the same ModelVersion: a Pod's phase change
+#: and the Job's status update that follows it make one reconcile, not two.
+COALESCE_SECONDS = 0.1
+#: Threads that reconcile for the watch handlers and the refresh loop. Their own pool: a burst
+#: of watch events (hundreds of new ModelVersions) must not hold up the status endpoint, whose
+#: calls use the event loop's default pool (trainers give up on a report after 5 s).
+RECONCILE_THREADS = 8
+
+
+class Scheduler:
+    """Runs the ``reconciler``'s reconciles on threads of their own, at the right moments.
+
+    The coroutines run on the operator's event loop; :meth:`view_stale` may be called from
+    any thread.
+    """
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+        #: Views whose status is to be refreshed (by :meth:`refresh_loop`).
+        self._stale_views: set[tuple[str, str]] = set()
+        self._stale_lock = threading.Lock()
+        #: metadata.generation of each View when its ModelVersions were last reconciled.
+        self._view_generations: dict[tuple[str, str], int] = {}
+        #: ModelVersions with a reconcile due (:meth:`reconcile_soon`); touched on the loop only.
+        self._due: set[tuple[str, str]] = set()
+        self.executor = ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile")
+
+    async def in_pool(self, call: Callable[..., None], *args: Any) -> None:
+        """Run ``call(*args)`` on the reconcile threads."""
+        await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
+
+    async def reconcile_soon(self, namespace: str, name: str) -> None:
+        """Reconcile the ModelVersion in ``COALESCE_SECONDS``, once for every request made
+        until then (it reads everything afresh when it runs)."""
+        key = (namespace, name)
+        if key in self._due:
+            return
+        self._due.add(key)
+        await asyncio.sleep(COALESCE_SECONDS)
+        self._due.discard(key)
+        await self.in_pool(self.reconciler.reconcile_modelversion, namespace, name)
+
+    def view_stale(self, namespace: str, name: str) -> None:
+        """Have the View's status refreshed within ``VIEW_REFRESH_SECONDS``."""
+        with self._stale_lock:
+            self._stale_views.add((namespace, name))
+
+    def take_stale_views(self) -> list[tuple[str, str]]:
+        """The Views to refresh now (and forget them)."""
+        with self._stale_lock:
+            stale, self._stale_views = sorted(self._stale_views), set()
+        return stale
+
+    def view_changed(self, namespace: str, name: str, generation: int | None) -> bool:
+        """Whether a View event asks for its ModelVersions to be reconciled: the View
+        appeared, was deleted (``generation`` None) or its spec changed (a new
+        ``metadata.generation``); not a change of its status alone, which the operator writes
+        after ModelVersion events (reconciling every ModelVersion then made N² reconciles)."""
+        key = (namespace, name)
+        if generation is None:
+            self._view_generations.pop(key, None)
+            return True
+        if self._view_generations.get(key) == generation:
+            return False
+        self._view_generations[key] = generation
+        return True
+
+    async def refresh_loop(self) -> None:
+        """Refresh stale View statuses every ``VIEW_REFRESH_SECONDS``, and every
+        ``QUEUE_REFRESH_SECONDS`` the status of waiting ModelVersions whose queue position
+        moved. Failures are logged and retried on the next round."""
+        reconciler = self.reconciler
+        last_queue = time.monotonic()
+        while True:
+            await asyncio.sleep(VIEW_REFRESH_SECONDS)
+            for namespace, name in self.take_stale_views():
+                try:
+                    await self.in_pool(reconciler.reconcile_view, namespace, name)
+                except kube_mod.KubeError as exc:
+                    log.warning("View %s/%s: %s", namespace, name, exc)
+                    self.view_stale(namespace, name)
+            if time.monotonic() - last_queue < QUEUE_REFRESH_SECONDS:
+                continue
+            last_queue = time.monotonic()
+            for namespace, name in reconciler.queue.moved():
+                # reconcile_modelversion logs its own failures; the next round retries.
+                with contextlib.suppress(kube_mod.KubeError, ValueError):
+                    await self.in_pool(reconciler.reconcile_modelversion, namespace, name)
+
+    def close(self) -> None:
+        """Stop the reconcile threads; reconciles not started yet are dropped."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
