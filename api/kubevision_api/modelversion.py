@@ -435,6 +435,20 @@ class ReportCursor(ApiModel):
     sequence: int = Field(ge=0, description="The report's sequence number in that Pod.")
 
 
+class AttemptFailure(ApiModel):
+    """Why one attempt of the training Job ended without the training: kept when the next
+    attempt starts, so that a run that succeeded on its second try still says what the first
+    one met."""
+
+    attempt: int = Field(ge=1, description="Which attempt (1: the first Pod of the Job).")
+    reason: str = Field(
+        max_length=128, description="CamelCase: the trainer's outcome, OOMKilled, TrainerCrashed."
+    )
+    message: str = Field(max_length=4096, description="What happened, in one sentence.")
+    exit_code: int | None = Field(default=None, description="The trainer container's exit code.")
+    finished_at: datetime | None = Field(default=None, description="When the attempt ended.")
+
+
 class Phase(StrEnum):
     """``status.phase``: the printer column's one word, derived from the conditions by the
     operator (``status.summarize``). Nothing branches on it (the API conventions deprecate
@@ -488,6 +502,12 @@ class ModelVersionStatus(ApiModel):
     completion_time: datetime | None = Field(default=None, description="When training finished.")
     last_report: ReportCursor | None = Field(
         default=None, description="The trainer report merged last."
+    )
+    attempts: int | None = Field(
+        default=None, ge=0, description="Pods the training Job has started (1: no retry yet)."
+    )
+    last_failure: AttemptFailure | None = Field(
+        default=None, description="The latest attempt that failed, kept across retries."
     )
 
 

@@ -12,11 +12,13 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import incluster_config
@@ -67,18 +69,49 @@ class Caller:
 
 
 class KubeError(RuntimeError):
-    """An API call failed; the message names the object."""
+    """An API call failed; the message names the object. ``status`` is the HTTP status, or
+    None when no answer came (a timeout, a lost connection)."""
 
-    def __init__(self, what: str, exc: ApiException) -> None:
-        reason = exc.reason
-        # The API's Status object says more than the HTTP reason, when there is one.
-        with contextlib.suppress(ValueError, AttributeError):
-            reason = json.loads(exc.body or "{}").get("message", reason)
-        super().__init__(f"{what}: {exc.status} {reason}")
-        self.status = exc.status
+    def __init__(self, what: str, exc: Exception) -> None:
+        self.status: int | None = None
+        if isinstance(exc, ApiException):
+            self.status = exc.status
+            reason = exc.reason
+            # The API's Status object says more than the HTTP reason, when there is one.
+            with contextlib.suppress(ValueError, AttributeError):
+                reason = json.loads(exc.body or "{}").get("message", reason)
+            super().__init__(f"{what}: {exc.status} {reason}")
+        else:
+            super().__init__(f"{what}: {type(exc).__name__}: {exc}")
 
 
-def _data(response: Any) -> Obj:
+@dataclass(frozen=True)
+class RequestPolicy:
+    """Bounds of every API request (``settings.api_*``).
+
+    Attributes:
+        connect_timeout, read_timeout: seconds (urllib3's per-request timeouts): a connection
+            that a load balancer silently dropped fails after ``read_timeout`` instead of
+            holding its reconcile forever.
+        attempts: tries of a request that is safe to repeat, the first included.
+        backoff: seconds before the second try, doubled before each later one.
+    """
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    attempts: int = 3
+    backoff: float = 0.5
+
+
+#: Answers worth another try: throttled (API priority and fairness), or the server's trouble.
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: No answer: a timeout, a reset or refused connection (urllib3 wraps most in HTTPError).
+_TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
+
+
+def _decode(response: Any) -> Obj:
+    """The JSON body of a response made with ``_preload_content=False``: read here, so that
+    the read timeout and its errors belong to the request."""
     data: Obj = json.loads(response.data)
     return data
 
@@ -93,19 +126,28 @@ def _ignore(verb: str, resource: str) -> None:
 
 
 class Kube:
-    """The operator's API calls.
+    """The operator's API calls, each bounded by ``policy``'s timeouts and, where repeating it
+    is safe, retried with backoff.
 
     Args:
         api: a configured ``kubernetes.client.ApiClient``; None: one with the configuration
             of :func:`load_config`.
         on_request: told of each request made (verb, resource), before it is made.
+        policy: timeouts and tries.
+        sleep: waits between tries (injectable for tests).
     """
 
     def __init__(
-        self, api: client.ApiClient | None = None, on_request: RequestHook = _ignore
+        self,
+        api: client.ApiClient | None = None,
+        on_request: RequestHook = _ignore,
+        policy: RequestPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         api = api if api is not None else client.ApiClient()
         self.on_request = on_request
+        self.policy = policy or RequestPolicy()
+        self._sleep = sleep
         #: Views as the last watch event showed them (fed by the handlers); get_view reads
         #: the API only for a View no event has shown yet.
         self._views: dict[tuple[str, str], Obj] = {}
@@ -119,19 +161,64 @@ class Kube:
         self.custom: Any = client.CustomObjectsApi(api)
         self.authn: Any = client.AuthenticationV1Api(api)
 
+    def _call(
+        self,
+        verb: str,
+        resource: str,
+        what: str,
+        method: Callable[..., Any],
+        *args: Any,
+        missing_ok: bool = False,
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> Obj | None:
+        """One API request: ``method(*args, **kwargs)`` with the policy's timeouts, its body
+        decoded. Retried (when ``retry``) after a timeout, a lost connection, 429 or 5xx.
+
+        Returns:
+            The decoded body; None for 404 when ``missing_ok``.
+
+        Raises:
+            KubeError: the API answered otherwise, or no answer came after the last try.
+        """
+        timeout = (self.policy.connect_timeout, self.policy.read_timeout)
+        attempts = self.policy.attempts if retry else 1
+        delay = self.policy.backoff
+        for attempt in range(1, attempts + 1):
+            self.on_request(verb, resource)
+            try:
+                response = method(*args, _request_timeout=timeout, _preload_content=False, **kwargs)
+                return _decode(response)
+            except ApiException as exc:
+                if exc.status == 404 and missing_ok:
+                    return None
+                if exc.status not in _RETRY_STATUSES or attempt == attempts:
+                    raise KubeError(what, exc) from exc
+                failure: Exception = exc
+            except _TRANSPORT_ERRORS as exc:
+                if attempt == attempts:
+                    raise KubeError(what, exc) from exc
+                failure = exc
+            log.warning("%s: %s (try %d of %d)", what, KubeError(what, failure), attempt, attempts)
+            self._sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
     # --- kubevision resources --------------------------------------------------------------
 
     def _get_custom(self, plural: str, namespace: str, name: str) -> Obj | None:
-        self.on_request("get", plural)
-        try:
-            obj: Obj = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubeError(f"{plural} {namespace}/{name}", exc) from exc
-        return obj
+        return self._call(
+            "get",
+            plural,
+            f"{plural} {namespace}/{name}",
+            self.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            missing_ok=True,
+        )
 
     def get_view(self, namespace: str, name: str) -> Obj | None:
         """The View, or None if it does not exist: from the watch's cache when an event has
@@ -173,30 +260,49 @@ class Kube:
 
     def list_modelversions(self, namespace: str | None = None) -> list[Obj]:
         """ModelVersions of one namespace, or of the cluster."""
-        self.on_request("list", "modelversions")
-        try:
-            if namespace:
-                result = self.custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "modelversions"
-                )
-            else:
-                result = self.custom.list_cluster_custom_object(GROUP, VERSION, "modelversions")
-        except ApiException as exc:
-            raise KubeError(f"modelversions in {namespace or 'all namespaces'}", exc) from exc
-        items: list[Obj] = result.get("items", [])
+        what = f"modelversions in {namespace or 'all namespaces'}"
+        if namespace:
+            result = self._call(
+                "list",
+                "modelversions",
+                what,
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                "modelversions",
+            )
+        else:
+            result = self._call(
+                "list",
+                "modelversions",
+                what,
+                self.custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                "modelversions",
+            )
+        items: list[Obj] = (result or {}).get("items", [])
         return items
 
     def patch_status(self, plural: str, namespace: str, name: str, status: Obj) -> Obj | None:
-        """Merge-patch ``status`` through the status subresource; None if the object is gone."""
-        self.on_request("patch", f"{plural}/status")
-        try:
-            obj: Obj = self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, {"status": status}
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubeError(f"{plural} {namespace}/{name} status", exc) from exc
+        """Merge-patch ``status`` through the status subresource (the same patch twice is the
+        same status: safe to repeat); None if the object is gone."""
+        obj = self._call(
+            "patch",
+            f"{plural}/status",
+            f"{plural} {namespace}/{name} status",
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": status},
+            missing_ok=True,
+        )
+        if obj is None:
+            return None
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if version:
             with self._cache_lock:
@@ -207,72 +313,116 @@ class Kube:
 
     def get_job(self, namespace: str, name: str) -> Obj | None:
         """The Job, or None."""
-        self.on_request("get", "jobs")
-        try:
-            return _data(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubeError(f"Job {namespace}/{name}", exc) from exc
+        return self._call(
+            "get",
+            "jobs",
+            f"Job {namespace}/{name}",
+            self.batch.read_namespaced_job,
+            name,
+            namespace,
+            missing_ok=True,
+        )
 
     def create_job(self, namespace: str, body: Obj) -> tuple[Obj, bool]:
-        """Create the Job, or adopt the one that exists: returns (job, created)."""
+        """Create the Job, or adopt the one that exists (a repeated create after a lost answer
+        finds its own Job): returns (job, created)."""
         name = body["metadata"]["name"]
-        self.on_request("create", "jobs")
+        what = f"Job {namespace}/{name}"
         try:
-            job = _data(self.batch.create_namespaced_job(namespace, body, _preload_content=False))
-        except ApiException as exc:
+            job = self._call(
+                "create", "jobs", what, self.batch.create_namespaced_job, namespace, body
+            )
+        except KubeError as exc:
             if exc.status != 409:
-                raise KubeError(f"Job {namespace}/{name}", exc) from exc
+                raise
             existing = self.get_job(namespace, name)
             if existing is None:
-                raise KubeError(f"Job {namespace}/{name}", exc) from exc
+                raise
             return existing, False
+        assert job is not None
         return job, True
 
     def patch_job(self, namespace: str, name: str, patch: Obj) -> Obj | None:
         """Merge-patch the Job (``spec.suspend``, ``activeDeadlineSeconds``); None if gone."""
-        self.on_request("patch", "jobs")
-        try:
-            return _data(
-                self.batch.patch_namespaced_job(name, namespace, patch, _preload_content=False)
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubeError(f"Job {namespace}/{name}", exc) from exc
+        return self._call(
+            "patch",
+            "jobs",
+            f"Job {namespace}/{name}",
+            self.batch.patch_namespaced_job,
+            name,
+            namespace,
+            patch,
+            missing_ok=True,
+        )
+
+    def delete_job(self, namespace: str, name: str) -> bool:
+        """Delete the Job and, in the background, its Pods; False when it was gone already."""
+        result = self._call(
+            "delete",
+            "jobs",
+            f"Job {namespace}/{name}",
+            self.batch.delete_namespaced_job,
+            name,
+            namespace,
+            body={"propagationPolicy": "Background"},
+            missing_ok=True,
+        )
+        return result is not None
 
     def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
         """Pods of one namespace matching the selector."""
-        self.on_request("list", "pods")
-        try:
-            response = self.core.list_namespaced_pod(
-                namespace, label_selector=label_selector, _preload_content=False
-            )
-        except ApiException as exc:
-            raise KubeError(f"Pods {namespace}/{label_selector}", exc) from exc
-        items: list[Obj] = _data(response).get("items", [])
+        result = self._call(
+            "list",
+            "pods",
+            f"Pods {namespace}/{label_selector}",
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=label_selector,
+        )
+        items: list[Obj] = (result or {}).get("items", [])
         return items
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        """Delete the Pod (gracefully); False when it was gone already."""
+        result = self._call(
+            "delete",
+            "pods",
+            f"Pod {namespace}/{name}",
+            self.core.delete_namespaced_pod,
+            name,
+            namespace,
+            missing_ok=True,
+        )
+        return result is not None
 
     def get_pod(self, namespace: str, name: str) -> Obj | None:
         """The Pod, or None."""
-        self.on_request("get", "pods")
-        try:
-            return _data(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise KubeError(f"Pod {namespace}/{name}", exc) from exc
+        return self._call(
+            "get",
+            "pods",
+            f"Pod {namespace}/{name}",
+            self.core.read_namespaced_pod,
+            name,
+            namespace,
+            missing_ok=True,
+        )
 
     def create_configmap(self, namespace: str, body: Obj) -> bool:
         """Create the ConfigMap; False when it exists already (it is immutable: the plan)."""
-        self.on_request("create", "configmaps")
+        what = f"ConfigMap {namespace}/{body['metadata']['name']}"
         try:
-            self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
-        except ApiException as exc:
+            self._call(
+                "create",
+                "configmaps",
+                what,
+                self.core.create_namespaced_config_map,
+                namespace,
+                body,
+            )
+        except KubeError as exc:
             if exc.status == 409:
                 return False
-            raise KubeError(f"ConfigMap {namespace}/{body['metadata']['name']}", exc) from exc
+            raise
         return True
 
     # --- authentication --------------------------------------------------------------------
@@ -286,12 +436,10 @@ class Kube:
             "kind": "TokenReview",
             "spec": {"token": token, "audiences": [audience]},
         }
-        self.on_request("create", "tokenreviews")
-        try:
-            review = _data(self.authn.create_token_review(body, _preload_content=False))
-        except ApiException as exc:
-            raise KubeError("TokenReview", exc) from exc
-        status = review.get("status", {})
+        review = self._call(
+            "create", "tokenreviews", "TokenReview", self.authn.create_token_review, body
+        )
+        status = (review or {}).get("status", {})
         if not status.get("authenticated") or audience not in status.get("audiences", []):
             return None
         user = status.get("user", {})
@@ -307,14 +455,20 @@ class Kube:
 
     def post_event(self, body: Obj) -> None:
         """Post an Event (``render.render_event``); a failure is logged only (events are best
-        effort)."""
-        self.on_request("create", "events")
+        effort, and a repeated post would be a second event)."""
+        namespace = body["metadata"]["namespace"]
         try:
-            self.core.create_namespaced_event(
-                body["metadata"]["namespace"], body, _preload_content=False
+            self._call(
+                "create",
+                "events",
+                "Event",
+                self.core.create_namespaced_event,
+                namespace,
+                body,
+                retry=False,
             )
-        except ApiException as exc:
-            log.warning("could not post an event: %s", KubeError("Event", exc))
+        except KubeError as exc:
+            log.warning("could not post an event: %s", exc)
 
     # --- secrets ---------------------------------------------------------------------------
 
@@ -323,16 +477,19 @@ class Kube:
     ) -> dict[str, bytes]:
         """The data of Secret ``namespace/name``, created from ``make()`` if absent (a race
         with another replica is settled by reading the winner's Secret)."""
+        what = f"Secret {namespace}/{name}"
         for _ in range(2):
-            self.on_request("get", "secrets")
-            try:
-                secret = _data(
-                    self.core.read_namespaced_secret(name, namespace, _preload_content=False)
-                )
+            secret = self._call(
+                "get",
+                "secrets",
+                what,
+                self.core.read_namespaced_secret,
+                name,
+                namespace,
+                missing_ok=True,
+            )
+            if secret is not None:
                 return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise KubeError(f"Secret {namespace}/{name}", exc) from exc
             body = {
                 "apiVersion": "v1",
                 "kind": "Secret",
@@ -340,12 +497,13 @@ class Kube:
                 "type": "Opaque",
                 "data": {k: base64.b64encode(v).decode() for k, v in make().items()},
             }
-            self.on_request("create", "secrets")
             try:
-                self.core.create_namespaced_secret(namespace, body, _preload_content=False)
-            except ApiException as exc:
+                self._call(
+                    "create", "secrets", what, self.core.create_namespaced_secret, namespace, body
+                )
+            except KubeError as exc:
                 if exc.status != 409:
-                    raise KubeError(f"Secret {namespace}/{name}", exc) from exc
+                    raise
         raise RuntimeError(f"Secret {namespace}/{name} could not be read or created")
 
 

@@ -24,7 +24,12 @@ def run(settings: OperatorSettings, *, peering: str | None = None) -> None:
             None runs standalone.
     """
     kube.load_config()
-    runtime = Runtime(settings, kube.Kube())
+    policy = kube.RequestPolicy(
+        connect_timeout=settings.api_connect_timeout_seconds,
+        read_timeout=settings.api_read_timeout_seconds,
+        attempts=settings.api_attempts,
+    )
+    runtime = Runtime(settings, kube.Kube(policy=policy))
     registry = build_registry(runtime)
     namespaces = settings.namespaces or None
     log.info("kubevision operator: watching %s", ", ".join(settings.namespaces) or "all namespaces")

@@ -10,6 +10,7 @@ The label ``kind`` of the watch and reconcile series is the Kubernetes kind of t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -76,6 +77,23 @@ class OperatorMetrics:
             ["verb", "resource"],
             registry=self.registry,
         )
+
+        self.reconciles_in_flight = Gauge(
+            "kubevision_operator_reconciles_in_flight",
+            "ModelVersion reconciles running now.",
+            registry=self.registry,
+        )
+        self.oldest_reconcile_age = Gauge(
+            "kubevision_operator_oldest_reconcile_age_seconds",
+            "Seconds the oldest running ModelVersion reconcile has been running (0: none); "
+            "/healthz fails above settings.reconcile_stall_seconds.",
+            registry=self.registry,
+        )
+
+    def follow_reconciles(self, count: Callable[[], int], oldest_age: Callable[[], float]) -> None:
+        """Read the in-flight gauges from ``count()`` and ``oldest_age()`` at each scrape."""
+        self.reconciles_in_flight.set_function(lambda: float(count()))
+        self.oldest_reconcile_age.set_function(oldest_age)
 
     def exposition(self) -> tuple[bytes, str]:
         """The registry in Prometheus' text format, and that format's Content-Type."""

@@ -8,20 +8,15 @@ steps.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from kubevision_api import contract
 from kubevision_api.modelversion import ModelVersionSpec, StepState
 from kubevision_api.progress import TrainerReport
-from kubevision_operator.jobstate import job_end, true_conditions
-
-#: Longest message taken from a container's log tail (FallbackToLogsOnError).
-MAX_MESSAGE: Final = 1024
-_CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+from kubevision_operator import podstate
+from kubevision_operator.jobstate import job_end
 
 
 class Situation(StrEnum):
@@ -77,138 +72,18 @@ class Observation:
     exit_code: int | None = None
     #: Position in the operator's queue, from 1 (Queued only).
     position: int | None = None
+    #: The Job's attempts so far, and the latest that failed.
+    attempts: podstate.Attempts | None = None
+    #: Containers that keep the trainer's Pod running after the trainer ended (a sidecar):
+    #: the operator ends the attempt once they have outlived it by a bound.
+    lingering: tuple[str, ...] = ()
+    #: When the trainer container ended while its Pod went on (``lingering``).
+    trainer_ended_at: datetime | None = None
 
     @property
     def terminal(self) -> bool:
         """Whether the training is over."""
         return self.situation in TERMINAL
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 timestamp from the API server (``2024-05-01T10:00:00Z``), or None when
-    absent.
-
-    Raises:
-        ValueError: a string that is not an ISO 8601 timestamp.
-    """
-    if isinstance(value, datetime):
-        return value
-    if not value or not isinstance(value, str):
-        return None
-    return datetime.fromisoformat(value)
-
-
-def _newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The Job's latest attempt: newest creationTimestamp, then name (a total order)."""
-    if not pods:
-        return None
-
-    def key(pod: dict[str, Any]) -> tuple[str, str]:
-        meta = pod.get("metadata", {})
-        created = parse_time(meta.get("creationTimestamp"))
-        return (created.isoformat() if created else "", str(meta.get("name", "")))
-
-    return max(pods, key=key)
-
-
-def _container_status(pod: dict[str, Any]) -> dict[str, Any]:
-    for status in pod.get("status", {}).get("containerStatuses") or []:
-        if status.get("name") == contract.CONTAINER:
-            return dict(status)
-    return {}
-
-
-def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
-    state = _container_status(pod).get("state") or {}
-    terminated = state.get("terminated")
-    return dict(terminated) if terminated else None
-
-
-def _scheduled_at(pod: dict[str, Any]) -> datetime | None:
-    cond = true_conditions(pod).get("PodScheduled")
-    return parse_time(cond.get("lastTransitionTime")) if cond else None
-
-
-def _started_at(pod: dict[str, Any]) -> datetime | None:
-    state = _container_status(pod).get("state") or {}
-    for key in ("running", "terminated"):
-        if state.get(key) and state[key].get("startedAt"):
-            return parse_time(state[key]["startedAt"])
-    return None
-
-
-def _memory_limit(pod: dict[str, Any], spec: ModelVersionSpec) -> str:
-    for container in pod.get("spec", {}).get("containers") or []:
-        if container.get("name") == contract.CONTAINER:
-            limit = (container.get("resources") or {}).get("limits", {}).get("memory")
-            if limit:
-                return str(limit)
-    return spec.resources.memory
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    line = lines[-1] if lines else ""
-    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
-
-
-def _sentence(text: str) -> str:
-    """``text`` as a sentence: a capital first word (unless it is a name such as a URI or a
-    file, whose case matters) and a final full stop."""
-    text = text.strip()
-    if not text:
-        return text
-    first = text.split(maxsplit=1)[0]
-    if first.isalpha() and first.islower():
-        text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
-
-
-@dataclass(frozen=True)
-class _PodFailure:
-    situation: Situation
-    reason: str
-    message: str
-    exit_code: int | None
-
-
-def _pod_failure(pod: dict[str, Any], spec: ModelVersionSpec) -> _PodFailure | None:
-    """Why the trainer of a failed Pod stopped: OOMKilled (naming the memory limit), the
-    trainer's termination message ("Reason: message"), a crash (its log's last line), or a
-    disruption (DisruptionTarget, which the pod failure policy ignores)."""
-    terminated = _terminated(pod)
-    if terminated is None:
-        disruption = true_conditions(pod).get("DisruptionTarget")
-        if disruption is None:
-            return None
-        detail = disruption.get("message") or disruption.get("reason") or "disrupted"
-        return _PodFailure(
-            Situation.FAILED, "Disrupted", _sentence(f"Pod disrupted: {detail}"), None
-        )
-    code = terminated.get("exitCode")
-    exit_code = int(code) if code is not None else None
-    if terminated.get("reason") == "OOMKilled":
-        limit = _memory_limit(pod, spec)
-        return _PodFailure(
-            Situation.OOM_KILLED,
-            "OOMKilled",
-            f"The trainer was killed for exceeding its memory limit of {limit} "
-            "(spec.resources.memory).",
-            exit_code,
-        )
-    text = str(terminated.get("message") or "").strip()
-    parsed = contract.parse_termination(text)
-    if parsed is not None and parsed[0] is not contract.Outcome.SUCCEEDED:
-        outcome, message = parsed
-        return _PodFailure(Situation.FAILED, outcome.reason, _sentence(message), exit_code)
-    line = _last_line(text)
-    detail = f"The trainer exited with code {exit_code}"
-    return _PodFailure(
-        Situation.FAILED,
-        "TrainerCrashed",
-        _sentence(f"{detail}: {line}" if line else detail),
-        exit_code,
-    )
 
 
 def _failed(
@@ -220,7 +95,7 @@ def _failed(
 ) -> Observation:
     """A failed Job: the deadline first (the Job's own condition says so), then the last
     failed attempt's trainer, then the Job's condition."""
-    finished = parse_time(cond.get("lastTransitionTime"))
+    finished = podstate.parse_time(cond.get("lastTransitionTime"))
     job_reason = str(cond.get("reason") or "")
     if job_reason == "DeadlineExceeded":
         deadline = job.get("spec", {}).get("activeDeadlineSeconds")
@@ -233,18 +108,18 @@ def _failed(
             **common,
         )
     failed_pods = [p for p in pods if p.get("status", {}).get("phase") == "Failed"]
-    newest = _newest(failed_pods)
-    failure = _pod_failure(newest, spec) if newest is not None else None
+    newest = podstate.newest(failed_pods)
+    failure = podstate.pod_failure(newest, spec) if newest is not None else None
     if failure is not None:
         return Observation(
-            failure.situation,
+            Situation.OOM_KILLED if failure.oom_killed else Situation.FAILED,
             failure.message,
             reason=failure.reason,
             finished_at=finished,
             exit_code=failure.exit_code,
             **common,
         )
-    message = _sentence(str(cond.get("message") or "The training Job failed"))
+    message = podstate.sentence(str(cond.get("message") or "The training Job failed"))
     if job_reason == "BackoffLimitExceeded":
         return Observation(
             Situation.BACKOFF_LIMIT_EXCEEDED,
@@ -253,8 +128,56 @@ def _failed(
             finished_at=finished,
             **common,
         )
-    reason = job_reason if _CAMEL.match(job_reason) else "JobFailed"
+    reason = job_reason if podstate.CAMEL.match(job_reason) else "JobFailed"
     return Observation(Situation.FAILED, message, reason=reason, finished_at=finished, **common)
+
+
+def _trainer_ended(
+    pod: dict[str, Any],
+    ended: podstate.TrainerExit,
+    spec: ModelVersionSpec,
+    common: dict[str, Any],
+) -> Observation:
+    """The trainer container ended while its Pod has not (yet) failed: exit 0 is the
+    outcome Succeeded; a failure that no retry can mend is the outcome Failed; another failure
+    is an attempt to retry. Containers that outlive the trainer are named."""
+    names = ", ".join(repr(name) for name in ended.lingering)
+    held = (
+        f" Container {names} kept the Pod running after the trainer exited; the operator ends "
+        "the Job."
+        if ended.lingering
+        else ""
+    )
+    common = {
+        **common,
+        "lingering": ended.lingering,
+        "exit_code": ended.exit_code,
+        "trainer_ended_at": ended.finished_at,
+    }
+    if ended.exit_code == 0:
+        return Observation(
+            Situation.SUCCEEDED,
+            "The training finished." + held,
+            finished_at=ended.finished_at,
+            **common,
+        )
+    failure = podstate.pod_failure(pod, spec)
+    reason = failure.reason if failure else "TrainerCrashed"
+    message = failure.message if failure else f"The trainer exited with code {ended.exit_code}."
+    if failure is not None and not failure.retry:
+        return Observation(
+            Situation.FAILED,
+            message + held,
+            reason=reason,
+            finished_at=ended.finished_at,
+            **common,
+        )
+    return Observation(
+        Situation.RETRYING,
+        f"{message}{held} The Job starts another attempt.",
+        reason=reason,
+        **common,
+    )
 
 
 def _running_message(report: TrainerReport | None) -> str:
@@ -301,7 +224,9 @@ def observe(
                 f"View {spec.view_ref.name!r} was not found; the training starts once it exists.",
             )
         if plan_error:
-            return Observation(Situation.INVALID_PLAN, _sentence(plan_error), reason="InvalidPlan")
+            return Observation(
+                Situation.INVALID_PLAN, podstate.sentence(plan_error), reason="InvalidPlan"
+            )
         if policy.suspend:
             return Observation(Situation.SUSPENDED, "spec.runPolicy.suspend is true.")
         if queued_position is not None:
@@ -313,17 +238,20 @@ def observe(
             )
         return Observation(Situation.STARTING, "The training Job is being created.")
 
-    common: dict[str, Any] = {"job_name": job.get("metadata", {}).get("name")}
-    pod = _newest(pods)
+    common: dict[str, Any] = {
+        "job_name": job.get("metadata", {}).get("name"),
+        "attempts": podstate.attempts(pods, spec),
+    }
+    pod = podstate.newest(pods)
     if pod is not None:
         common["pod_name"] = pod.get("metadata", {}).get("name")
-        common["scheduled_at"] = _scheduled_at(pod)
-        common["started_at"] = _started_at(pod)
+        common["scheduled_at"] = podstate.scheduled_at(pod)
+        common["started_at"] = podstate.started_at(pod)
     end = job_end(job)
     if end is not None and end.succeeded:
-        finished = parse_time(job.get("status", {}).get("completionTime")) or parse_time(
-            end.condition.get("lastTransitionTime")
-        )
+        finished = podstate.parse_time(
+            job.get("status", {}).get("completionTime")
+        ) or podstate.parse_time(end.condition.get("lastTransitionTime"))
         return Observation(
             Situation.SUCCEEDED,
             "The training finished.",
@@ -353,8 +281,13 @@ def observe(
     if pod is None:
         return Observation(Situation.STARTING, "The Job is creating the trainer Pod.", **common)
     phase = pod.get("status", {}).get("phase")
+    ended = podstate.trainer_exit(pod)
+    if ended is not None and phase != "Failed":
+        # The trainer's own end decides, not the Pod's phase: another container (a service
+        # mesh's proxy) may keep the Pod running after the trainer is done.
+        return _trainer_ended(pod, ended, spec, common)
     if phase == "Failed":
-        attempt = _pod_failure(pod, spec)
+        attempt = podstate.pod_failure(pod, spec)
         reason = attempt.reason if attempt else "PodFailed"
         detail = attempt.message if attempt else "The trainer Pod failed."
         return Observation(
@@ -378,16 +311,16 @@ def observe(
         message = scheduled.get("message") or scheduled.get("reason") or "Not scheduled yet"
         return Observation(
             Situation.UNSCHEDULABLE,
-            _sentence(str(message)),
+            podstate.sentence(str(message)),
             reason=str(scheduled.get("reason") or "Unschedulable"),
             **common,
         )
-    waiting = (_container_status(pod).get("state") or {}).get("waiting") or {}
+    waiting = (podstate.container_status(pod).get("state") or {}).get("waiting") or {}
     waiting_reason = str(waiting.get("reason") or "ContainerCreating")
     detail = waiting.get("message") or f"The trainer container is waiting ({waiting_reason})"
     return Observation(
         Situation.POD_PENDING,
-        _sentence(str(detail)),
-        reason=waiting_reason if _CAMEL.match(waiting_reason) else "ContainerCreating",
+        podstate.sentence(str(detail)),
+        reason=waiting_reason if podstate.CAMEL.match(waiting_reason) else "ContainerCreating",
         **common,
     )

@@ -3,18 +3,18 @@ Pods) and the trainer's latest report, create what is missing and write the stat
 true. The reads and writes are here; what to create and which status is true come from the
 pure modules (``render``, ``observe``, ``status``, ``viewstatus``) and the queue. Called
 from the scheduler's threads and after a trainer's report; safe to call again at any time,
-from any thread (one lock per ModelVersion)."""
+from any thread: one reconcile per ModelVersion runs at a time, and a caller that finds one
+running leaves its work to it instead of waiting (``workqueue.KeyedRunner``)."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from kubevision_api.errors import InputError
-from kubevision_api.modelversion import ModelVersion
+from kubevision_api.modelversion import ModelVersion, ModelVersionStatus
 from kubevision_api.plan import TrainingPlan, resolve
 from kubevision_api.view import View
 from kubevision_operator import kube as kube_mod
@@ -24,6 +24,7 @@ from kubevision_operator.metrics import OperatorMetrics
 from kubevision_operator.queue import Key, Queue, entry_of
 from kubevision_operator.reports import Reports
 from kubevision_operator.settings import OperatorSettings
+from kubevision_operator.workqueue import KeyedRunner
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,24 @@ class Reconciler:
         self.reports = reports
         self.status_ca_pem = status_ca_pem
         self.queue = Queue(settings.concurrency_limit)
-        self._locks: defaultdict[Key, threading.Lock] = defaultdict(threading.Lock)
-        self._locks_guard = threading.Lock()
+        self.runner: KeyedRunner[Key] = KeyedRunner()
+        #: ``requeue(namespace, name, seconds)``: reconcile again after ``seconds`` (set by
+        #: the scheduler; a ModelVersion waiting for a deadline has no event to wake it).
+        self.requeue: Callable[[str, str, float], None] = lambda namespace, name, seconds: None
+        metrics.follow_reconciles(lambda: len(self.runner.running()), self.runner.oldest_age)
 
-    def _lock(self, key: Key) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks[key]
+    def stalled(self) -> str | None:
+        """Why the operator is not healthy: a reconcile running longer than
+        ``settings.reconcile_stall_seconds`` (None when there is none)."""
+        running = self.runner.running()
+        age = self.runner.oldest_age()
+        if not running or age <= self.settings.reconcile_stall_seconds:
+            return None
+        namespace, name = running[0].key
+        return (
+            f"the reconcile of ModelVersion {namespace}/{name} has been running for {age:.0f} s "
+            f"(limit {self.settings.reconcile_stall_seconds:.0f} s)"
+        )
 
     # --- ModelVersion ----------------------------------------------------------------------
 
@@ -98,21 +111,30 @@ class Reconciler:
             self.reconcile_modelversion(namespace, name)
 
     def reconcile_modelversion(self, namespace: str, name: str, body: Obj | None = None) -> None:
-        """Bring one ModelVersion's children and status in line with what is true now."""
-        started = time.perf_counter()
-        result = "ok"
-        try:
-            with self._lock((namespace, name)):
+        """Bring one ModelVersion's children and status in line with what is true now, on this
+        thread, or leave it to the thread reconciling it already (which then runs it again).
+
+        Raises:
+            KubeError: an API call failed (after its retries).
+            ValueError: the ModelVersion as stored does not validate.
+        """
+
+        def work() -> None:
+            started = time.perf_counter()
+            result = "ok"
+            try:
                 self._reconcile_modelversion(namespace, name, body)
-        except (kube_mod.KubeError, ValueError) as exc:
-            result = "error"
-            log.warning("ModelVersion %s/%s: %s", namespace, name, exc)
-            raise
-        finally:
-            self.metrics.reconciles.labels(kind="ModelVersion", result=result).inc()
-            self.metrics.reconcile_seconds.labels(kind="ModelVersion").observe(
-                time.perf_counter() - started
-            )
+            except (kube_mod.KubeError, ValueError) as exc:
+                result = "error"
+                log.warning("ModelVersion %s/%s: %s", namespace, name, exc)
+                raise
+            finally:
+                self.metrics.reconciles.labels(kind="ModelVersion", result=result).inc()
+                self.metrics.reconcile_seconds.labels(kind="ModelVersion").observe(
+                    time.perf_counter() - started
+                )
+
+        self.runner.run((namespace, name), work)
 
     def _reconcile_modelversion(self, namespace: str, name: str, body: Obj | None) -> None:
         obj = self.kube.get_modelversion(namespace, name) if body is None else body
@@ -182,6 +204,10 @@ class Reconciler:
             )
             if written is not None and new.phase != (previous.phase if previous else None):
                 self._phase_event(obj, new.phase or "", observation)
+            if written is not None:
+                self._failure_event(obj, previous, new)
+        if job is not None and observation.lingering:
+            self._end_lingering(namespace, name, job_name, observation)
         self.metrics.set_phase(namespace, mv.spec.view_ref.name, name, new.phase or "Pending")
         self.metrics.queue_length.set(len(self.queue.waiting()))
         if status.is_finished(new) and not finished:
@@ -189,6 +215,50 @@ class Reconciler:
                 entry_of({**obj, "status": new_wire}, admitted=job is not None, held=on_hold)
             )
             self.admit_waiting()
+
+    def _end_lingering(
+        self, namespace: str, name: str, job_name: str, observation: observe.Observation
+    ) -> None:
+        """The trainer ended but other containers keep its Pod running: once they have
+        outlived it by ``settings.sidecar_grace_seconds``, end the attempt. A finished
+        training's Job is deleted (its outcome is in the status already); the Pod of an attempt
+        to retry is deleted, and the Job starts the next one."""
+        ended = observation.trainer_ended_at or _now()
+        left = self.settings.sidecar_grace_seconds - (_now() - ended).total_seconds()
+        if left > 0:
+            self.requeue(namespace, name, left + 0.5)
+            return
+        held = ", ".join(observation.lingering)
+        if observation.terminal:
+            log.info(
+                "Job %s/%s: %s outlived the trainer; deleting the Job", namespace, job_name, held
+            )
+            self.kube.delete_job(namespace, job_name)
+        elif observation.pod_name is not None:
+            log.info(
+                "Pod %s/%s: %s outlived the trainer; deleting the Pod",
+                namespace,
+                observation.pod_name,
+                held,
+            )
+            self.kube.delete_pod(namespace, observation.pod_name)
+
+    def _failure_event(
+        self, obj: Obj, previous: ModelVersionStatus | None, new: ModelVersionStatus
+    ) -> None:
+        """A Warning event for each failed attempt, when the status first shows it."""
+        failure = new.last_failure
+        before = previous.last_failure if previous is not None else None
+        if failure is None or (before is not None and before.attempt >= failure.attempt):
+            return
+        body = render.render_event(
+            obj,
+            "Warning",
+            failure.reason,
+            f"Attempt {failure.attempt} failed: {failure.message}",
+            _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        self.kube.post_event(body)
 
     def _phase_event(self, obj: Obj, phase: str, observation: observe.Observation) -> None:
         body = render.render_event(

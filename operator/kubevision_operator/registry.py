@@ -42,6 +42,11 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         ours = runtime.settings
         settings.watching.server_timeout = ours.watch_server_timeout_seconds
         settings.watching.client_timeout = ours.watch_client_timeout_seconds
+        # kopf's own requests (watch connects, its patches and events) are bounded too: a
+        # connection a load balancer dropped must fail, not hang.
+        settings.watching.connect_timeout = ours.api_connect_timeout_seconds
+        settings.networking.connect_timeout = ours.api_connect_timeout_seconds
+        settings.networking.request_timeout = ours.api_read_timeout_seconds
         # Status belongs to our schema: kopf keeps its own bookkeeping in annotations.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)

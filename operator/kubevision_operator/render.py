@@ -226,6 +226,19 @@ def creation_suspend(spec: ModelVersionSpec) -> bool:
     return spec.run_policy.suspend
 
 
+def _pod_metadata(
+    plan: TrainingPlan, mv: ModelVersion, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The trainer Pods' labels (the settings' first, kubevision's own win) and annotations:
+    by default they opt out of service-mesh sidecar injection."""
+    metadata: dict[str, Any] = {
+        "labels": {**settings.trainer_pod_labels, **naming.labels(mv, plan.model)}
+    }
+    if settings.trainer_pod_annotations:
+        metadata["annotations"] = dict(sorted(settings.trainer_pod_annotations.items()))
+    return metadata
+
+
 def render_job(
     plan: TrainingPlan, mv: ModelVersion, settings: OperatorSettings, *, suspend: bool
 ) -> dict[str, Any]:
@@ -311,7 +324,7 @@ def render_job(
         # last.pt on SIGTERM, and the new one resumes from it.
         "podReplacementPolicy": "Failed",
         "template": {
-            "metadata": {"labels": naming.labels(mv, plan.model)},
+            "metadata": _pod_metadata(plan, mv, settings),
             "spec": pod_spec,
         },
     }

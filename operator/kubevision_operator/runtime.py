@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import tempfile
+import threading
 from pathlib import Path
 
 from kubevision_api import contract
@@ -23,6 +25,12 @@ from kubevision_operator.scheduling import Scheduler
 from kubevision_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
+
+
+def _exit_now() -> None:
+    log.warning("kubevision operator: reconciles still running at the shutdown timeout; exiting")
+    logging.shutdown()
+    os._exit(0)
 
 
 class StartupError(RuntimeError):
@@ -69,18 +77,21 @@ class Runtime:
         )
         await asyncio.to_thread(reconciler.seed)
         scheduler = Scheduler(reconciler)
+        scheduler.bind(asyncio.get_running_loop())
         self.scheduler = scheduler
         if ca is not None:
             await self._serve_status_endpoint(ca, reports, reconciler)
-        self._servers.append(
-            await servers.serve(
-                servers.health_app(self.metrics.exposition), "0.0.0.0", self.settings.health_port
-            )
-        )
+        health = servers.health_app(self.metrics.exposition, reconciler.stalled)
+        self._servers.append(await servers.serve(health, "0.0.0.0", self.settings.health_port))
         self._tasks.append(asyncio.create_task(scheduler.refresh_loop()))
 
     async def stop(self) -> None:
-        """Stop the refresh loop, the servers and the reconcile threads."""
+        """Stop the refresh loop, the servers and the reconcile threads. The process exits
+        ``settings.shutdown_timeout_seconds`` after this began, whatever its threads still do:
+        interpreter exit would wait for a reconcile thread stuck in a call."""
+        watchdog = threading.Timer(self.settings.shutdown_timeout_seconds, _exit_now)
+        watchdog.daemon = True
+        watchdog.start()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -54,6 +54,23 @@ class Scheduler:
         #: ModelVersions with a reconcile due (:meth:`reconcile_soon`); touched on the loop only.
         self._due: set[tuple[str, str]] = set()
         self.executor = ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        reconciler.requeue = self.requeue_after
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The event loop that :meth:`requeue_after` schedules on (the operator's)."""
+        self._loop = loop
+
+    def requeue_after(self, namespace: str, name: str, seconds: float) -> None:
+        """Reconcile the ModelVersion again in ``seconds``; callable from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def schedule() -> None:
+            loop.call_later(seconds, lambda: loop.create_task(self.reconcile_soon(namespace, name)))
+
+        loop.call_soon_threadsafe(schedule)
 
     async def in_pool(self, call: Callable[..., None], *args: Any) -> None:
         """Run ``call(*args)`` on the reconcile threads."""

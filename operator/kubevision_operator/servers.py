@@ -87,17 +87,27 @@ def report_app(authenticate: Authenticate, authorize: Authorize, accept: Accept)
     return app
 
 
-def health_app(exposition: Exposition) -> web.Application:
-    """``/healthz`` (always "ok" while the event loop runs) and ``/metrics`` (``exposition``,
-    e.g. ``OperatorMetrics.exposition``)."""
+def health_app(
+    exposition: Exposition, problem: Callable[[], str | None] = lambda: None
+) -> web.Application:
+    """``/healthz`` and ``/metrics`` (``exposition``, e.g. ``OperatorMetrics.exposition``).
+    ``/healthz`` answers 200 "ok" while ``problem()`` is None, else 503 with its sentence (a
+    reconcile stuck past its bound: the kubelet's liveness probe then restarts the operator).
+    """
 
     async def metrics(request: web.Request) -> web.Response:
         body, content_type = exposition()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
+    async def healthz(request: web.Request) -> web.Response:
+        found = problem()
+        if found is not None:
+            return web.Response(status=503, text=found)
+        return web.Response(text="ok")
+
     app = web.Application()
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/healthz", healthz)
     return app
 
 

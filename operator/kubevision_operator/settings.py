@@ -144,6 +144,69 @@ class OperatorSettings(BaseSettings):
     health_port: int = Field(
         default=8080, ge=1, le=65535, description="Port of the operator's /healthz and /metrics."
     )
+    sidecar_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "Seconds another container (a service mesh's proxy) may keep the trainer's Pod "
+            "running after the trainer ended; then the operator ends the attempt: it deletes "
+            "the Job of a finished training, or the Pod of an attempt to retry."
+        ),
+    )
+    trainer_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"sidecar.istio.io/inject": "false"},
+        description=(
+            "Labels of the trainer Pods (JSON object), besides kubevision's own. The default "
+            "opts out of Istio's sidecar injection: a proxy outliving the trainer holds its "
+            "GPUs until the operator ends the Pod."
+        ),
+    )
+    trainer_pod_annotations: dict[str, str] = Field(
+        default_factory=lambda: {"linkerd.io/inject": "disabled"},
+        description="Annotations of the trainer Pods (JSON object); the default opts out of "
+        "Linkerd's proxy injection.",
+    )
+    api_connect_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Connect timeout of each API request of the operator, in seconds.",
+    )
+    api_read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description=(
+            "Read timeout of each API request, in seconds: a connection that a load balancer "
+            "silently dropped fails after this long instead of hanging."
+        ),
+    )
+    api_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description=(
+            "Tries of an API request that is safe to repeat (reads, creates answered by "
+            "AlreadyExists, merge patches, TokenReviews) after a timeout, a lost connection, 429 "
+            "or 5xx, with exponential backoff from 0.5 s."
+        ),
+    )
+    reconcile_stall_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "/healthz fails while a reconcile has been running longer than this, in seconds "
+            "(a stuck call); more than api_attempts x (connect + read timeout) plus backoff."
+        ),
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description=(
+            "After SIGTERM, seconds the operator waits for its running reconciles before it "
+            "exits anyway (keep it below the Pod's terminationGracePeriodSeconds)."
+        ),
+    )
     trainer_command_override: list[str] | None = Field(
         default=None,
         min_length=1,

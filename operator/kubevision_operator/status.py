@@ -15,6 +15,7 @@ from typing import Final
 from kubevision_api.contract import StepName
 from kubevision_api.meta import Condition
 from kubevision_api.modelversion import (
+    AttemptFailure,
     ModelVersionStatus,
     Progress,
     ReportCursor,
@@ -23,6 +24,7 @@ from kubevision_api.modelversion import (
 )
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.progress import TrainerReport
+from kubevision_operator import podstate
 from kubevision_operator.observe import Observation, Situation
 from kubevision_operator.statustable import CONDITION_TYPES, TABLE, Row, StepPolicy, summarize
 
@@ -227,7 +229,10 @@ def compose_status(
         # (a new attempt before its first epoch) keep what the earlier attempts found.
         reported = {s.name: s for s in report.steps}
         trainer_steps = {name: reported.get(name) or Step(name=name) for name in TRAINER_STEPS}
-        progress = report.progress
+        # A new attempt reports from epoch 0 until it has read last.pt: progress never goes
+        # back below what an earlier report showed.
+        if progress is None or report.progress.epoch >= progress.epoch:
+            progress = report.progress
         metrics = report.metrics or metrics
         dataset = report.dataset or dataset
         checkpoint = report.checkpoint or checkpoint
@@ -238,6 +243,7 @@ def compose_status(
     scheduling = _scheduling(row, observation, before.get(StepName.SCHEDULING))
     steps = _apply_policy(row.steps, [scheduling, *trainer_steps.values()], observation, now)
     start = [t for t in (prev.start_time, observation.started_at) if t is not None]
+    seen = observation.attempts
     return ModelVersionStatus(
         phase=summarize(conditions).value,
         observed_generation=generation,
@@ -254,4 +260,24 @@ def compose_status(
         start_time=min(start) if start else None,
         completion_time=observation.finished_at if observation.terminal else None,
         last_report=cursor,
+        attempts=max(prev.attempts or 0, seen.count if seen else 0) or None,
+        last_failure=_last_failure(prev.last_failure, seen),
+    )
+
+
+def _last_failure(
+    previous: AttemptFailure | None, seen: podstate.Attempts | None
+) -> AttemptFailure | None:
+    """The latest failed attempt: the one the Pods show, unless the status already holds a
+    later one (the Pods of earlier attempts go with their Job)."""
+    if seen is None or seen.failure is None or seen.failed_attempt is None:
+        return previous
+    if previous is not None and previous.attempt > seen.failed_attempt:
+        return previous
+    return AttemptFailure(
+        attempt=seen.failed_attempt,
+        reason=seen.failure.reason,
+        message=seen.failure.message,
+        exit_code=seen.failure.exit_code,
+        finished_at=seen.failed_at,
     )

@@ -18,19 +18,21 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 Work = Callable[[], None]
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
-class Running:
+class Running(Generic[K]):
     """A key being worked on, and since when (the runner's clock, in seconds)."""
 
-    key: Hashable
+    key: K
     since: float
 
 
-class KeyedRunner:
+class KeyedRunner(Generic[K]):
     """Serialises work per key without blocking callers.
 
     Args:
@@ -41,11 +43,11 @@ class KeyedRunner:
         self._clock = clock
         self._guard = threading.Lock()
         #: key -> when the current run of its work started.
-        self._running: dict[Hashable, float] = {}
+        self._running: dict[K, float] = {}
         #: key -> the newest work left by a caller that found the key running.
-        self._pending: dict[Hashable, Work] = {}
+        self._pending: dict[K, Work] = {}
 
-    def run(self, key: Hashable, work: Work) -> bool:
+    def run(self, key: K, work: Work) -> bool:
         """Run ``work`` for ``key`` now, or leave it to the thread running ``key``.
 
         Returns:
@@ -78,7 +80,7 @@ class KeyedRunner:
             raise failure
         return True
 
-    def running(self) -> list[Running]:
+    def running(self) -> list[Running[K]]:
         """The keys being worked on now, oldest first."""
         with self._guard:
             items = sorted(self._running.items(), key=lambda item: item[1])

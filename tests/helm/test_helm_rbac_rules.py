@@ -32,6 +32,8 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
     "read_namespaced_job": {("batch", "jobs", "get")},
     "create_namespaced_job": {("batch", "jobs", "create")},
     "patch_namespaced_job": {("batch", "jobs", "patch")},
+    "delete_namespaced_job": {("batch", "jobs", "delete")},
+    "delete_namespaced_pod": {("", "pods", "delete")},
     "list_namespaced_job": {("batch", "jobs", "list")},
     "list_job_for_all_namespaces": {("batch", "jobs", "list")},
     "list_namespaced_pod": {("", "pods", "list")},
@@ -65,19 +67,20 @@ KOPF_NAMESPACED: set[Grant] = {("", "namespaces", "list"), ("", "namespaces", "w
 
 
 def kube_calls() -> set[str]:
-    """Names of the client methods kube.py calls (``self.core.x(...)``, ``kube.core.x(...)``)."""
+    """Names of the client methods kube.py uses (``self.core.x``, ``kube.batch.x``: called, or
+    handed to ``Kube._call``)."""
     tree = ast.parse(KUBE_PY.read_text())
     calls = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            owner = node.func.value
+        if isinstance(node, ast.Attribute):
+            owner = node.value
             if isinstance(owner, ast.Attribute) and owner.attr in (
                 "core",
                 "batch",
                 "custom",
                 "authn",
             ):
-                calls.add(node.func.attr)
+                calls.add(node.attr)
     return calls
 
 

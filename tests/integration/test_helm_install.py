@@ -383,7 +383,9 @@ def test_service_account_can_i_watched_namespaces(releases: Callable[..., Releas
             ("get", "pods#exec", watched),
             ("get", "configmaps", watched),
             ("create", "pods", watched),
-            ("delete", "jobs.batch", watched),
+            ("delete", "jobs.batch", unwatched),
+            ("delete", "pods", unwatched),
+            ("deletecollection", "jobs.batch", watched),
             ("patch", "modelversions.kubevision.dev", watched),
             ("update", "modelversions.kubevision.dev#status", watched),
         ):

@@ -139,9 +139,12 @@ def test_invariants(case: str) -> None:
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     assert volumes["plan"]["configMap"]["name"] == configmap["metadata"]["name"]
     assert job["spec"]["podReplacementPolicy"] == "Failed"
+    # The Pods carry the Job's labels (not Kueue's) and, by default, opt out of sidecars.
     assert job["spec"]["template"]["metadata"]["labels"] == {
-        k: v for k, v in job["metadata"]["labels"].items() if k != naming.KUEUE_QUEUE_LABEL
+        "sidecar.istio.io/inject": "false",
+        **{k: v for k, v in job["metadata"]["labels"].items() if k != naming.KUEUE_QUEUE_LABEL},
     }
+    assert job["spec"]["template"]["metadata"]["annotations"] == {"linkerd.io/inject": "disabled"}
     # The API server's rule: a pod failure policy needs restartPolicy Never.
     assert job["spec"]["podFailurePolicy"]["rules"]
 

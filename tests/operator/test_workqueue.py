@@ -4,6 +4,7 @@ meanwhile run once more, ages of running keys."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from kubevision_operator.workqueue import KeyedRunner
 
 
 def test_a_busy_key_takes_the_work_and_the_caller_returns_at_once() -> None:
-    runner = KeyedRunner()
+    runner: KeyedRunner[Any] = KeyedRunner()
     entered, release = threading.Event(), threading.Event()
     calls: list[str] = []
 
@@ -36,7 +37,7 @@ def test_a_busy_key_takes_the_work_and_the_caller_returns_at_once() -> None:
 
 
 def test_a_failure_is_raised_after_the_work_left_meanwhile() -> None:
-    runner = KeyedRunner()
+    runner: KeyedRunner[Any] = KeyedRunner()
     entered, release = threading.Event(), threading.Event()
     calls: list[str] = []
     errors: list[BaseException] = []
@@ -70,7 +71,7 @@ def test_a_failure_is_raised_after_the_work_left_meanwhile() -> None:
 
 def test_oldest_age_follows_the_clock() -> None:
     now = [100.0]
-    runner = KeyedRunner(clock=lambda: now[0])
+    runner: KeyedRunner[str] = KeyedRunner(clock=lambda: now[0])
     ages: list[float] = []
 
     def work() -> None:
