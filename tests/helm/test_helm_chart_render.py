@@ -33,6 +33,9 @@ FULL: Obj = {
         "statusPort": 9443,
         "healthPort": 9080,
         "watch": {"serverTimeoutSeconds": 60, "clientTimeoutSeconds": 90},
+        "api": {"connectTimeoutSeconds": 2, "readTimeoutSeconds": 12.5, "attempts": 4},
+        "reconcileStallSeconds": 75,
+        "shutdownTimeoutSeconds": 15,
         "extraEnv": {"KUBEVISION_STATUS_BIND_HOST": "0.0.0.0"},
         "image": {"repository": "registry.example/kv/operator", "tag": "1.2.3"},
     },
@@ -49,6 +52,9 @@ FULL: Obj = {
         "ttlSecondsAfterFinished": 86400,
         "shmSizeLimit": "8Gi",
         "cacheSizeLimit": "50Gi",
+        "podLabels": {"team": "vision"},
+        "podAnnotations": {"linkerd.io/inject": None},
+        "sidecarGraceSeconds": 10,
     },
     "storage": {"baseURI": "s3://models/kubevision", "credentialsSecret": "kv-s3"},
     "metrics": {
@@ -246,6 +252,16 @@ def test_every_setting_is_mapped(
     assert settings.output_base_uri == "s3://models/kubevision"
     assert settings.output_credentials_secret == "kv-s3"
     assert settings.pushgateway_url == "http://pushgateway.monitoring.svc:9091"
+    assert (
+        settings.api_connect_timeout_seconds,
+        settings.api_read_timeout_seconds,
+        settings.api_attempts,
+    ) == (2, 12.5, 4)
+    assert (settings.reconcile_stall_seconds, settings.shutdown_timeout_seconds) == (75, 15)
+    # Helm merges a user's map into the default; null removes a default key.
+    assert settings.trainer_pod_labels == {"sidecar.istio.io/inject": "false", "team": "vision"}
+    assert settings.trainer_pod_annotations == {}
+    assert settings.sidecar_grace_seconds == 10
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "registry.example/kv/operator:1.2.3"
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
