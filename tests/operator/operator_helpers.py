@@ -111,7 +111,10 @@ def pod(
     state: dict[str, Any] | None = None,
     memory: str = "16Gi",
     disrupted: bool = False,
+    sidecar: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A trainer Pod; ``state`` is the trainer container's, ``sidecar`` the state of a second
+    container named ``mesh-proxy`` (as a service mesh injects)."""
     conditions: list[dict[str, Any]] = []
     if scheduled is not None:
         conditions.append(
@@ -139,6 +142,8 @@ def pod(
     status: dict[str, Any] = {"phase": phase, "conditions": conditions}
     if state is not None:
         status["containerStatuses"] = [{"name": "trainer", "state": state}]
+    if sidecar is not None:
+        status.setdefault("containerStatuses", []).append({"name": "mesh-proxy", "state": sidecar})
     return {
         "metadata": {"name": name, "creationTimestamp": stamp(created)},
         "spec": {"containers": [{"name": "trainer", "resources": {"limits": {"memory": memory}}}]},

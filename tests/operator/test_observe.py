@@ -272,3 +272,59 @@ def test_backoff_limit_without_pods() -> None:
 def test_other_job_failure_reasons_pass_through() -> None:
     obs = look(job(conditions=[condition("Failed", "MaxFailedIndexesExceeded", "x")]))
     assert (obs.situation, obs.reason) == (Situation.FAILED, "MaxFailedIndexesExceeded")
+
+
+# ---- the trainer's own end, and containers that outlive it --------------------------------
+
+
+def test_trainer_exit_zero_succeeds_while_a_sidecar_keeps_the_pod_running() -> None:
+    j = job()
+    p = pod(phase="Running", scheduled=5, state=terminated(0, finished=100), sidecar=running(6))
+    obs = look(j, [p])
+    assert obs.situation is Situation.SUCCEEDED and obs.terminal
+    assert obs.lingering == ("mesh-proxy",)
+    assert obs.trainer_ended_at == at(100) and obs.finished_at == at(100)
+    assert obs.message == (
+        "The training finished. Container 'mesh-proxy' kept the Pod running after the trainer "
+        "exited; the operator ends the Job."
+    )
+
+
+def test_trainer_exit_zero_without_sidecar_names_nothing() -> None:
+    obs = look(job(), [pod(phase="Running", scheduled=5, state=terminated(0))])
+    assert obs.situation is Situation.SUCCEEDED and obs.lingering == ()
+    assert obs.message == "The training finished."
+
+
+def test_a_failure_no_retry_can_mend_is_the_outcome_despite_a_sidecar() -> None:
+    p = pod(
+        phase="Running",
+        state=terminated(2, "InvalidInput: s3://b/x.png: cannot decode the image"),
+        sidecar=running(6),
+    )
+    obs = look(job(), [p])
+    assert obs.situation is Situation.FAILED and obs.reason == "InvalidInput"
+    assert obs.lingering == ("mesh-proxy",)
+
+
+def test_a_retryable_failure_with_a_sidecar_is_an_attempt_to_end() -> None:
+    p = pod(phase="Running", state=terminated(137), sidecar=running(6))
+    obs = look(job(), [p])
+    assert obs.situation is Situation.RETRYING and obs.reason == "TrainerCrashed"
+    assert obs.lingering == ("mesh-proxy",) and not obs.terminal
+
+
+def test_attempts_and_the_latest_failure() -> None:
+    first = pod(
+        "kv-pets-v1-aaaaa",
+        phase="Failed",
+        created=0,
+        state=terminated(1, "TrainingFailed: the loss is nan", finished=50),
+    )
+    second = pod("kv-pets-v1-bbbbb", phase="Running", created=60, state=running(70))
+    obs = look(job(), [second, first])
+    assert obs.situation is Situation.RUNNING
+    seen = obs.attempts
+    assert seen is not None and seen.count == 2 and seen.failed_attempt == 1
+    assert seen.failure is not None and seen.failure.reason == "TrainingFailed"
+    assert seen.failed_at == at(50)

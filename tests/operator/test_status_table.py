@@ -12,6 +12,7 @@ import pytest
 
 from kubevision_api.contract import StepName
 from kubevision_api.modelversion import (
+    AttemptFailure,
     BestMetric,
     CheckpointStatus,
     DatasetStatus,
@@ -25,6 +26,7 @@ from kubevision_api.modelversion import (
     StepState,
 )
 from kubevision_api.progress import TrainerReport
+from kubevision_operator import podstate
 from kubevision_operator import status as st
 from kubevision_operator import statustable as tbl
 from kubevision_operator.observe import Observation, Situation
@@ -500,3 +502,44 @@ def test_docs_hold_the_table() -> None:
         "docs/operator-status.md is out of date; "
         "paste statustable.markdown_table() between the markers"
     )
+
+
+def test_a_resumed_attempt_loading_again_never_moves_progress_back() -> None:
+    first = st.compose_status(
+        None, RUNNING, _report(40, epoch=2), 1, NOW, report_pod="kv-pets-v1-abcde"
+    )
+    second_pod = Observation(
+        Situation.RUNNING, "The trainer is running.", job_name="kv-pets-v1", pod_name="kv-pets-v1-z"
+    )
+    loading = _report(1, epoch=0, metrics=False)
+    second = st.compose_status(first, second_pod, loading, 1, NOW, report_pod="kv-pets-v1-z")
+    assert second.last_report == ReportCursor(pod="kv-pets-v1-z", sequence=1)
+    assert second.progress == first.progress and second.progress is not None
+    assert second.progress.epoch == 2
+    onwards = st.compose_status(
+        second, second_pod, _report(2, epoch=3), 1, NOW, report_pod="kv-pets-v1-z"
+    )
+    assert onwards.progress is not None and onwards.progress.epoch == 3
+
+
+def test_attempts_and_the_last_failure_survive_the_next_attempt() -> None:
+    failure = podstate.PodFailure("TrainingFailed", "The loss is nan.", 1)
+    retrying = Observation(
+        Situation.RUNNING,
+        "The trainer is running.",
+        job_name="kv-pets-v1",
+        attempts=podstate.Attempts(2, failure, 1, at(50)),
+    )
+    status = st.compose_status(None, retrying, None, 1, NOW)
+    assert status.attempts == 2
+    assert status.last_failure == AttemptFailure(
+        attempt=1,
+        reason="TrainingFailed",
+        message="The loss is nan.",
+        exit_code=1,
+        finished_at=at(50),
+    )
+    # The Job's Pods are gone (its TTL): what the status says stays.
+    done = st.compose_status(status, SAMPLES[Situation.SUCCEEDED], None, 1, at(300))
+    assert done.attempts == 2 and done.last_failure == status.last_failure
+    assert st.compose_status(done, SAMPLES[Situation.STARTING], None, 1, at(900)).attempts == 2
