@@ -159,7 +159,17 @@ class Outcome(Enum):
     TRAINING_FAILED = _Ending("TrainingFailed", 1, retry=True)
     #: SIGTERM (preemption, deletion, suspend): ``last.pt`` holds the position; 128 + SIGTERM.
     PREEMPTED = _Ending("Preempted", 143, retry=True)
-    #: Anything else the trainer caught (a lost storage endpoint, CUDA out of memory).
+    #: The storage pre-flight failed: a role's endpoint, bucket or identity cannot do what the
+    #: run needs (the message names the URI, the endpoint, the Secret and the S3 error code).
+    STORAGE_CHECK_FAILED = _Ending("StorageCheckFailed", 3, retry=False)
+    #: A storage call failed later on (the store went away, throttled, refused).
+    STORAGE_ERROR = _Ending("StorageError", 1, retry=True)
+    #: A checkpoint could not be stored after its retries; the previous one is intact.
+    CHECKPOINT_UPLOAD_FAILED = _Ending("CheckpointUploadFailed", 1, retry=True)
+    #: The loss or a validation metric became NaN or infinite; the last finite ``last.pt`` is
+    #: kept. Training again from it with the same recipe diverges the same way.
+    NON_FINITE_LOSS = _Ending("NonFiniteLoss", 4, retry=False)
+    #: Anything else the trainer caught (CUDA out of memory).
     ERROR = _Ending("Error", 1, retry=True)
 
     @property

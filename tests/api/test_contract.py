@@ -36,9 +36,13 @@ def test_reasons_and_exit_codes() -> None:
         "InvalidInput": (2, False),
         "TrainingFailed": (1, True),
         "Preempted": (143, True),
+        "StorageCheckFailed": (3, False),
+        "StorageError": (1, True),
+        "CheckpointUploadFailed": (1, True),
+        "NonFiniteLoss": (4, False),
         "Error": (1, True),
     }
-    assert contract.no_retry_exit_codes() == [2]
+    assert contract.no_retry_exit_codes() == [2, 3, 4]
     for outcome in Outcome:
         assert Outcome.from_reason(outcome.reason) is outcome
     assert Outcome.from_reason("OOMKilled") is None

@@ -287,7 +287,11 @@ def test_pod_failure_policy_ignores_disruptions_and_fails_on_bad_input() -> None
     rules = render.pod_failure_policy()["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
     assert rules[1]["action"] == "FailJob"
-    assert rules[1]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [2]}
+    assert rules[1]["onExitCodes"] == {
+        "containerName": "trainer",
+        "operator": "In",
+        "values": [2, 3, 4],
+    }
     assert len(rules) == 2  # everything else counts against backoffLimit (the default)
 
 
