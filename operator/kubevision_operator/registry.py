@@ -81,7 +81,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             # Here, on the event loop, events are still in the watch's (creation) order; the
             # reconciles below run on threads in any order.
             reconciler.queue.register(queue_mod.entry_of(obj))
-            await scheduler.in_pool(reconciler.reconcile_modelversion, namespace, name, obj)
+            await scheduler.reconcile(namespace, name, obj)
         if view:
             scheduler.view_stale(namespace, view)
 
@@ -105,7 +105,9 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     )
 
     @kopf.on.event(GROUP, VERSION, "views", registry=registry)
-    def view_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    async def view_event(
+        type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any
+    ) -> None:
         runtime.metrics.watch_event("View")
         assert namespace is not None  # namespaced resource
         scheduler = started()
@@ -119,10 +121,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         generation = (
             None if type == "DELETED" else int(body.get("metadata", {}).get("generation") or 0)
         )
-        if not scheduler.view_changed(namespace, name, generation):
-            return
-        reconciler = scheduler.reconciler
-        for mv in reconciler.modelversions_of_view(namespace, name):
-            reconciler.reconcile_modelversion(namespace, mv)
+        if scheduler.view_changed(namespace, name, generation):
+            await scheduler.reconcile_view_modelversions(namespace, name)
 
     return registry

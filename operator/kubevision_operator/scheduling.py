@@ -35,6 +35,9 @@ COALESCE_SECONDS = 0.1
 #: of watch events (hundreds of new ModelVersions) must not hold up the status endpoint, whose
 #: calls use the event loop's default pool (trainers give up on a report after 5 s).
 RECONCILE_THREADS = 8
+#: Seconds before a reconcile that failed on an API call runs again (level-based: repeating
+#: it is safe; the API calls retried themselves first).
+RETRY_SECONDS = 5.0
 
 
 class Scheduler:
@@ -76,6 +79,28 @@ class Scheduler:
         """Run ``call(*args)`` on the reconcile threads."""
         await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
 
+    async def reconcile(self, namespace: str, name: str, body: Any = None) -> None:
+        """Reconcile the ModelVersion on the reconcile threads; one that failed on an API call
+        (logged by the reconciler) runs again in ``RETRY_SECONDS``."""
+        try:
+            await self.in_pool(self.reconciler.reconcile_modelversion, namespace, name, body)
+        except kube_mod.KubeError:
+            self.requeue_after(namespace, name, RETRY_SECONDS)
+
+    async def reconcile_view_modelversions(self, namespace: str, view: str) -> None:
+        """Reconcile every ModelVersion that names ``view`` (its spec changed, or it appeared
+        or went away); a failed listing is logged, and the View's next event tries again."""
+        loop = asyncio.get_running_loop()
+        try:
+            names = await loop.run_in_executor(
+                self.executor, self.reconciler.modelversions_of_view, namespace, view
+            )
+        except kube_mod.KubeError as exc:
+            log.warning("ModelVersions of View %s/%s: %s", namespace, view, exc)
+            return
+        for name in names:
+            await self.reconcile(namespace, name)
+
     async def reconcile_soon(self, namespace: str, name: str) -> None:
         """Reconcile the ModelVersion in ``COALESCE_SECONDS``, once for every request made
         until then (it reads everything afresh when it runs)."""
@@ -85,7 +110,7 @@ class Scheduler:
         self._due.add(key)
         await asyncio.sleep(COALESCE_SECONDS)
         self._due.discard(key)
-        await self.in_pool(self.reconciler.reconcile_modelversion, namespace, name)
+        await self.reconcile(namespace, name)
 
     def view_stale(self, namespace: str, name: str) -> None:
         """Have the View's status refreshed within ``VIEW_REFRESH_SECONDS``."""
@@ -130,9 +155,9 @@ class Scheduler:
                 continue
             last_queue = time.monotonic()
             for namespace, name in reconciler.queue.moved():
-                # reconcile_modelversion logs its own failures; the next round retries.
-                with contextlib.suppress(kube_mod.KubeError, ValueError):
-                    await self.in_pool(reconciler.reconcile_modelversion, namespace, name)
+                # reconcile_modelversion logs its own failures; reconcile() retries them.
+                with contextlib.suppress(ValueError):
+                    await self.reconcile(namespace, name)
 
     def close(self) -> None:
         """Stop the reconcile threads; reconciles not started yet are dropped."""
