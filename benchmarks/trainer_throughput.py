@@ -28,7 +28,9 @@ from kubevision_api.plan import PlanDefaults, resolve
 from kubevision_api.view import View
 from kubevision_trainer import engine, main, models, presets
 from kubevision_trainer.checkpoint import CheckpointStore
+from kubevision_trainer.data import prepare
 from kubevision_trainer.report.reporter import MultiReporter
+from kubevision_trainer.runstate import RunState
 from kubevision_trainer.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +139,7 @@ class Bare:
 class Ours:
     """The trainer's engine: its DataLoaders, LR scheduler and reporter fan-out."""
 
-    def __init__(self, plan: Any, data: main.Prepared, device: torch.device) -> None:
+    def __init__(self, plan: Any, data: prepare.Prepared, device: torch.device) -> None:
         self.train_loader, val_loader = main.loaders(plan, data, device)
         model = models.build(
             plan.spec.architecture, plan.task, len(CONCEPTS), plan.spec.image_resizer
@@ -154,21 +156,20 @@ class Ours:
             checkpoints=CheckpointStore(plan.output_uri),
             meta={},
         )
-        self.progress = engine.Progress()
+        self.run = RunState()
         self.epochs = 0
 
     def epoch(self) -> int:
         """One epoch; returns the images seen."""
         self.epochs += 1
-        before = self.progress.images_total
-        self.progress.batch = 0
-        self.engine.train_one_epoch(self.epochs, self.progress)
-        return self.progress.images_total - before
+        before = self.run.images_total
+        self.run.batch = 0
+        self.engine.train_one_epoch(self.epochs, self.run)
+        return self.run.images_total - before
 
     def pipeline(self) -> float:
         """Images/s of the training DataLoader alone."""
-        sampler = self.train_loader.batch_sampler.sampler  # type: ignore[union-attr]
-        sampler.set_epoch(0)
+        self.engine.batch_sampler.set_epoch(0)
         started = time.perf_counter()
         seen = sum(len(images) for images, _ in self.train_loader)
         return seen / (time.perf_counter() - started)
@@ -202,9 +203,7 @@ def main_(argv: list[str] | None = None) -> None:
             f"device {device}"
         )
         print("transforms (both loops):", " ".join(str(preset).split()))
-        prepared = main.prepare_dataset(
-            plan, TrainerSettings(cache_dir=Path(tmp) / "cache"), MultiReporter([])
-        )
+        prepared = prepare.prepare(plan, TrainerSettings(cache_dir=Path(tmp) / "cache"))
         train_paths = {item.sample.path for item in prepared.train}
         bare, ours = Bare(data, train_paths, plan, device), Ours(plan, prepared, device)
         pipeline = ours.pipeline()

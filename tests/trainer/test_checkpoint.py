@@ -30,9 +30,10 @@ from kubevision_api.view import Task
 from kubevision_trainer import checkpoint, presets
 from kubevision_trainer.data.loading import CachedImage
 from kubevision_trainer.data.sample import Sample
-from kubevision_trainer.data.torchdata import EpochSampler, VisionDataset
-from kubevision_trainer.engine import Engine, Progress
-from kubevision_trainer.report.reporter import BatchEvent, Selection
+from kubevision_trainer.data.torchdata import EpochBatchSampler, EpochSampler, VisionDataset
+from kubevision_trainer.engine import Engine
+from kubevision_trainer.report.reporter import BatchEvent, ResumePoint, Selection
+from kubevision_trainer.runstate import RunState
 
 RESIZER = ImageResizer(width=16, height=16)
 
@@ -53,12 +54,16 @@ class RecordingReporter:
     def __init__(self) -> None:
         self.checkpoints: list[CheckpointStatus] = []
         self.epochs: list[EpochMetrics] = []
+        self.resumed_at: list[ResumePoint] = []
 
     def step(self, name: StepName, state: StepState, message: str | None = None) -> None:
         pass
 
     def dataset(self, status: DatasetStatus) -> None:
         pass
+
+    def resumed(self, at: ResumePoint) -> None:
+        self.resumed_at.append(at)
 
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
         pass
@@ -105,7 +110,9 @@ def make_engine(
     items: Sequence[CachedImage] = cached_images(tmp_path, 4)
     transform = presets.eval_preset(Task.CLASSIFICATION, RESIZER)
     dataset = VisionDataset(items, Task.CLASSIFICATION, 2, transform, seed=0)
-    train = DataLoader(dataset, batch_size=2, sampler=EpochSampler(len(dataset), 0, True))
+    train = DataLoader(
+        dataset, batch_sampler=EpochBatchSampler(EpochSampler(len(dataset), 0, True), 2)
+    )
     val = DataLoader(dataset, batch_size=2)
     torch.manual_seed(0)
     return Engine(
@@ -171,7 +178,7 @@ def test_engine_payloads_load_with_weights_only(
     reporter = RecordingReporter()
     engine = make_engine(tmp_path, store, reporter)
     result = engine.fit()
-    assert result.progress.epoch == 1
+    assert result.run.epoch == 1
 
     # best.pt: what the engine reported is the file in storage.
     (status,) = reporter.checkpoints
@@ -213,13 +220,22 @@ def test_engine_payloads_load_with_weights_only(
 def test_state_restores_into_a_new_engine(
     tmp_path: Path, store: checkpoint.CheckpointStore
 ) -> None:
-    engine = make_engine(tmp_path, store, RecordingReporter())
+    first = RecordingReporter()
+    engine = make_engine(tmp_path, store, first)
     engine.fit()
     state = store.load_last()
     assert state is not None
-    other = make_engine(tmp_path, store, RecordingReporter())
-    progress = other.restore(state)
-    assert isinstance(progress, Progress) and progress.epoch == 1
+    assert first.resumed_at == []
+    reporter = RecordingReporter()
+    other = make_engine(tmp_path, store, reporter)
+    run = other.restore(state)
+    assert isinstance(run, RunState) and run.epoch == 1
+    # The reporters hear where the run resumes: after epoch 1 of 1, its 2 batches of 2 images.
+    (at,) = reporter.resumed_at
+    assert (at.epoch, at.batch, at.batches, at.epochs) == (1, 0, 2, 1)
+    assert (at.batches_total, at.images_total) == (2, 4)
+    assert at.history == tuple(first.epochs) and len(at.history) == 1
+    assert at.best is not None and at.best.epoch == 1 and at.selection == "accuracy"
     assert other.scheduler.last_epoch == engine.scheduler.last_epoch
     for name, tensor in engine.model.state_dict().items():
         assert torch.equal(other.model.state_dict()[name], tensor), name
@@ -239,7 +255,7 @@ def test_best_state_payload_direct(tmp_path: Path, store: checkpoint.CheckpointS
         "mAP": None,
         "ap50": None,
     }
-    store.save_last(engine.state(Progress(epoch=2)))
+    store.save_last(engine.state(RunState(epoch=2)))
     last = torch.load(local_file(store.last_uri), weights_only=True)
     assert last["progress"]["epoch"] == 2 and last["progress"]["history"] == []
 

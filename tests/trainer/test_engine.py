@@ -19,7 +19,14 @@ from kubevision_api.modelversion import (
     StepState,
 )
 from kubevision_trainer import checkpoint, engine, main
-from kubevision_trainer.report.reporter import BatchEvent, NullReporter, Selection
+from kubevision_trainer.report.prometheus import PrometheusReporter
+from kubevision_trainer.report.reporter import (
+    BatchEvent,
+    NullReporter,
+    Reporter,
+    ResumePoint,
+    Selection,
+)
 from kubevision_trainer.settings import TrainerSettings
 from tests.trainer.trainer_helpers import classification_plan, write_digits_imagefolder
 
@@ -33,10 +40,14 @@ class Recorder(NullReporter):
         self.steps: list[tuple[StepName, StepState, str | None]] = []
         self.epochs: list[tuple[EpochMetrics, BestMetric | None]] = []
         self.checkpoints: list[CheckpointStatus] = []
+        self.resumed_at: list[ResumePoint] = []
         self.batches = 0
 
     def step(self, name: StepName, state: StepState, message: str | None = None) -> None:
         self.steps.append((name, state, message))
+
+    def resumed(self, at: ResumePoint) -> None:
+        self.resumed_at.append(at)
 
     def batch(self, event: BatchEvent) -> None:
         self.batches += 1
@@ -54,12 +65,12 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_digits_imagefolder(root, DIGITS, per_class=20, size=32)
 
 
-def _run(plan: Any, tmp: Path, **kwargs: Any) -> tuple[dict[str, Any], Recorder]:
+def _run(plan: Any, tmp: Path, *others: Reporter, **kwargs: Any) -> tuple[dict[str, Any], Recorder]:
     recorder = Recorder()
     card = main.run(
         plan,
         device="cpu",
-        reporters=[recorder],
+        reporters=[recorder, *others],
         settings=TrainerSettings(cache_dir=tmp / "cache"),
         **kwargs,
     )
@@ -131,7 +142,21 @@ def test_stop_mid_epoch_resumes_at_that_batch_exactly(digits: Path, tmp_path: Pa
         _run(stopped, tmp_path, should_stop=stop_at_epoch_2_batch_2)
     last = checkpoint.from_bytes((tmp_path / "b/checkpoints/last.pt").read_bytes(), "last")
     assert (last["progress"]["epoch"], last["progress"]["batch"]) == (1, 2)
-    _run(stopped, tmp_path)
+    prometheus = PrometheusReporter(namespace="tests", view="digits", modelversion="b")
+    _, rec = _run(stopped, tmp_path, prometheus)
+
+    # Every reporter heard where the run resumed: epoch 1 done (5 batches of 36 images, the
+    # lone last image joining the 5th), then 2 batches of 8 in epoch 2.
+    (at,) = rec.resumed_at
+    assert (at.epoch, at.batch, at.batches, at.epochs) == (1, 2, 5, 2)
+    assert (at.batches_total, at.images_total) == (5 + 2, 36 + 16)
+    assert [m.epoch for m in at.history] == [1] and at.selection == "accuracy"
+    assert rec.batches == 5 - 2
+    # Prometheus' counters continued from there: epochs x batches, every image of each epoch.
+    labels = {"namespace": "tests", "view": "digits", "modelversion": "b"}
+    registry = prometheus.registry
+    assert registry.get_sample_value("kubevision_train_batches_total", labels) == 2 * 5
+    assert registry.get_sample_value("kubevision_train_images_total", labels) == 2 * 36
 
     a = checkpoint.from_bytes((tmp_path / "a/checkpoints/last.pt").read_bytes(), "a")
     b = checkpoint.from_bytes((tmp_path / "b/checkpoints/last.pt").read_bytes(), "b")

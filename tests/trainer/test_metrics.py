@@ -302,7 +302,7 @@ def test_detection_false_positive_on_image_without_ground_truth(
 def test_detection_without_any_prediction_is_zero(
     coco_targets: dict[str, dict[str, torch.Tensor]],
 ) -> None:
-    # GT exists (cat, dog), no detection: P = 0 at every recall point -> 0.0 (design notes §3)
+    # GT exists (cat, dog), no detection: P = 0 at every recall point -> 0.0 (docs/trainer.md)
     evaluator = metrics.DetectionEvaluator(len(CONCEPTS))
     targets = [coco_targets[name] for name in ("a.jpg", "b.jpg", "c.jpg")]
     evaluator.update([NOTHING] * 3, targets)

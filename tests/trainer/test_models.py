@@ -29,7 +29,7 @@ def predictor_weight(model: torch.nn.Module) -> torch.Tensor:
 
 def test_architecture_table_matches_torchvision() -> None:
     # The api package names architectures without importing torch; this is the check that
-    # every name is a torchvision builder of the right kind (design notes §2, STYLE 17).
+    # every name is a torchvision builder of the right kind (docs/trainer.md, "Architectures").
     classifiers = set(torchvision.models.list_models(module=torchvision.models))
     detectors = set(torchvision.models.list_models(module=torchvision.models.detection))
     assert not set(architectures.CLASSIFIERS) - classifiers

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubevision_api.modelversion import BestMetric, EpochMetrics
 from kubevision_trainer.report.prometheus import JOB, PrometheusReporter
-from kubevision_trainer.report.reporter import BatchEvent, Reporter
+from kubevision_trainer.report.reporter import BatchEvent, Reporter, ResumePoint
 
 LABELS = {"namespace": "team-a", "view": "digits", "modelversion": "digits-v1"}
 METRICS = [
@@ -134,6 +134,28 @@ def test_resume_continues_counters() -> None:
     assert value(reporter, "kubevision_train_images_total") == 3872.0
     with pytest.raises(ValueError, match="negative"):
         make(start_batches=-1)
+
+
+def test_resumed_event_continues_counters() -> None:
+    # 4 epochs of 30 batches of 32 images done, then 3 batches of epoch 5 (a SIGTERM there).
+    reporter = make()
+    reporter.resumed(
+        ResumePoint(
+            epoch=4,
+            batch=3,
+            batches=30,
+            epochs=10,
+            batches_total=4 * 30 + 3,
+            images_total=(4 * 30 + 3) * 32,
+            history=tuple(EpochMetrics(epoch=e, accuracy=0.5) for e in range(1, 5)),
+            best=BestMetric(epoch=4, value=0.5),
+            selection="accuracy",
+        )
+    )
+    for index in range(3, 30):
+        reporter.batch(BatchEvent(5, index, 30, learning_rate=0.1, loss=1.0, images=32, seconds=1))
+    assert value(reporter, "kubevision_train_batches_total") == 5 * 30
+    assert value(reporter, "kubevision_train_images_total") == 5 * 30 * 32
 
 
 def test_own_registry_not_the_global_one() -> None:

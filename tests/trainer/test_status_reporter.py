@@ -24,7 +24,7 @@ from kubevision_api.modelversion import (
 )
 from kubevision_api.plan import StatusEndpoint
 from kubevision_operator import tls
-from kubevision_trainer.report.reporter import BatchEvent
+from kubevision_trainer.report.reporter import BatchEvent, ResumePoint
 from kubevision_trainer.report.status import StatusReporter
 from tests.trainer.trainer_helpers import free_port
 
@@ -129,6 +129,41 @@ def test_snapshots_reach_the_endpoint(server: tuple[str, str, Received], tmp_pat
     assert steps["LoadingDataset"]["message"] == "8 train, 2 val images"
     assert "startedAt" in steps["Training"] and steps["Training"]["state"] == "Running"
     assert steps["Exporting"]["state"] == "Pending"
+
+
+def test_a_resumed_run_starts_where_last_pt_left_off(
+    server: tuple[str, str, Received], tmp_path: Path
+) -> None:
+    url, pem, received = server
+    reporter = _reporter(url, pem, tmp_path, [0.0])
+    history = (
+        EpochMetrics(epoch=1, val_loss=0.75, accuracy=0.5),
+        EpochMetrics(epoch=2, val_loss=0.5, accuracy=0.25),
+    )
+    # Epoch 1 of 2 done, 1 of the 4 batches of epoch 2 too: 5/8 of the run.
+    reporter.resumed(
+        ResumePoint(
+            epoch=1,
+            batch=1,
+            batches=4,
+            epochs=2,
+            batches_total=5,
+            images_total=10,
+            history=history[:1],
+            best=BestMetric(epoch=1, value=0.5),
+            selection="accuracy",
+        )
+    )
+    reporter.close(ok=False)
+
+    assert reporter.failures == 0
+    (body,) = [body for _, _, body in received.requests]
+    assert body["progress"] == {"percent": 62, "epoch": 1, "epochs": 2, "display": "1/2"}
+    assert body["metrics"] == {
+        "selection": "accuracy",
+        "best": {"epoch": 1, "value": 0.5},
+        "last": {"epoch": 1, "valLoss": 0.75, "accuracy": 0.5},
+    }
 
 
 def test_an_absent_operator_never_fails_training(tmp_path: Path) -> None:

@@ -250,6 +250,12 @@ def test_epoch_batches_never_leave_one_image_alone(n: int, batch: int, sizes: li
     assert [len(b) for b in got] == sizes
     assert len(batches) == len(sizes) == batches_per_epoch(n, batch)
     assert sorted(i for b in got for i in b) == [3 * n + i for i in range(n)]
-    # A restart at batch 1 yields exactly the batches that followed batch 0.
-    sampler.set_epoch(3, start=batch)
+    # A restart at batch 1 yields exactly the batches that followed batch 0; the epoch's
+    # length stays what it was.
+    batches.set_epoch(3, 1)
+    assert sampler.start == batch
     assert list(batches) == got[1:]
+    assert len(batches) == len(sizes) - 1
+    assert batches.epoch_batches == len(sizes)
+    batches.set_epoch(4)
+    assert [len(b) for b in batches] == sizes

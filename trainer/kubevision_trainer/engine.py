@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import torch
@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader
 
 from kubevision_api.contract import StepName
 from kubevision_api.modelversion import (
-    BestMetric,
     CheckpointStatus,
     EpochMetrics,
     MixedPrecision,
@@ -25,9 +24,10 @@ from kubevision_api.modelversion import (
     TrainingOptions,
 )
 from kubevision_api.view import Task
-from kubevision_trainer import metrics, schedule
-from kubevision_trainer.data.torchdata import EpochSampler, derive_seed
-from kubevision_trainer.report.reporter import BatchEvent, Reporter, Selection
+from kubevision_trainer import metrics, runstate, schedule
+from kubevision_trainer.data.torchdata import EpochBatchSampler, derive_seed
+from kubevision_trainer.report.reporter import BatchEvent, Reporter
+from kubevision_trainer.runstate import RUN_STATE_KEY, RunState
 
 log = logging.getLogger(__name__)
 
@@ -51,42 +51,16 @@ class Checkpoints(Protocol):
 
 
 @dataclass
-class Progress:
-    """The plain-data part of ``last.pt``: where the run is."""
-
-    epoch: int = 0  # epochs completed
-    batch: int = 0  # batches completed in epoch + 1 (non-zero only after a preemption)
-    best_epoch: int | None = None
-    best_value: float | None = None
-    stale_epochs: int = 0
-    loss_sum: float = 0.0
-    loss_count: int = 0
-    batches_total: int = 0
-    images_total: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    initial: dict[str, Any] | None = None  # validation of the model before any training
-
-
-@dataclass
 class FitResult:
     """How ``fit`` ended."""
 
-    progress: Progress
+    run: RunState
     stopped_early: bool
 
 
-def selection(task: Task) -> Selection:
-    """The best-checkpoint metric: accuracy for classification, mAP otherwise (the seed)."""
-    return "accuracy" if task is Task.CLASSIFICATION else "mAP"
-
-
-def _value(m: EpochMetrics, sel: Selection) -> float | None:
-    return m.accuracy if sel == "accuracy" else m.map
-
-
 class Engine:
-    """Trains ``model`` on ``train_loader`` (whose sampler is an ``EpochSampler``) and
-    validates on ``val_loader``.
+    """Trains ``model`` on ``train_loader`` (whose batch sampler is an ``EpochBatchSampler``,
+    which alone knows how many batches an epoch has) and validates on ``val_loader``.
 
     Args:
         task, concepts: the View's task and concepts in class-index order.
@@ -124,11 +98,11 @@ class Engine:
         self.should_stop = should_stop
         self.train_loader = train_loader
         self.val_loader = val_loader
-        sampler = getattr(train_loader.batch_sampler, "sampler", None)
-        if not isinstance(sampler, EpochSampler):
-            raise TypeError("train_loader must batch an EpochSampler")
-        self.sampler = sampler
-        self.steps_per_epoch = len(train_loader)
+        batch_sampler = train_loader.batch_sampler
+        if not isinstance(batch_sampler, EpochBatchSampler):
+            raise TypeError("train_loader must batch with an EpochBatchSampler")
+        self.batch_sampler = batch_sampler
+        self.steps_per_epoch = batch_sampler.epoch_batches
         self.cuda = device.type == "cuda"
         self.amp_dtype = self._amp_dtype()
         self.model = model.to(device)
@@ -137,7 +111,7 @@ class Engine:
         self.optimizer = schedule.optimizer(self.model.parameters(), options)
         self.scheduler = schedule.scheduler(self.optimizer, options, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.selection = selection(task)
+        self.selection = runstate.selection(task)
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.cuda or self.options.mixed_precision is MixedPrecision.NONE:
@@ -175,7 +149,7 @@ class Engine:
 
     # -- state ---------------------------------------------------------------------------
 
-    def state(self, progress: Progress) -> dict[str, Any]:
+    def state(self, run: RunState) -> dict[str, Any]:
         """The ``last.pt`` payload: state dicts and plain data (loadable with
         ``weights_only=True``)."""
         return {
@@ -185,40 +159,47 @@ class Engine:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(),
-            "progress": asdict(progress),
+            RUN_STATE_KEY: asdict(run),
             "meta": self.meta,
         }
 
-    def restore(self, state: dict[str, Any]) -> Progress:
-        """Load a ``last.pt`` payload; returns its progress."""
+    def restore(self, state: dict[str, Any]) -> RunState:
+        """Load a ``last.pt`` payload and tell the reporter where the run resumes
+        (``Reporter.resumed``); returns the run's state, for ``fit``."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
-        return Progress(**state["progress"])
+        run = RunState(**state[RUN_STATE_KEY])
+        self.reporter.resumed(
+            run.resume_point(
+                batches=self.steps_per_epoch, epochs=self.options.epochs, selection=self.selection
+            )
+        )
+        return run
 
     # -- loops ---------------------------------------------------------------------------
 
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[int, Any, Any]]:
-        self.sampler.set_epoch(epoch, start * self.options.batch_size)
+        self.batch_sampler.set_epoch(epoch, start)
         for index, (images, targets) in enumerate(self.train_loader, start=start):
             yield index, images, targets
 
-    def train_one_epoch(self, epoch: int, progress: Progress) -> float:
-        """Train epoch ``epoch`` (1-based) from batch ``progress.batch``; returns the mean
-        batch loss of the epoch.
+    def train_one_epoch(self, epoch: int, run: RunState) -> float:
+        """Train epoch ``epoch`` (1-based) from batch ``run.batch``, updating ``run`` after
+        each batch; returns the mean batch loss of the epoch.
 
         Raises:
             TrainingError: the loss is not finite.
-            Preempted: ``should_stop()`` turned True (``last.pt`` was saved first).
+            PreemptedError: ``should_stop()`` turned True (``last.pt`` was saved first).
         """
         self.model.train()
-        if progress.batch == 0:
+        if run.batch == 0:
             # Seeding per epoch makes an epoch re-run after a restart draw the same numbers.
             torch.manual_seed(derive_seed(self.options.seed, epoch, 0xE9))
         self.reporter.start_epoch(epoch, self.options.epochs, self.steps_per_epoch)
-        for index, cpu_images, cpu_targets in self._batches(epoch, progress.batch):
+        for index, cpu_images, cpu_targets in self._batches(epoch, run.batch):
             started = time.perf_counter()
             images, targets = self._to_device(cpu_images, cpu_targets)
             lr = float(self.optimizer.param_groups[0]["lr"])
@@ -236,11 +217,11 @@ class Engine:
             self.scheduler.step()
             value = float(loss.detach())
             count = len(images)
-            progress.batch = index + 1
-            progress.loss_sum += value
-            progress.loss_count += 1
-            progress.batches_total += 1
-            progress.images_total += count
+            run.batch = index + 1
+            run.loss_sum += value
+            run.loss_count += 1
+            run.batches_total += 1
+            run.images_total += count
             self.reporter.batch(
                 BatchEvent(
                     epoch,
@@ -252,10 +233,10 @@ class Engine:
                     time.perf_counter() - started,
                 )
             )
-            if self.should_stop() and progress.batch < self.steps_per_epoch:
-                self.checkpoints.save_last(self.state(progress))
-                raise PreemptedError(f"stopped at epoch {epoch}, batch {progress.batch}")
-        mean = progress.loss_sum / max(1, progress.loss_count)
+            if self.should_stop() and run.batch < self.steps_per_epoch:
+                self.checkpoints.save_last(self.state(run))
+                raise PreemptedError(f"stopped at epoch {epoch}, batch {run.batch}")
+        mean = run.loss_sum / max(1, run.loss_count)
         return mean
 
     @torch.no_grad()
@@ -304,40 +285,31 @@ class Engine:
         self.model.train()
         return total / max(1, batches), evaluator.compute()
 
-    def _improved(self, value: float | None, progress: Progress) -> bool:
-        if progress.best_epoch is None:
-            return True
-        if value is None:
-            return False
-        if progress.best_value is None:
-            return True
-        return value > progress.best_value + self.options.early_stopping.min_delta
-
-    def fit(self, progress: Progress | None = None) -> FitResult:
-        """Train from ``progress`` (a fresh run when None) to the last epoch or an early stop.
+    def fit(self, run: RunState | None = None) -> FitResult:
+        """Train from ``run`` (a fresh run when None) to the last epoch or an early stop.
 
         Each epoch: train, validate, report the epoch, save ``best.pt`` when the selection
         metric improved (by more than ``minDelta``; the first epoch always counts), then save
         ``last.pt``. Returns where the run ended."""
-        progress = progress or Progress()
-        if progress.initial is None and progress.epoch == 0 and progress.batch == 0:
+        run = run or RunState()
+        if run.initial is None and run.epoch == 0 and run.batch == 0:
             # The untrained (or pretrained) model's metrics: the baseline every epoch beats.
             val_loss, result = self.evaluate()
-            progress.initial = EpochMetrics(
+            run.initial = EpochMetrics(
                 epoch=1,
                 val_loss=val_loss,
                 accuracy=result.accuracy,
                 map=result.map,
                 ap50=result.ap50,
             ).model_dump(mode="json", by_alias=True, exclude={"epoch"})
-            log.info("before training: %s", progress.initial)
+            log.info("before training: %s", run.initial)
         epochs = self.options.epochs
         patience = self.options.early_stopping.patience
         self.reporter.step(StepName.TRAINING, StepState.RUNNING)
         stopped_early = False
-        while progress.epoch < epochs:
-            epoch = progress.epoch + 1
-            train_loss = self.train_one_epoch(epoch, progress)
+        while run.epoch < epochs:
+            epoch = run.epoch + 1
+            train_loss = self.train_one_epoch(epoch, run)
             lr = float(self.optimizer.param_groups[0]["lr"])
             val_loss, result = self.evaluate()
             record = EpochMetrics(
@@ -349,26 +321,14 @@ class Engine:
                 map=result.map,
                 ap50=result.ap50,
             )
-            value = _value(record, self.selection)
-            improved = self._improved(value, progress)
-            progress.epoch, progress.batch = epoch, 0
-            progress.loss_sum, progress.loss_count = 0.0, 0
-            progress.history.append(record.model_dump(mode="json", by_alias=True))
-            if improved:
-                progress.best_epoch, progress.best_value = epoch, value
-                progress.stale_epochs = 0
-            else:
-                progress.stale_epochs += 1
-            best = (
-                BestMetric(epoch=progress.best_epoch, value=progress.best_value)
-                if progress.best_epoch is not None and progress.best_value is not None
-                else None
-            )
-            self.reporter.epoch(record, best, self.selection)
+            value = runstate.selected_value(record, self.selection)
+            improved = run.improves(value, self.options.early_stopping.min_delta)
+            run.end_epoch(record, value, improved)
+            self.reporter.epoch(record, run.best(), self.selection)
             if improved:
                 status = self.checkpoints.save_best(self.best_state(epoch, record), epoch)
                 self.reporter.checkpoint(status)
-            self.checkpoints.save_last(self.state(progress))
+            self.checkpoints.save_last(self.state(run))
             log.info(
                 "epoch %d/%d: train loss %.4f, val loss %.4f, accuracy %s, mAP %s",
                 epoch,
@@ -378,18 +338,18 @@ class Engine:
                 record.accuracy,
                 record.map,
             )
-            if patience and progress.stale_epochs >= patience and progress.epoch < epochs:
+            if patience and run.stale_epochs >= patience and run.epoch < epochs:
                 stopped_early = True
                 log.info("early stop: no improvement for %d epochs", patience)
                 break
-            if self.should_stop() and progress.epoch < epochs:
+            if self.should_stop() and run.epoch < epochs:
                 raise PreemptedError(f"stopped after epoch {epoch}")
         self.reporter.step(
             StepName.TRAINING,
             StepState.SUCCEEDED,
-            f"early stop after epoch {progress.epoch}" if stopped_early else None,
+            f"early stop after epoch {run.epoch}" if stopped_early else None,
         )
-        return FitResult(progress, stopped_early)
+        return FitResult(run, stopped_early)
 
     def best_state(self, epoch: int, record: EpochMetrics) -> dict[str, Any]:
         """The ``best.pt`` payload: the model's state dict and plain data."""

@@ -1,38 +1,30 @@
 """Wiring of one training run: TrainingPlan in; dataset, model, engine, reporters and storage
-plugged together; records and checkpoints out. Also the Job's entry point
-(``kubevision trainer --plan``)."""
+plugged together; records, checkpoints, the dataset manifest and the model card out. Also the
+Job's entry point (``kubevision trainer --plan``)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import sys
 import threading
-from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch.utils.data import BatchSampler, DataLoader
 
 from kubevision_api import contract
 from kubevision_api.contract import StepName, StorageRole
 from kubevision_api.errors import InputError
-from kubevision_api.modelversion import (
-    DatasetStatus,
-    EpochMetrics,
-    SkippedImages,
-    StepState,
-)
+from kubevision_api.modelversion import EpochMetrics, StepState
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.view import Task
-from kubevision_trainer import checkpoint, engine, models, presets, storage
-from kubevision_trainer.data import balance, loading, readers, split
-from kubevision_trainer.data.loading import CachedImage
+from kubevision_trainer import checkpoint, engine, modelcard, models, presets, storage
+from kubevision_trainer.data import prepare
+from kubevision_trainer.data.prepare import Prepared
 from kubevision_trainer.data.torchdata import (
     EpochBatchSampler,
     EpochSampler,
@@ -40,26 +32,13 @@ from kubevision_trainer.data.torchdata import (
     collate_detection,
     derive_seed,
 )
-from kubevision_trainer.report import factory, prometheus
+from kubevision_trainer.report import factory
 from kubevision_trainer.report.records import RecordsReporter
 from kubevision_trainer.report.reporter import MultiReporter, Reporter
+from kubevision_trainer.runstate import RunState
 from kubevision_trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
-
-DATASET = "dataset.json"
-MODEL_CARD = "model.json"
-
-
-@dataclass
-class Prepared:
-    """The dataset of a run, read, split and validated."""
-
-    train: list[CachedImage]
-    val: list[CachedImage]
-    status: DatasetStatus
-    manifest: dict[str, Any]
-    digest: str
 
 
 def device_for(name: str) -> torch.device:
@@ -67,74 +46,6 @@ def device_for(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def prepare_dataset(plan: TrainingPlan, settings: TrainerSettings, reporter: Reporter) -> Prepared:
-    """Read the annotations, split, balance, and load every image (validated and cached).
-
-    Raises:
-        InputError: bad annotations or images, or an empty train or val split.
-    """
-    result = readers.read_dataset(plan.dataset, plan.task, plan.concepts)
-    options = plan.spec.dataset_split
-    train, val = split.split(
-        result.samples, options.validation_fraction, options.seed, options.stratified
-    )
-    if not train or not val:
-        raise InputError(
-            result.source,
-            f"the {'training' if not train else 'validation'} split is empty "
-            f"({len(result.samples)} images); add images or change "
-            "spec.datasetSplit.validationFraction",
-        )
-    loaded = loading.load_images(train + val, settings.cache_dir, threads=settings.io_threads)
-    train_items, val_items = loaded[: len(train)], loaded[len(train) :]
-    balanced = train_items
-    if options.balancing.enabled:
-        by_path = {item.sample.path: item for item in train_items}
-        order = balance.balance(
-            [item.sample for item in train_items],
-            len(plan.concepts),
-            options.balancing.max_expansion_ratio,
-            options.seed,
-        )
-        balanced = [by_path[s.path] for s in order]
-    val_positives: Counter[int] = Counter()
-    for item in val_items:
-        val_positives.update(set(item.sample.labels))
-    images = [
-        {
-            "path": item.sample.path,
-            "split": side,
-            "sha256": item.sha256,
-            "concepts": [plan.concepts[i] for i in item.sample.labels],
-            "boxes": len(item.sample.boxes),
-        }
-        for side, items in (("train", train_items), ("val", val_items))
-        for item in items
-    ]
-    manifest = {
-        "source": result.source,
-        "format": plan.dataset.format.value,
-        "task": plan.task.value,
-        "concepts": plan.concepts,
-        "images": images,
-        "skipped": dict(sorted(result.skipped.items())),
-        "ignoredAnnotations": dict(sorted(result.ignored_annotations.items())),
-    }
-    digest = storage.sha256(json.dumps(images, sort_keys=True).encode())
-    status = DatasetStatus(
-        train=len(train_items),
-        val=len(val_items),
-        train_balanced=len(balanced) if options.balancing.enabled else None,
-        skipped=[SkippedImages(reason=r, count=c) for r, c in sorted(result.skipped.items())],
-        ignored_annotations=sum(result.ignored_annotations.values()),
-        concepts_without_val_positives=[
-            name for i, name in enumerate(plan.concepts) if val_positives[i] == 0
-        ],
-    )
-    reporter.dataset(status)
-    return Prepared(balanced, val_items, status, manifest, digest)
 
 
 def loaders(
@@ -178,57 +89,29 @@ def loaders(
     return train, val
 
 
-def _model_card(
-    plan: TrainingPlan, final: EpochMetrics, progress: engine.Progress, plan_hash: str
-) -> dict[str, Any]:
-    spec = plan.spec
-    return {
-        "apiVersion": plan.api_version,
-        "kind": "ModelCard",
-        "namespace": plan.namespace,
-        "modelVersion": plan.model_version,
-        "view": plan.view,
-        "task": plan.task.value,
-        "model": plan.model,
-        "concepts": plan.concepts,
-        "architecture": spec.architecture,
-        "input": {
-            "width": spec.image_resizer.width,
-            "height": spec.image_resizer.height,
-            "resizer": spec.image_resizer.mode.value,
-            "normalisation": presets.normalisation(plan.task),
-            "detectionLabelOffset": 1 if plan.task is Task.DETECTION else 0,
-        },
-        "metrics": {
-            "bestEpoch": progress.best_epoch,
-            **final.model_dump(mode="json", by_alias=True),
-            "initial": progress.initial,
-        },
-        "planHash": plan_hash,
-        "recipe": plan.model_dump(mode="json", by_alias=True, exclude={"status_endpoint"}),
-        "versions": {
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-        },
-    }
-
-
 def run(
     plan: TrainingPlan,
     *,
     device: str = "auto",
     reporters: list[Reporter] | None = None,
     settings: TrainerSettings | None = None,
-    should_stop: Any = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train ``plan`` to the end (or an early stop), resuming from ``last.pt`` when the
     output holds one. Returns the model card that was written.
+
+    Args:
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
+        reporters: told every event; a ``RecordsReporter`` is always added first.
+        settings: cache folder and I/O threads (default: from the environment).
+        should_stop: polled after each batch and epoch; True stops the run with ``last.pt``
+            saved.
 
     Raises:
         InputError: bad dataset, weights, or an output holding another plan's ``last.pt``.
         engine.TrainingError: the loss diverged.
         engine.PreemptedError: ``should_stop()`` turned True; ``last.pt`` holds the position.
+        OSError: storage failed.
     """
     settings = settings or TrainerSettings()
     dev = device_for(device)
@@ -238,11 +121,9 @@ def run(
     ok = False
     try:
         fanout.step(StepName.LOADING_DATASET, StepState.RUNNING)
-        data = prepare_dataset(plan, settings, fanout)
-        storage.write_atomic(
-            storage.join(plan.output_uri, DATASET),
-            json.dumps(data.manifest, indent=1).encode(),
-        )
+        data = prepare.prepare(plan, settings)
+        fanout.dataset(data.status)
+        prepare.write_manifest(plan.output_uri, data)
         fanout.step(
             StepName.LOADING_DATASET,
             StepState.SUCCEEDED,
@@ -273,11 +154,6 @@ def run(
                 ),
             )
         train_loader, val_loader = loaders(plan, data, dev)
-        progress = engine.Progress(**last["progress"]) if last is not None else engine.Progress()
-        records = RecordsReporter(
-            plan.output_uri, progress.history, (progress.epoch + 1, progress.batch)
-        )
-        fanout.reporters.insert(0, records)
         trainer = engine.Engine(
             task=plan.task,
             concepts=plan.concepts,
@@ -291,20 +167,17 @@ def run(
             meta=meta,
             should_stop=should_stop or (lambda: False),
         )
+        # First, so the records are written before the other reporters hear of an epoch.
+        fanout.reporters.insert(0, RecordsReporter(plan.output_uri))
+        state = RunState()
         if last is not None:
-            trainer.restore(last)
-            # The Job's reporters were made before last.pt was read: without this, a resumed
-            # trainer's Prometheus counters (batches, images) would start over from 0 and the
-            # pushed series would no longer equal epochs x batches per epoch.
-            # (prometheus.py's start_batches/start_images, which factory cannot know yet.)
-            for reporter in fanout.reporters:
-                if isinstance(reporter, prometheus.PrometheusReporter):
-                    reporter.batches.inc(progress.batches_total)
-                    reporter.images.inc(progress.images_total)
-            log.info("resuming at epoch %d, batch %d", progress.epoch + 1, progress.batch)
-            if progress.best_epoch is not None:
-                fanout.checkpoint(store.best_status(progress.best_epoch))
-        result = trainer.fit(progress)
+            # Every reporter hears where the run resumes (Reporter.resumed): counters
+            # continue, progress and records start from last.pt, not from 0.
+            state = trainer.restore(last)
+            log.info("resuming at epoch %d, batch %d", state.epoch + 1, state.batch)
+            if state.best_epoch is not None:
+                fanout.checkpoint(store.best_status(state.best_epoch))
+        result = trainer.fit(state)
 
         fanout.step(StepName.EVALUATING, StepState.RUNNING)
         best = store.load_best()
@@ -320,10 +193,14 @@ def run(
         fanout.step(StepName.EVALUATING, StepState.SUCCEEDED, f"best epoch {final.epoch}")
 
         fanout.step(StepName.EXPORTING, StepState.RUNNING)
-        card = _model_card(plan, final, result.progress, plan_hash)
-        storage.write_atomic(
-            storage.join(plan.output_uri, MODEL_CARD), json.dumps(card, indent=1).encode()
+        card = modelcard.build(
+            plan,
+            final,
+            best_epoch=result.run.best_epoch,
+            initial=result.run.initial,
+            plan_hash=plan_hash,
         )
+        modelcard.write(plan.output_uri, card)
         fanout.step(StepName.EXPORTING, StepState.SUCCEEDED)
         ok = True
         return card

@@ -1,4 +1,4 @@
-"""Validation metrics of the three tasks (design notes §3), as thin wrappers around kept
+"""Validation metrics of the three tasks (docs/trainer.md, "Metrics"), as thin wrappers around kept
 libraries: pycocotools' ``COCOeval`` for detection, scikit-learn's
 ``average_precision_score`` for tagging. No average precision is computed here by hand.
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-#: Tagging: a concept is predicted present when sigmoid(logit) reaches this (design notes §3).
+#: Tagging: a concept is predicted present when sigmoid(logit) reaches this (docs/trainer.md).
 TAGGING_THRESHOLD = 0.5
 
 
@@ -112,7 +112,7 @@ class ClassificationEvaluator:
 
 
 class TaggingEvaluator:
-    """Multi-label metrics (design notes §3).
+    """Multi-label metrics (docs/trainer.md, "Metrics").
 
     - accuracy: mean over every (image, concept) pair of
       ``(sigmoid(logit) >= 0.5) == target``; a rough indicator.
@@ -227,8 +227,8 @@ class DetectionEvaluator:
 
     Categories without validation ground truth get COCOeval's -1 and are left out of its mean;
     with no ground truth at all the metrics are None, never -1. With ground truth but no
-    detection at all, both are 0.0 (design notes §3). Detections on images without ground truth
-    count as false positives: every image seen is registered in the ground truth.
+    detection at all, both are 0.0 (docs/trainer.md, "Metrics"). Detections on images without
+    ground truth count as false positives: every image seen is registered in the ground truth.
     """
 
     def __init__(self, num_classes: int) -> None:

@@ -29,7 +29,7 @@ def read_dataset(source: view.DatasetSource, task: view.Task, concepts: list[str
         source: the View's ``spec.dataset``; ``uri`` is an fsspec URI.
         task: the View's task.
         concepts: concept names in class-index order (index ``i`` is ``concepts[i]``, sorted by
-            name as design notes §3 say).
+            name: docs/trainer.md, "Classes and the split").
 
     Returns:
         The reader's result: samples sorted by path, images skipped by reason, annotations

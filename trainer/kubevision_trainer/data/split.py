@@ -1,5 +1,5 @@
 """Train/validation split keyed on (seed, image path), so that adding images never moves an
-existing one (design notes §2)."""
+existing one (docs/trainer.md, "Classes and the split")."""
 
 from __future__ import annotations
 

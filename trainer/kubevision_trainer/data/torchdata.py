@@ -130,7 +130,8 @@ class EpochSampler(Sampler[int]):
 def batches_per_epoch(n: int, batch_size: int) -> int:
     """Batches in an epoch of ``n`` images: ceil(n / batch_size), less one when a single
     image would be left for the last batch (it joins the batch before: BatchNorm cannot
-    normalise a batch of one image in training mode)."""
+    normalise a batch of one image in training mode; docs/decisions.md, "Training
+    semantics"). :class:`EpochBatchSampler` batches so; nothing else counts batches."""
     if n <= 0:
         return 0
     return math.ceil(n / batch_size) - (1 if n > batch_size and n % batch_size == 1 else 0)
@@ -139,11 +140,22 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 class EpochBatchSampler(Sampler[list[int]]):
     """Batches of ``batch_size`` from an ``EpochSampler``; a lone last image joins the batch
     before (see :func:`batches_per_epoch`). Every batch but the last is full, so a restart at
-    batch k starts at image ``k * batch_size``."""
+    batch k starts at image ``k * batch_size``: the one place that turns a batch position
+    into an image position (:meth:`set_epoch`)."""
 
     def __init__(self, sampler: EpochSampler, batch_size: int) -> None:
         self.sampler = sampler
         self.batch_size = batch_size
+
+    @property
+    def epoch_batches(self) -> int:
+        """Batches in a whole epoch, wherever the next iteration starts."""
+        return batches_per_epoch(self.sampler.n, self.batch_size)
+
+    def set_epoch(self, epoch: int, batch: int = 0) -> None:
+        """Next iteration yields epoch ``epoch`` from its batch ``batch`` (0-based; a restart
+        in the middle of an epoch passes the batches already done)."""
+        self.sampler.set_epoch(epoch, batch * self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         batch: list[int] = []
@@ -163,6 +175,8 @@ class EpochBatchSampler(Sampler[list[int]]):
         yield from batches
 
     def __len__(self) -> int:
+        """Batches the next iteration yields (fewer than :attr:`epoch_batches` after a
+        restart in the middle of an epoch)."""
         return batches_per_epoch(len(self.sampler), self.batch_size)
 
 

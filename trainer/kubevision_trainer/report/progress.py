@@ -7,12 +7,12 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress import Progress as RichProgress
 
 from kubevision_api.contract import StepName
 from kubevision_api.modelversion import (
@@ -22,7 +22,7 @@ from kubevision_api.modelversion import (
     EpochMetrics,
     StepState,
 )
-from kubevision_trainer.report.reporter import BatchEvent, NullReporter, Selection
+from kubevision_trainer.report.reporter import BatchEvent, NullReporter, ResumePoint, Selection
 
 
 def _fmt(value: float | None) -> str:
@@ -34,7 +34,7 @@ class ProgressBarReporter(NullReporter):
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self.bar = Progress(
+        self.bar = RichProgress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -46,6 +46,8 @@ class ProgressBarReporter(NullReporter):
         )
         self.task: TaskID | None = None
         self.started = False
+        # (epoch, batches already done) of a resumed epoch: its bar starts there, not at 0.
+        self.resume_at: tuple[int, int] | None = None
 
     def step(self, name: StepName, state: StepState, message: str | None = None) -> None:
         suffix = f": {message}" if message else ""
@@ -63,14 +65,19 @@ class ProgressBarReporter(NullReporter):
                 + ", ".join(status.concepts_without_val_positives)
             )
 
+    def resumed(self, at: ResumePoint) -> None:
+        self.console.log(f"resuming at epoch {at.epoch + 1}, batch {at.batch}")
+        self.resume_at = (at.epoch + 1, at.batch)
+
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
         if not self.started:
             self.bar.start()
             self.started = True
         if self.task is not None:
             self.bar.remove_task(self.task)
+        done = self.resume_at[1] if self.resume_at and self.resume_at[0] == epoch else 0
         self.task = self.bar.add_task(
-            "train", total=batches, epoch=f"{epoch}/{epochs}", loss="-", lr="-"
+            "train", total=batches, completed=done, epoch=f"{epoch}/{epochs}", loss="-", lr="-"
         )
 
     def batch(self, event: BatchEvent) -> None:

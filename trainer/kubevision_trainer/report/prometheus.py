@@ -1,5 +1,5 @@
-"""Prometheus metrics of a training run (ARCHITECTURE.md §6): served on ``/metrics`` and, where
-configured, pushed to a Pushgateway.
+"""Prometheus metrics of a training run (docs/trainer.md, "Prometheus metrics"): served on
+``/metrics`` and, where configured, pushed to a Pushgateway.
 
 Every metric carries the labels ``namespace``, ``view`` and ``modelversion`` and lives in the
 reporter's own ``CollectorRegistry`` (never the global one), so two reporters in one process
@@ -8,13 +8,14 @@ do not collide and nothing is registered at import.
 Pushes (job ``kubevision-trainer``, grouping key ``namespace`` + ``modelversion``, so a
 Pushgateway scraped with ``honor_labels`` keeps the pushed labels) happen at every epoch end,
 at ``close``, and on batches at most every ``push_interval`` seconds. A failed push is logged
-and never raised: a failed report never stops training. Deleting the group afterwards is the
-operator's sweep (§7), not the trainer's.
+and never raised: a failed report never stops training. The trainer never deletes its group:
+the last values of a finished run stay on the Pushgateway.
 
 Counters and resume: a resumed trainer is a new process whose counters would start at 0.
-Pass ``start_batches`` and ``start_images`` (the totals recorded in ``last.pt`` for the
-epochs already done) and the counters continue from there, so the pushed series (which
-``rate()`` would not stitch across a Pushgateway group) stays monotonic across restarts.
+The ``resumed`` event (or ``start_batches`` and ``start_images`` where the totals are known
+when the reporter is made) adds the totals recorded in ``last.pt`` for the batches already
+done, so the pushed series (which ``rate()`` would not stitch across a Pushgateway group)
+stays monotonic across restarts and equals epochs x batches per epoch.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway
 from typing_extensions import override  # Python 3.12's typing.override
 
 from kubevision_api.modelversion import BestMetric, EpochMetrics
-from kubevision_trainer.report.reporter import BatchEvent, NullReporter, Selection
+from kubevision_trainer.report.reporter import BatchEvent, NullReporter, ResumePoint, Selection
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class PrometheusReporter(NullReporter):
         pushgateway_url: push to this Pushgateway (``http://host:port``); None: never push.
         push_interval: the least seconds between two pushes on batches.
         push_timeout: seconds a push may take before it counts as failed.
-        start_batches, start_images: the counters' starting totals on resume.
+        start_batches, start_images: the counters' starting totals on resume (or see
+            ``resumed``).
         clock: monotonic seconds (tests pass a fake one).
         pusher: the push function (tests may pass a fake one).
 
@@ -123,10 +125,7 @@ class PrometheusReporter(NullReporter):
         self.best_metric = gauge(
             "kubevision_best_metric", "Best value so far of the selection metric."
         )
-        if start_batches:
-            self.batches.inc(start_batches)
-        if start_images:
-            self.images.inc(start_images)
+        self._continue_counters(start_batches, start_images)
 
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -141,7 +140,18 @@ class PrometheusReporter(NullReporter):
     def _set(self, gauge: Gauge, value: float) -> None:
         gauge.labels(**self.labels).set(value)
 
+    def _continue_counters(self, batches: int, images: int) -> None:
+        if batches:
+            self.batches.inc(batches)
+        if images:
+            self.images.inc(images)
+
     # --- Reporter events -------------------------------------------------------------------
+
+    @override
+    def resumed(self, at: ResumePoint) -> None:
+        """Continues the counters from the batches and images ``last.pt`` recorded."""
+        self._continue_counters(at.batches_total, at.images_total)
 
     @override
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from kubevision_api.contract import StorageRole
 from kubevision_api.modelversion import BestMetric, EpochMetrics
 from kubevision_trainer import storage
-from kubevision_trainer.report.reporter import BatchEvent, NullReporter, Selection
+from kubevision_trainer.report.reporter import BatchEvent, NullReporter, ResumePoint, Selection
 
 log = logging.getLogger(__name__)
 
@@ -35,29 +35,28 @@ def _dump(records: list[dict[str, Any]]) -> bytes:
 
 
 class RecordsReporter(NullReporter):
-    """Writes the run's records.
+    """Writes the run's records under ``output_uri``.
 
-    Args:
-        output_uri: the run's output folder.
-        epochs: epoch records already done (a resumed run passes ``last.pt``'s history, so
-            records of an epoch re-run after a restart are not doubled).
-        resume_at: ``(epoch, batch)`` of the resume point; batch records at or after it are
-            dropped from an existing ``batches.jsonl``.
+    A resumed run (``resumed``) starts from ``last.pt``'s epoch records and keeps the batch
+    records of an existing ``batches.jsonl`` before the resume point, so the records of an
+    epoch re-run after a restart are not doubled. Nothing is written before the reporter was
+    told something: a run that fails before its first batch leaves existing records alone.
     """
 
-    def __init__(
-        self,
-        output_uri: str,
-        epochs: list[dict[str, Any]] | None = None,
-        resume_at: tuple[int, int] = (1, 0),
-    ) -> None:
+    def __init__(self, output_uri: str) -> None:
         self.metrics_uri = storage.join(output_uri, METRICS)
         self.batches_uri = storage.join(output_uri, BATCHES)
-        self.epochs: list[dict[str, Any]] = list(epochs or [])
-        epoch, batch = resume_at
+        self.epochs: list[dict[str, Any]] = []
+        self.batches: list[dict[str, Any]] = []
+        self._changed = False
+
+    def resumed(self, at: ResumePoint) -> None:
+        self.epochs = [m.model_dump(mode="json", by_alias=True) for m in at.history]
+        resume_at = (at.epoch + 1, at.batch)
         self.batches = [
-            r for r in read_jsonl(self.batches_uri) if (r["epoch"], r["batch"]) < (epoch, batch)
+            r for r in read_jsonl(self.batches_uri) if (r["epoch"], r["batch"]) < resume_at
         ]
+        self._changed = True
 
     def batch(self, event: BatchEvent) -> None:
         self.batches.append(
@@ -68,6 +67,7 @@ class RecordsReporter(NullReporter):
                 "loss": event.loss,
             }
         )
+        self._changed = True
 
     def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:
         self.epochs.append(metrics.model_dump(mode="json", by_alias=True))
@@ -79,6 +79,8 @@ class RecordsReporter(NullReporter):
         storage.write_atomic(self.batches_uri, _dump(self.batches))
 
     def close(self, ok: bool) -> None:
+        if not self._changed:
+            return
         try:
             self.flush()
         except OSError as exc:

@@ -42,6 +42,35 @@ class BatchEvent:
     seconds: float
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run restarted from ``last.pt`` continues.
+
+    Attributes:
+        epoch: epochs completed; training continues with epoch ``epoch + 1``.
+        batch: batches of epoch ``epoch + 1`` already trained (non-zero only after a stop in
+            the middle of an epoch, the SIGTERM path).
+        batches: batches in an epoch.
+        epochs: planned epochs.
+        batches_total: training batches done so far, over every epoch.
+        images_total: training images processed so far, over every epoch.
+        history: the metrics of each completed epoch, in order (``metrics.jsonl``'s records).
+        best: the best epoch so far and its value of the selection metric; None when no
+            epoch had a value yet.
+        selection: the metric ``best`` is chosen by.
+    """
+
+    epoch: int
+    batch: int
+    batches: int
+    epochs: int
+    batches_total: int
+    images_total: int
+    history: tuple[EpochMetrics, ...]
+    best: BestMetric | None
+    selection: Selection
+
+
 class Reporter(Protocol):
     """Receives training events. Implementations must not raise for transport failures (a
     failed report never stops training); they log instead."""
@@ -51,6 +80,10 @@ class Reporter(Protocol):
 
     def dataset(self, status: DatasetStatus) -> None:
         """The dataset was read and split."""
+
+    def resumed(self, at: ResumePoint) -> None:
+        """The run restarted from ``last.pt`` at ``at``; comes at most once, before the first
+        ``start_epoch``. Counters continue from there, and progress does not go back."""
 
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
         """Epoch ``epoch`` (1-based) of ``epochs`` starts, with ``batches`` batches."""
@@ -82,6 +115,10 @@ class MultiReporter:
         for reporter in self.reporters:
             reporter.dataset(status)
 
+    def resumed(self, at: ResumePoint) -> None:
+        for reporter in self.reporters:
+            reporter.resumed(at)
+
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
         for reporter in self.reporters:
             reporter.start_epoch(epoch, epochs, batches)
@@ -110,6 +147,9 @@ class NullReporter:
         return None
 
     def dataset(self, status: DatasetStatus) -> None:
+        return None
+
+    def resumed(self, at: ResumePoint) -> None:
         return None
 
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:

@@ -1,10 +1,12 @@
 """The status reporter: full progress snapshots POSTed to the operator's HTTPS status endpoint
-(design notes §2), authenticated with the Pod's projected ServiceAccount token.
+(docs/trainer.md, "Status reports"), authenticated with the Pod's projected ServiceAccount
+token.
 
 Snapshots are idempotent, so only the newest matters: events update one snapshot, and a
 single background thread sends the latest one (at every step change, epoch end, dataset and
 checkpoint event at once; on batches at most every ``interval`` seconds). A failed report is
-logged and never stops training; the next event retries with a fresher snapshot."""
+logged and never stops training; the next event retries with a fresher snapshot. A resumed
+run's first snapshot starts where ``last.pt`` left off (progress and metrics), not at 0."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from kubevision_api.modelversion import (
 )
 from kubevision_api.plan import StatusEndpoint
 from kubevision_api.progress import TrainerReport
-from kubevision_trainer.report.reporter import BatchEvent, NullReporter, Selection
+from kubevision_trainer.report.reporter import BatchEvent, NullReporter, ResumePoint, Selection
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +191,16 @@ class StatusReporter(NullReporter):
     @override
     def dataset(self, status: DatasetStatus) -> None:
         self.snapshot = self.snapshot.model_copy(update={"dataset": status})
+        self._queue()
+
+    @override
+    def resumed(self, at: ResumePoint) -> None:
+        """Progress and metrics as ``last.pt`` left them, sent at once: the operator keeps the
+        last snapshot, which a restart must not move back to 0."""
+        self._progress(at.epoch + at.batch / max(1, at.batches), at.epoch)
+        if at.history:
+            metrics = MetricsStatus(selection=at.selection, best=at.best, last=at.history[-1])
+            self.snapshot = self.snapshot.model_copy(update={"metrics": metrics})
         self._queue()
 
     @override

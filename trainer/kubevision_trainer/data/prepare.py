@@ -1,0 +1,117 @@
+"""The LoadingDataset step of a run, whole: read the annotations, split, load every image
+(validated and cached), balance the training side, and describe the result in the run's
+manifest (``dataset.json``) and the status's ``dataset`` part."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from kubevision_api.errors import InputError
+from kubevision_api.modelversion import DatasetStatus, SkippedImages
+from kubevision_api.plan import TrainingPlan
+from kubevision_trainer import storage
+from kubevision_trainer.data import balance, loading, readers, split
+from kubevision_trainer.data.loading import CachedImage
+from kubevision_trainer.settings import TrainerSettings
+
+#: The manifest's name under the output URI.
+MANIFEST = "dataset.json"
+
+
+@dataclass
+class Prepared:
+    """The dataset of a run, read, split and validated.
+
+    Attributes:
+        train: the training images, balanced when the plan asks for it (an image may repeat).
+        val: the validation images.
+        status: the status's ``dataset`` part (counts, skipped images, concepts without val
+            positives).
+        manifest: ``dataset.json``'s content (every image, its split, sha256, concepts, boxes).
+        digest: sha256 of the manifest's images (``last.pt`` records it; a resume with other
+            images is refused).
+    """
+
+    train: list[CachedImage]
+    val: list[CachedImage]
+    status: DatasetStatus
+    manifest: dict[str, Any]
+    digest: str
+
+
+def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
+    """Read the annotations, split, balance, and load every image (validated and cached in
+    ``settings.cache_dir`` with ``settings.io_threads`` concurrent reads).
+
+    Raises:
+        InputError: bad annotations or images, or an empty train or val split.
+    """
+    result = readers.read_dataset(plan.dataset, plan.task, plan.concepts)
+    options = plan.spec.dataset_split
+    train, val = split.split(
+        result.samples, options.validation_fraction, options.seed, options.stratified
+    )
+    if not train or not val:
+        raise InputError(
+            result.source,
+            f"the {'training' if not train else 'validation'} split is empty "
+            f"({len(result.samples)} images); add images or change "
+            "spec.datasetSplit.validationFraction",
+        )
+    loaded = loading.load_images(train + val, settings.cache_dir, threads=settings.io_threads)
+    train_items, val_items = loaded[: len(train)], loaded[len(train) :]
+    balanced = train_items
+    if options.balancing.enabled:
+        by_path = {item.sample.path: item for item in train_items}
+        order = balance.balance(
+            [item.sample for item in train_items],
+            len(plan.concepts),
+            options.balancing.max_expansion_ratio,
+            options.seed,
+        )
+        balanced = [by_path[s.path] for s in order]
+    val_positives: Counter[int] = Counter()
+    for item in val_items:
+        val_positives.update(set(item.sample.labels))
+    images = [
+        {
+            "path": item.sample.path,
+            "split": side,
+            "sha256": item.sha256,
+            "concepts": [plan.concepts[i] for i in item.sample.labels],
+            "boxes": len(item.sample.boxes),
+        }
+        for side, items in (("train", train_items), ("val", val_items))
+        for item in items
+    ]
+    manifest = {
+        "source": result.source,
+        "format": plan.dataset.format.value,
+        "task": plan.task.value,
+        "concepts": plan.concepts,
+        "images": images,
+        "skipped": dict(sorted(result.skipped.items())),
+        "ignoredAnnotations": dict(sorted(result.ignored_annotations.items())),
+    }
+    digest = storage.sha256(json.dumps(images, sort_keys=True).encode())
+    status = DatasetStatus(
+        train=len(train_items),
+        val=len(val_items),
+        train_balanced=len(balanced) if options.balancing.enabled else None,
+        skipped=[SkippedImages(reason=r, count=c) for r, c in sorted(result.skipped.items())],
+        ignored_annotations=sum(result.ignored_annotations.values()),
+        concepts_without_val_positives=[
+            name for i, name in enumerate(plan.concepts) if val_positives[i] == 0
+        ],
+    )
+    return Prepared(balanced, val_items, status, manifest, digest)
+
+
+def write_manifest(output_uri: str, prepared: Prepared) -> None:
+    """Write ``dataset.json`` under ``output_uri``, atomically."""
+    storage.write_atomic(
+        storage.join(output_uri, MANIFEST), json.dumps(prepared.manifest, indent=1).encode()
+    )
