@@ -22,7 +22,7 @@ from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
 
 #: botocore's own variables, read from the plain environment only.
-SESSION_TOKEN = "AWSSESSION_TOKEN"
+SESSION_TOKEN = "AWS_SESSION_TOKEN"
 _ENDPOINT_ANY_SERVICE = "AWS_ENDPOINT_URL"
 
 
@@ -33,7 +33,7 @@ def credentials(role: StorageRole, environ: Mapping[str, str] | None = None) -> 
     Secret differs from the one behind the plain ``AWS_*`` variables. A role with variables of
     its own uses them alone: that Secret is a whole identity (keys, endpoint and region), never
     mixed with another's. Otherwise the plain variables apply, with botocore's
-    ``AWSSESSION_TOKEN`` and ``AWS_ENDPOINT_URL`` beside them; with none at all botocore finds
+    ``AWS_SESSION_TOKEN`` and ``AWS_ENDPOINT_URL`` beside them; with none at all botocore finds
     credentials itself (IRSA, instance profiles).
     """
     env = os.environ if environ is None else environ
