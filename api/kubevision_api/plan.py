@@ -89,7 +89,10 @@ class TrainingPlan(ApiModel):
         dataset = self.dataset.model_dump(mode="json", by_alias=True, include={"uri", "format"})
         dataset.update(
             self.dataset.model_dump(
-                mode="json", by_alias=True, include={"box_policy", "box_frame"}, exclude_defaults=True
+                mode="json",
+                by_alias=True,
+                include={"box_policy", "box_frame"},
+                exclude_defaults=True,
             )
         )
         payload = {

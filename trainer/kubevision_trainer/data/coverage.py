@@ -70,7 +70,9 @@ def check(
             nearest names of the data.
     """
     if len(train) < MIN_TRAINING_IMAGES:
-        what = "images with boxes" if task is Task.DETECTION else "images"
+        what = "image" + ("" if len(train) == 1 else "s")
+        if task is Task.DETECTION:
+            what += " with boxes"
         raise errors.InputError(
             result.source,
             f"the training split has {len(train)} {what}; training needs at least "

@@ -2,8 +2,8 @@
 
 Decoding is bounded in memory: an image over ``spec.dataset.maxImagePixels`` is refused from
 its header, and a large image is decoded at a reduced scale when the network needs fewer
-pixels (``target``): a 100 MP baseline JPEG then peaks near 100 MB instead of 430 MB
-(tests/trainer/data/test_data_huge.py measures it).
+pixels (``target``): a 100 MP baseline JPEG then adds 9 MiB to the peak RSS instead of 384 MiB
+(tests/trainer/data/test_data_huge.py measures it; docs/decisions.md states the budget).
 
 Every Pillow mode becomes 8-bit RGB with the same rules for every image, so that a dataset that
 mixes PNG, JPEG and TIFF trains on comparable pixels:
@@ -123,6 +123,16 @@ def decode_image(
     return rgb, orientation, (int(raw_size[0]), int(raw_size[1]))
 
 
+def stored_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from the file's header, without decoding; None when the bytes are
+    not an image of :data:`FORMATS` (:func:`decode_image` then says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            return int(image.size[0]), int(image.size[1])
+    except _DECODE_ERRORS:
+        return None
+
+
 def upright_size(raw_size: tuple[int, int], orientation: int) -> tuple[int, int]:
     """``(width, height)`` of the upright image: ``raw_size`` swapped for EXIF orientations
     5 to 8 (the transpositions and quarter turns)."""
@@ -165,7 +175,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return _composite_on_black(image.convert("RGBA"))
     if mode == "RGB":
         return image
-    if mode in ("LA", "PA", "RGBA", "La", "RGBa"):
+    if mode == "RGBA":
+        return _composite_on_black(image)
+    if mode in ("LA", "PA", "La", "RGBa"):
         return _composite_on_black(image.convert("RGBA"))
     if mode.startswith("I;16") or mode == "I":
         return _by_bands(
@@ -210,11 +222,13 @@ def _by_bands(
     """An RGB image made band by band of rows: ``convert`` maps the ``(rows, W[, C])`` array
     of a band of ``image`` to its ``(rows, W, 3)`` uint8 RGB pixels."""
     width, height = image.size
-    out = np.empty((height, width, 3), np.uint8)
+    # Pasted into a Pillow image band by band: a whole numpy result would be copied once more.
+    out = Image.new("RGB", (width, height))
     for top in range(0, height, _BAND_ROWS):
         bottom = min(height, top + _BAND_ROWS)
-        out[top:bottom] = convert(np.asarray(image.crop((0, top, width, bottom))))
-    return Image.fromarray(out, "RGB")
+        band = convert(np.asarray(image.crop((0, top, width, bottom))))
+        out.paste(Image.fromarray(np.ascontiguousarray(band), "RGB"), (0, top))
+    return out
 
 
 def orient_boxes(

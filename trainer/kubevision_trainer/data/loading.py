@@ -6,9 +6,12 @@ sizes: a square photo has the same size in both frames)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,20 +161,51 @@ def _without_small_boxes(
     return smaller, len(kept) - len(boxes)
 
 
-def _load_one(sample: Sample, cache_dir: Path, options: LoadOptions) -> CachedImage:
+class _PixelBudget:
+    """Stored pixels being decoded at once by the loading threads: at most ``limit`` (the
+    View's ``maxImagePixels``), so that several huge images never decode together; files are
+    still read in parallel. An image counts for at most ``limit``, so each one can start."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Wait until ``pixels`` fit in the budget, and hold them for the block."""
+        pixels = min(pixels, self.limit)
+        with self.changed:
+            self.changed.wait_for(lambda: self.used + pixels <= self.limit)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.used -= pixels
+                self.changed.notify_all()
+
+
+def _load_one(
+    sample: Sample, cache_dir: Path, options: LoadOptions, budget: _PixelBudget
+) -> CachedImage:
     data = storage.read_bytes(sample.uri, role=StorageRole.DATASET)
     digest = storage.sha256(data)
+    size = decode.stored_size(data) or (0, 0)
     try:
-        _, orientation, raw = decode.decode_image(
-            data, sample.uri, max_pixels=options.max_pixels, target=options.target
-        )
+        with budget.hold(size[0] * size[1]):
+            _, orientation, raw = decode.decode_image(
+                data, sample.uri, max_pixels=options.max_pixels, target=options.target
+            )
     except InputError as exc:
         raise InputError(exc.source, exc.message, record=sample.record or None) from exc
     suffix = Path(sample.path).suffix.lower()[:8]
     local = cache_dir / digest[:2] / f"{digest}{suffix}"
     if not local.exists():
         local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(local.name + ".tmp")
+        # One temporary name per thread: two samples may be the same file (the same bytes
+        # under two paths), loaded at once.
+        tmp = local.with_name(f"{local.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(data)
         tmp.replace(local)
     upright = decode.upright_size(raw, orientation)
@@ -207,7 +241,8 @@ def load_images(
     total = len(samples)
     out: list[CachedImage] = []
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        futures = [pool.submit(_load_one, sample, cache_dir, options) for sample in samples]
+        budget = _PixelBudget(options.max_pixels)
+        futures = [pool.submit(_load_one, sample, cache_dir, options, budget) for sample in samples]
         for done, future in enumerate(futures, start=1):
             out.append(future.result())
             if progress is not None and (done == total or done % 100 == 0):
