@@ -395,6 +395,32 @@ class SkippedImages(ApiModel):
     count: int = Field(ge=0, description="Images left out for that reason.")
 
 
+class DroppedBoxes(ApiModel):
+    """Detection boxes dropped, by reason."""
+
+    reason: str = Field(
+        max_length=128,
+        description=(
+            "CamelCase reason: ZeroSize (width or height 0), OutsideImage (no area inside the "
+            "image), UnderOnePixelAfterResize (under 1 px at the imageResizer's size)."
+        ),
+    )
+    count: int = Field(ge=0, description="Boxes dropped for that reason.")
+
+
+class BoxCounts(ApiModel):
+    """What became of the detection boxes that were not wholly usable (spec.dataset.boxPolicy
+    clip)."""
+
+    clipped: int = Field(default=0, ge=0, description="Boxes clipped to their image.")
+    dropped: list[DroppedBoxes] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Boxes dropped, by reason.",
+        json_schema_extra=list_map("reason"),
+    )
+
+
 class DatasetStatus(ApiModel):
     """What the trainer found in the dataset."""
 
@@ -413,6 +439,21 @@ class DatasetStatus(ApiModel):
     concepts_without_val_positives: list[str] = Field(
         default_factory=list,
         description="Concepts without a validation positive, left out of mAP.",
+    )
+    concepts_without_train_positives: list[str] = Field(
+        default_factory=list,
+        description="Concepts without a training positive (spec.dataset.allowEmptyConcepts).",
+    )
+    background_val: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Detection: validation images without boxes, kept so that their false positives "
+            "count (those of the training split are skipped as NoBoxes)."
+        ),
+    )
+    boxes: BoxCounts | None = Field(
+        default=None, description="Detection: boxes clipped and dropped."
     )
 
 

@@ -107,12 +107,21 @@ class TrainingPlan(ApiModel):
         )
         # Workers change neither weights nor batches (each worker is seeded from the base seed).
         spec["training"].pop("dataLoaderWorkers", None)
+        # The box options change the boxes trained on; left out at their defaults, so that
+        # the hash of a plan written before they existed stays the same.
+        dataset = self.dataset.model_dump(mode="json", by_alias=True, include={"uri", "format"})
+        dataset.update(
+            self.dataset.model_dump(
+                mode="json",
+                by_alias=True,
+                include={"box_policy", "box_frame"},
+                exclude_defaults=True,
+            )
+        )
         payload = {
             "task": self.task.value,
             "concepts": self.concepts,
-            "dataset": self.dataset.model_dump(
-                mode="json", by_alias=True, include={"uri", "format"}
-            ),
+            "dataset": dataset,
             "spec": spec,
         }
         return hashlib.sha256(

@@ -46,6 +46,26 @@ class DatasetFormat(StrEnum):
     TAGS_JSONL = "tags-jsonl"
 
 
+class BoxPolicy(StrEnum):
+    """What the trainer does with a detection box that is not wholly inside its image."""
+
+    CLIP = "clip"
+    STRICT = "strict"
+
+
+class BoxFrame(StrEnum):
+    """The image a detection box was drawn on: the upright image (EXIF orientation applied,
+    as browsers and most annotation tools show it) or the pixels as stored in the file."""
+
+    UPRIGHT = "upright"
+    STORED = "stored"
+
+
+#: Default of ``spec.dataset.maxImagePixels``: above the largest common camera sensors
+#: (102 MP medium format, 108 MP phones), below the 150-200 MP modes that a 224-px training
+#: has no use for; see docs/decisions.md for the memory this bounds.
+DEFAULT_MAX_IMAGE_PIXELS = 120_000_000
+
 #: Which formats carry which tasks.
 FORMAT_TASKS: dict[DatasetFormat, frozenset[Task]] = {
     DatasetFormat.COCO: frozenset(Task),
@@ -85,6 +105,40 @@ class DatasetSource(ApiModel):
         description=(
             "Secret whose keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3 and "
             "AWS_REGION reach the trainer as environment variables, for reading the dataset."
+        ),
+    )
+    allow_empty_concepts: bool = Field(
+        default=False,
+        description=(
+            "Train even when a concept has no training or no validation image (they are listed "
+            "in the ModelVersion's status.dataset). By default such a run fails before "
+            "training, naming the concept and the nearest names found in the data."
+        ),
+    )
+    box_policy: BoxPolicy = Field(
+        default=BoxPolicy.CLIP,
+        description=(
+            "Detection boxes not wholly inside their image. clip: clip boxes that overlap the "
+            "image, drop those outside it or without area after clipping, and count both in "
+            "status.dataset.boxes; strict: refuse the dataset instead (1 px of overhang is "
+            "clipped). Malformed boxes (negative size, not numbers) are refused either way."
+        ),
+    )
+    box_frame: BoxFrame = Field(
+        default=BoxFrame.UPRIGHT,
+        description=(
+            "The image the boxes and the declared width/height refer to when the file has an "
+            "EXIF orientation: upright (as browsers show it) or stored (the pixels as saved). "
+            "A declared size that is not the size of that image is refused."
+        ),
+    )
+    max_image_pixels: int = Field(
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        ge=1,
+        le=2**40,
+        description=(
+            "Largest image, in pixels (width x height as stored), that the trainer decodes; a "
+            "larger one is refused before decoding (a decompression bomb guard)."
         ),
     )
 

@@ -22,8 +22,11 @@ STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 def _tail(task: Task) -> list[v2.Transform]:
     tail: list[v2.Transform] = [v2.ToDtype(torch.float32, scale=True)]
     if task is Task.DETECTION:
-        # Boxes squeezed under 1 px by the resizer would give NaN losses.
-        tail.append(v2.SanitizeBoundingBoxes(min_size=1.0))
+        # Boxes squeezed under 1 px by the resizer would give NaN losses. Loading drops and
+        # counts those of the resizer alone (transforms.kept_boxes); this catches the ones
+        # that augmentations squeeze.
+        size = transforms.MIN_BOX_SIZE
+        tail.append(v2.SanitizeBoundingBoxes(min_size=size, min_area=size))
     else:
         tail.append(v2.Normalize(mean=list(MEAN), std=list(STD)))
     return tail

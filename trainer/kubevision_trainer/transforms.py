@@ -6,6 +6,7 @@ that v2 understands: an ``tv_tensors.Image`` (3, H, W) uint8 and, for detection,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,12 +16,20 @@ from torchvision.transforms.v2 import functional as tvf
 
 from kubevision_api.modelversion import Augmentation, AugmentationName, ImageResizer, ResizeMode
 
+#: Boxes narrower, lower or smaller in area (px, px²) than this after the transforms are
+#: removed (``v2.SanitizeBoundingBoxes``): they would give NaN losses.
+MIN_BOX_SIZE = 1.0
+
 
 def _image_size(flat_inputs: list[Any]) -> tuple[int, int]:
     for item in flat_inputs:
         if isinstance(item, tv_tensors.Image):
             height, width = tvf.get_size(item)
             return height, width
+    # Boxes alone (kept_boxes) carry their image's size.
+    for item in flat_inputs:
+        if isinstance(item, tv_tensors.BoundingBoxes):
+            return int(item.canvas_size[0]), int(item.canvas_size[1])
     raise TypeError("no tv_tensors.Image among the transform's inputs")
 
 
@@ -120,3 +129,31 @@ def augmentation(op: Augmentation) -> v2.Transform:
 def resizer(spec: ImageResizer) -> Resize:
     """The resize transform of an ``imageResizer`` spec."""
     return Resize(spec.mode, spec.height, spec.width)
+
+
+def kept_boxes(
+    boxes: Sequence[tuple[float, float, float, float]],
+    canvas_size: tuple[int, int],
+    spec: ImageResizer,
+) -> list[bool]:
+    """Which boxes the evaluation recipe keeps: mapped by the resizer alone (no augmentation)
+    and kept by ``v2.SanitizeBoundingBoxes``' rule at :data:`MIN_BOX_SIZE`, the computation
+    of the presets themselves.
+
+    Args:
+        boxes: ``(x1, y1, x2, y2)`` pixels of an image of ``canvas_size``.
+        canvas_size: ``(height, width)`` of the image, pixels.
+        spec: the ``imageResizer``.
+
+    Returns:
+        One flag per box, True when it keeps at least 1 px each way and 1 px² at the resizer's
+        size.
+    """
+    if not boxes:
+        return []
+    tensor = torch.tensor(list(boxes), dtype=torch.float32).reshape(-1, 4)
+    resized = resizer(spec)(
+        tv_tensors.BoundingBoxes(tensor, format="XYXY", canvas_size=canvas_size)
+    )
+    _, valid = tvf.sanitize_bounding_boxes(resized, min_size=MIN_BOX_SIZE, min_area=MIN_BOX_SIZE)
+    return [bool(v) for v in valid]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
-from kubevision_api.view import Task
+from kubevision_api.view import BoxPolicy, Task
 from kubevision_trainer import storage
 from kubevision_trainer.data import coco, decode
 from tests.trainer.data import data_helpers as helpers
@@ -41,9 +42,9 @@ def write(
     return helpers.write_json(tmp_path / "ann" / "coco.json", document)
 
 
-def error(uri: str, task: Task = Task.DETECTION) -> InputError:
+def error(uri: str, task: Task = Task.DETECTION, policy: BoxPolicy = BoxPolicy.CLIP) -> InputError:
     with pytest.raises(InputError) as caught:
-        coco.read(uri, task, CONCEPTS)
+        coco.read(uri, task, CONCEPTS, policy=policy)
     assert caught.value.source == uri
     return caught.value
 
@@ -82,51 +83,117 @@ def test_unknown_concept_is_ignored_and_counted(tmp_path: Path) -> None:
     )
     result = coco.read(uri, Task.DETECTION, CONCEPTS)
     assert result.ignored_annotations == {"bird": 2}
-    assert [(s.path, s.box_labels) for s in result.samples] == [("a.jpg", (0,))]
-    assert result.skipped == {"NoBoxes": 1}  # b.jpg's only box is a bird
+    # b.jpg's only box is a bird: a background image.
+    assert [(s.path, s.box_labels) for s in result.samples] == [("a.jpg", (0,)), ("b.jpg", ())]
+    assert not result.skipped
+    assert result.names_not_in_view == {"bird"}
 
 
-def test_images_without_boxes_are_kept_out_and_counted(tmp_path: Path) -> None:
+def test_images_without_boxes_are_background_samples(tmp_path: Path) -> None:
+    # The split keeps them out of training but in validation (split.leave_out_background).
     uri = write(
         tmp_path,
         [image(1, "a.jpg"), image(2, "b.jpg"), image(3, "c.jpg")],
         [box(1, 2, 3)],
     )
     result = coco.read(uri, Task.DETECTION, CONCEPTS)
-    assert [s.path for s in result.samples] == ["b.jpg"]
-    assert result.skipped == {"NoBoxes": 2}
+    assert [(s.path, s.boxes, s.labels) for s in result.samples] == [
+        ("a.jpg", (), ()),
+        ("b.jpg", ((0.0, 0.0, 10.0, 10.0),), (1,)),
+        ("c.jpg", (), ()),
+    ]
+    assert not result.skipped
 
 
-def test_zero_width_box_is_an_error(tmp_path: Path) -> None:
+def test_boxes_overshooting_the_border_are_clipped_or_dropped_and_counted(tmp_path: Path) -> None:
+    # What annotation tools produce: a few pixels past the border, a box dragged off the
+    # image, a click without a drag.
+    images = [image(1, "a.jpg", 50, 80), image(2, "b.jpg", 50, 80)]
+    annotations = [
+        box(1, 1, 1, (-3, 70, 20, 20)),  # clipped to (0, 70, 17, 80)
+        box(2, 1, 1, (40, 10, 13, 5)),  # clipped to (40, 10, 50, 15)
+        box(3, 1, 3, (5, 5, 10, 10)),  # inside: kept as is
+        box(4, 1, 1, (60, 10, 5, 5)),  # right of the image
+        box(5, 2, 1, (10, 80, 5, 5)),  # starts on the bottom border: no area inside
+        box(6, 2, 1, (10, 10, 0, 5)),  # zero width
+    ]
+    result = coco.read(write(tmp_path, images, annotations), Task.DETECTION, CONCEPTS)
+    a, b = result.samples
+    assert a.boxes == ((0.0, 70.0, 17.0, 80.0), (40.0, 10.0, 50.0, 15.0), (5.0, 5.0, 15.0, 15.0))
+    assert a.box_labels == (0, 0, 1)
+    assert (b.path, b.boxes, b.labels) == ("b.jpg", (), ())  # its boxes dropped: background
+    assert result.boxes.clipped == 2
+    assert result.boxes.dropped == {"OutsideImage": 2, "ZeroSize": 1}
+    assert result.boxes.manifest() == {
+        "clipped": 2,
+        "dropped": {"OutsideImage": 2, "ZeroSize": 1},
+    }
+
+
+def test_malformed_boxes_are_refused_whatever_the_policy(tmp_path: Path) -> None:
+    uri = write(tmp_path, [image(5, "img/a.jpg")], [box(11, 5, 1), box(12, 5, 1, (10, 10, -4, 20))])
+    for policy in BoxPolicy:
+        exc = error(uri, policy=policy)
+        assert str(exc) == (
+            f"{uri}: annotations[1] (id 12, image_id 5, file 'img/a.jpg'): bbox: "
+            "bbox [10, 10, -4, 20]: width -4 and height 20 must both be positive "
+            "(COCO bbox is [x, y, width, height])"
+        )
+
+
+def test_strict_refuses_a_zero_width_box_naming_annotation_image_and_file(tmp_path: Path) -> None:
     uri = write(tmp_path, [image(1, "a.jpg")], [box(11, 1, 1), box(12, 1, 1, (10, 10, 0, 20))])
-    exc = error(uri)
-    assert (exc.record, exc.field) == ("annotations[1] (id 12)", "bbox")
-    assert "width 0 and height 20 must both be positive" in exc.message
-    assert str(exc).startswith(f"{uri}: annotations[1] (id 12): bbox: ")
+    exc = error(uri, policy=BoxPolicy.STRICT)
+    assert (exc.record, exc.field) == ("annotations[1] (id 12, image_id 1, file 'a.jpg')", "bbox")
+    assert str(exc) == (
+        f"{uri}: annotations[1] (id 12, image_id 1, file 'a.jpg'): bbox: bbox [10, 10, 0, 20]: "
+        "width 0 and height 20 must both be positive (COCO bbox is [x, y, width, height])"
+    )
 
 
-def test_box_written_as_corners_gets_a_hint(tmp_path: Path) -> None:
+def test_strict_box_written_as_corners_gets_a_hint(tmp_path: Path) -> None:
     uri = write(tmp_path, [image(1, "a.jpg", 50, 80)], [box(17, 1, 1, (10, 10, 50, 60))])
-    exc = error(uri)
-    assert (exc.record, exc.field) == ("annotations[0] (id 17)", "bbox")
+    exc = error(uri, policy=BoxPolicy.STRICT)
+    assert (exc.record, exc.field) == ("annotations[0] (id 17, image_id 1, file 'a.jpg')", "bbox")
     assert exc.message.startswith(
         "bbox [10, 10, 50, 60]: x+w=60 exceeds width 50; COCO bbox is [x, y, width, height]"
     )
     assert "would fit as [x1, y1, x2, y2]" in exc.message
 
 
-def test_box_outside_the_image_without_corner_hint(tmp_path: Path) -> None:
+def test_strict_box_outside_the_image_without_corner_hint(tmp_path: Path) -> None:
     uri = write(tmp_path, [image(1, "a.jpg", 50, 80)], [box(5, 1, 1, (-3, 70, 20, 20))])
-    exc = error(uri)
+    exc = error(uri, policy=BoxPolicy.STRICT)
     assert exc.message == (
         "bbox [-3, 70, 20, 20]: x=-3 is left of the image; y+h=90 exceeds height 80 "
         "(image 50x80; COCO bbox is [x, y, width, height])"
     )
 
 
-def test_box_within_one_pixel_is_clipped(tmp_path: Path) -> None:
+def test_strict_clips_within_one_pixel(tmp_path: Path) -> None:
     uri = write(tmp_path, [image(1, "a.jpg", 50, 80)], [box(1, 1, 1, (-0.5, 0, 51, 80.9))])
-    assert coco.read(uri, Task.DETECTION, CONCEPTS).samples[0].boxes == ((0.0, 0.0, 50.0, 80.0),)
+    result = coco.read(uri, Task.DETECTION, CONCEPTS, policy=BoxPolicy.STRICT)
+    assert result.samples[0].boxes == ((0.0, 0.0, 50.0, 80.0),)
+    assert (result.boxes.clipped, result.boxes.dropped) == (1, {})
+
+
+def test_bad_boxes_are_listed_up_to_a_bound(tmp_path: Path) -> None:
+    images = [image(i, f"{i}.jpg", 50, 80) for i in (1, 2)]
+    annotations = [box(100 + i, 1 + i % 2, 1, (i, 0, -1, 5)) for i in range(23)]
+    annotations.insert(1, box(99, 1, 1, (0, 0, 5, 5)))  # a good one among them
+    exc = error(write(tmp_path, images, annotations), policy=BoxPolicy.STRICT)
+    assert exc.record is None and exc.field is None
+    listed = exc.message.split("; ")
+    assert listed[0] == (
+        "23 bad boxes (field bbox): annotations[0] (id 100, image_id 1, file '1.jpg'): "
+        "bbox [0, 0, -1, 5]: width -1 and height 5 must both be positive "
+        "(COCO bbox is [x, y, width, height])"
+    )
+    assert listed[1] == (
+        "annotations[2] (id 101, image_id 2, file '2.jpg'): bbox [1, 0, -1, 5]: width -1 and "
+        "height 5 must both be positive (COCO bbox is [x, y, width, height])"
+    )
+    assert len(listed) == 21 and listed[-1] == "and 3 more"
 
 
 @pytest.mark.parametrize("bbox", [[1, 2, 3], [1, 2, "3", 4], [1, 2, float("nan"), 4], None])
@@ -135,8 +202,8 @@ def test_bbox_must_be_four_finite_numbers(tmp_path: Path, bbox: Any) -> None:
     if bbox is not None:
         annotation["bbox"] = bbox
     exc = error(write(tmp_path, [image(1, "a.jpg")], [annotation]))
-    assert (exc.record, exc.field) == ("annotations[0] (id 4)", "bbox")
-    assert "is not 4 finite numbers" in exc.message
+    assert (exc.record, exc.field) == ("annotations[0] (id 4, image_id 1, file 'a.jpg')", "bbox")
+    assert exc.message == f"{json.dumps(bbox)} is not 4 finite numbers [x, y, width, height]"
 
 
 def test_annotation_naming_a_missing_image(tmp_path: Path) -> None:
@@ -145,9 +212,37 @@ def test_annotation_naming_a_missing_image(tmp_path: Path) -> None:
     assert exc.message == "image 42 is not in images"
 
 
-def test_annotation_naming_a_missing_category(tmp_path: Path) -> None:
+def test_annotation_naming_a_missing_category_lists_the_ids(tmp_path: Path) -> None:
     exc = error(write(tmp_path, [image(1, "a.jpg")], [box(8, 1, 2)]), Task.TAGGING)
     assert (exc.record, exc.field) == ("annotations[0] (id 8)", "category_id")
+    assert exc.message == "category 2 is not in categories (ids: 1, 3, 7)"
+
+
+def test_string_image_id_says_the_type_is_wrong_and_where(tmp_path: Path) -> None:
+    images = [image(1, "a.jpg"), image(2, "b.jpg")]
+    exc = error(write(tmp_path, images, [box(1, 1, 1), box(2, "2", 3)]))  # type: ignore[arg-type]
+    assert str(exc) == (
+        f'{exc.source}: annotations[1] (id 2): image_id: "2" is a string, but the id of '
+        "images[1] is the integer 2 (ids must have the same JSON type)"
+    )
+    categories = [{"id": "7", "name": "zebra"}]
+    exc = error(write(tmp_path, images, [box(1, 1, 7)], categories), Task.TAGGING)
+    assert (exc.record, exc.field) == ("annotations[0] (id 1)", "category_id")
+    assert exc.message == (
+        '7 is an integer, but the id of categories[0] is the string "7" '
+        "(ids must have the same JSON type)"
+    )
+    exc = error(write(tmp_path, images, [box(1, 2.0, 1)]))  # type: ignore[arg-type]
+    assert (exc.field, exc.message) == ("image_id", "must be an integer or a string, got 2.0")
+
+
+def test_duplicated_annotation_id_names_both_records(tmp_path: Path) -> None:
+    images = [image(1, "a.jpg"), image(2, "b.jpg")]
+    exc = error(write(tmp_path, images, [box(7, 1, 1), box(8, 2, 1), box(7, 2, 3)]))
+    assert str(exc) == (
+        f"{exc.source}: annotations[2] (id 7): id: duplicated annotation id: "
+        "annotations[0] (id 7) has it too"
+    )
 
 
 @pytest.mark.parametrize("key", ["images", "annotations", "categories"])
@@ -178,6 +273,7 @@ def test_file_name_must_stay_inside_the_folder(tmp_path: Path, name: str) -> Non
 def test_duplicated_image_id_and_file(tmp_path: Path) -> None:
     exc = error(write(tmp_path, [image(1, "a.jpg"), image(1, "b.jpg")], []))
     assert (exc.record, exc.field) == ("images[1] (id 1)", "id")
+    assert exc.message == "duplicated image id: images[0] (id 1) has it too"
     exc = error(write(tmp_path, [image(1, "a.jpg"), image(2, "./a.jpg")], []))
     assert (exc.record, exc.field) == ("images[1] (id 2)", "file_name")
 
@@ -222,6 +318,8 @@ def test_tagging_keeps_images_without_concept(tmp_path: Path) -> None:
 
 def test_boxes_of_an_exif_rotated_jpeg_follow_the_image(tmp_path: Path) -> None:
     # The annotation tool saw the stored pixels (64x40); the camera said "rotate 90 degrees".
+    # The reader keeps the boxes as declared (spec.dataset.boxFrame: stored); loading turns
+    # them upright (tests/trainer/data/test_data_exif.py covers every orientation).
     (tmp_path / "ann").mkdir()
     (tmp_path / "ann" / "rotated.jpg").write_bytes(helpers.boxed_image(6, "JPEG"))
     x1, y1, x2, y2 = helpers.BOX

@@ -48,8 +48,8 @@ def test_empty_detection_dataset_says_what_was_left_out(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         readers.read_dataset(source, Task.DETECTION, ["cat"])
     assert str(caught.value) == (
-        f"{uri}: the dataset has no usable image (images skipped: NoBoxes 2; "
-        "annotations of concepts the View lacks: bird 1)"
+        f"{uri}: the dataset has no usable image (images skipped: none; "
+        "images without boxes: 2; annotations of concepts the View lacks: bird 1)"
     )
 
 

@@ -6,10 +6,12 @@ relative to the annotation file's folder.
 
 Task rules:
 
-- detection: each known annotation needs a ``bbox`` ``[x, y, width, height]`` inside the declared
-  ``width`` x ``height`` (1 px tolerance, then clipped); images without any box are left out and
-  counted as ``NoBoxes``. Boxes stay in stored-pixel coordinates (``boxes_oriented`` False): only
-  decoding tells the oriented size, so the dataset loader compares ``size`` with the decoded one.
+- detection: each known annotation needs a ``bbox`` ``[x, y, width, height]``, checked against
+  the declared ``width`` x ``height`` by ``spec.dataset.boxPolicy`` (``boxes.coco_box``: clipped,
+  dropped and counted, or refused). An image without any box is a background image: a sample
+  without boxes (the split keeps it out of training, in validation). Boxes and the declared size
+  are in the frame that ``spec.dataset.boxFrame`` names; loading checks the size against the
+  decoded image and brings the boxes upright.
 - classification: each image needs exactly one distinct concept among its annotations (with or
   without ``bbox``, which is not checked). An image whose annotations all name concepts that the
   View lacks is left out (``ConceptNotInView``): a View may take a subset of the concepts.
@@ -21,20 +23,23 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kubevision_api import errors, view
 from kubevision_api.contract import StorageRole
 from kubevision_trainer import storage
-from kubevision_trainer.data import paths
+from kubevision_trainer.data import boxes, paths
 from kubevision_trainer.data.sample import Box, ReadResult, Sample
 
-#: Pixels a box may overhang the declared image size (rounding in annotation tools).
-TOLERANCE = 1.0
+_T = TypeVar("_T")
+
+#: How many valid ids an "unknown category" error lists.
+MAX_IDS_LISTED = 20
 
 
 @dataclass
 class _Image:
+    key: int | str
     record: str
     path: str
     size: tuple[int, int] | None
@@ -44,7 +49,13 @@ class _Image:
     ignored: int = 0
 
 
-def read(source_uri: str, task: view.Task, concepts: list[str]) -> ReadResult:
+def read(
+    source_uri: str,
+    task: view.Task,
+    concepts: list[str],
+    *,
+    policy: view.BoxPolicy = view.BoxPolicy.CLIP,
+) -> ReadResult:
     """Read a COCO annotation file.
 
     Args:
@@ -52,59 +63,81 @@ def read(source_uri: str, task: view.Task, concepts: list[str]) -> ReadResult:
             folder.
         task: the View's task.
         concepts: concept names in class-index order (index ``i`` is ``concepts[i]``).
+        policy: ``spec.dataset.boxPolicy``, for detection boxes.
 
     Returns:
         Samples sorted by path: ``labels`` sorted class indices; for detection ``boxes`` as
-        float ``(x1, y1, x2, y2)`` stored-image pixels with ``box_labels`` (0-based) and
-        ``size`` the declared ``(width, height)``. ``skipped`` counts ``NoBoxes`` and
-        ``ConceptNotInView``; ``ignored_annotations`` counts annotations by unknown concept name.
+        float ``(x1, y1, x2, y2)`` pixels (none for a background image) with ``box_labels``
+        (0-based) and ``size`` the declared ``(width, height)``. ``skipped`` counts
+        ``ConceptNotInView``; ``ignored_annotations`` counts annotations by unknown concept
+        name; ``names_not_in_view`` holds every category name the View lacks; ``boxes``
+        counts the boxes clipped and dropped.
 
     Raises:
-        InputError: unreadable JSON, a missing top-level key, or a bad record: a duplicated or
-            missing id, an ``image_id`` or ``category_id`` that does not exist, a ``bbox`` that
-            is not 4 finite numbers, has no area or lies outside the image, or a classification
-            image without exactly one concept. Names the file, the record and the field.
+        InputError: unreadable JSON, a missing top-level key, or a bad record: a duplicated id
+            (naming both records) or a missing one, an ``image_id`` or ``category_id`` of the
+            wrong type or that does not exist (listing the category ids), bad boxes (up to
+            ``boxes.MAX_LISTED`` listed, each naming annotation, image id and file), or a
+            classification image without exactly one concept. Names the file, the record and
+            the field.
     """
     document = _load(source_uri)
-    categories = _categories(document, source_uri)
+    categories, category_records = _categories(document, source_uri)
     images = _images(document, source_uri, need_size=task is view.Task.DETECTION)
+    image_records = {key: image.record for key, image in images.items()}
     index = {name: i for i, name in enumerate(concepts)}
     result = ReadResult(samples=[], source=source_uri)
+    result.names_not_in_view.update(name for name in categories.values() if name not in index)
+    annotation_records: dict[int | str, str] = {}
+    bad_boxes: list[tuple[str, str]] = []
 
     for i, annotation in enumerate(_list(document, "annotations", source_uri)):
         record = f"annotations[{i}]"
         if not isinstance(annotation, dict):
             raise errors.InputError(source_uri, "must be a JSON object", record=record)
         if "id" in annotation:
-            record += f" (id {annotation['id']})"
-        image_key = _key(annotation.get("image_id"))
-        image = None if image_key is None else images.get(image_key)
-        if image is None:
-            raise errors.InputError(
-                source_uri,
-                f"image {annotation.get('image_id')!r} is not in images",
-                record=record,
-                field="image_id",
-            )
-        category_key = _key(annotation.get("category_id"))
-        name = None if category_key is None else categories.get(category_key)
-        if name is None:
-            raise errors.InputError(
-                source_uri,
-                f"category {annotation.get('category_id')!r} is not in categories",
-                record=record,
-                field="category_id",
-            )
+            record += f" (id {json.dumps(annotation['id'])})"
+            key = _key(annotation["id"])
+            if key is not None and key in annotation_records:
+                raise errors.InputError(
+                    source_uri,
+                    f"duplicated annotation id: {annotation_records[key]} has it too",
+                    record=record,
+                    field="id",
+                )
+            if key is not None:
+                annotation_records[key] = record
+        image = _lookup(annotation, "image_id", images, source_uri, record, image_records)
+        name = _lookup(annotation, "category_id", categories, source_uri, record, category_records)
         if name not in index:
             result.ignored_annotations[name] += 1
             image.ignored += 1
             continue
         label = index[name]
-        image.labels.add(label)
-        if task is view.Task.DETECTION:
+        if task is not view.Task.DETECTION:
+            image.labels.add(label)
+        else:
             assert image.size is not None  # _images requires sizes for detection
-            image.boxes.append(_box(annotation.get("bbox"), image.size, source_uri, record))
+            try:
+                box, dropped, clipped = boxes.coco_box(annotation.get("bbox"), image.size, policy)
+            except boxes.BoxError as exc:
+                where = f"{record[:-1]}, " if record.endswith(")") else f"{record} ("
+                bad_boxes.append(
+                    (f"{where}image_id {json.dumps(image.key)}, file {image.path!r})", str(exc))
+                )
+                continue
+            result.boxes.clipped += clipped
+            if box is None:
+                assert dropped is not None
+                result.boxes.dropped[dropped] += 1
+                continue
+            image.boxes.append(box)
             image.box_labels.append(label)
+            image.labels.add(label)
+    if len(bad_boxes) == 1:
+        raise errors.InputError(source_uri, bad_boxes[0][1], record=bad_boxes[0][0], field="bbox")
+    if bad_boxes:
+        raise errors.InputError(source_uri, boxes.listing(bad_boxes))
 
     folder = source_uri.rsplit("/", 1)[0] if "/" in source_uri else "."
     for image in images.values():
@@ -115,6 +148,67 @@ def read(source_uri: str, task: view.Task, concepts: list[str]) -> ReadResult:
     return result
 
 
+def _lookup(
+    annotation: dict[str, Any],
+    field: str,
+    table: dict[int | str, _T],
+    source_uri: str,
+    record: str,
+    records: dict[int | str, str],
+) -> _T:
+    """The entry that ``annotation[field]`` names in ``table`` (images or categories).
+
+    Raises:
+        InputError: the value is missing or not an integer or a string; it is not in the table
+            but its twin of the other JSON type is (``"2"`` for ``2``); or it is not there at
+            all (categories list their ids).
+    """
+    value = annotation.get(field)
+    key = _key(value)
+    if key is None:
+        raise errors.InputError(
+            source_uri,
+            f"must be an integer or a string, got {json.dumps(value)}",
+            record=record,
+            field=field,
+        )
+    if key in table:
+        return table[key]
+    what, plural = ("image", "images") if field == "image_id" else ("category", "categories")
+    twin = _twin(key)
+    if twin is not None and twin in table:
+        where = records[twin]
+        kinds = (
+            ("a string", "the integer") if isinstance(key, str) else ("an integer", "the string")
+        )
+        raise errors.InputError(
+            source_uri,
+            f"{json.dumps(value)} is {kinds[0]}, but the id of {where.split(' ')[0]} is "
+            f"{kinds[1]} {json.dumps(twin)} (ids must have the same JSON type)",
+            record=record,
+            field=field,
+        )
+    message = f"{what} {value!r} is not in {plural}"
+    if what == "category":
+        ids = sorted(
+            table, key=lambda k: (isinstance(k, str), k if isinstance(k, int) else 0, str(k))
+        )
+        listed = ", ".join(json.dumps(k) for k in ids[:MAX_IDS_LISTED])
+        more = f", ... ({len(ids)} in all)" if len(ids) > MAX_IDS_LISTED else ""
+        message += f" (ids: {listed}{more})" if ids else " (there are none)"
+    raise errors.InputError(source_uri, message, record=record, field=field)
+
+
+def _twin(key: int | str) -> int | str | None:
+    """The same id in the other JSON type: ``"2"`` for ``2`` and back; None when none."""
+    if isinstance(key, int):
+        return str(key)
+    text = key.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return None
+
+
 def _sample(
     image: _Image, task: view.Task, concepts: list[str], folder: str, result: ReadResult
 ) -> Sample | None:
@@ -122,9 +216,7 @@ def _sample(
     uri = storage.join(folder, image.path)
     labels = tuple(sorted(image.labels))
     if task is view.Task.DETECTION:
-        if not image.boxes:
-            result.skipped["NoBoxes"] += 1
-            return None
+        # An image without boxes is a background image: the split keeps it for validation.
         return Sample(
             path=image.path,
             uri=uri,
@@ -196,20 +288,30 @@ def _id(entry: Any, source_uri: str, record: str) -> int | str:
     return key
 
 
-def _categories(document: dict[str, Any], source_uri: str) -> dict[int | str, str]:
+def _categories(
+    document: dict[str, Any], source_uri: str
+) -> tuple[dict[int | str, str], dict[int | str, str]]:
+    """Category names by id, and the record of each id."""
     names: dict[int | str, str] = {}
+    records: dict[int | str, str] = {}
     for i, category in enumerate(_list(document, "categories", source_uri)):
         key = _id(category, source_uri, f"categories[{i}]")
-        record = f"categories[{i}] (id {key})"
+        record = f"categories[{i}] (id {json.dumps(key)})"
         if key in names:
-            raise errors.InputError(source_uri, "duplicated category id", record=record, field="id")
+            raise errors.InputError(
+                source_uri,
+                f"duplicated category id: {records[key]} has it too",
+                record=record,
+                field="id",
+            )
         name = category.get("name")
         if not isinstance(name, str) or not name:
             raise errors.InputError(
                 source_uri, "must be a non-empty string", record=record, field="name"
             )
         names[key] = name
-    return names
+        records[key] = record
+    return names, records
 
 
 def _images(
@@ -219,9 +321,14 @@ def _images(
     records_by_path: dict[str, str] = {}
     for i, entry in enumerate(_list(document, "images", source_uri)):
         key = _id(entry, source_uri, f"images[{i}]")
-        record = f"images[{i}] (id {key})"
+        record = f"images[{i}] (id {json.dumps(key)})"
         if key in images:
-            raise errors.InputError(source_uri, "duplicated image id", record=record, field="id")
+            raise errors.InputError(
+                source_uri,
+                f"duplicated image id: {images[key].record} has it too",
+                record=record,
+                field="id",
+            )
         path = paths.relative_path(entry.get("file_name"), source_uri, record, "file_name")
         if path in records_by_path:
             raise errors.InputError(
@@ -232,7 +339,7 @@ def _images(
             )
         records_by_path[path] = record
         size = _size(entry, source_uri, record, need_size=need_size)
-        images[key] = _Image(record=record, path=path, size=size)
+        images[key] = _Image(key=key, record=record, path=path, size=size)
     return images
 
 
@@ -255,57 +362,3 @@ def _size(
             )
         values.append(int(value))
     return values[0], values[1]
-
-
-def _box(value: Any, size: tuple[int, int], source_uri: str, record: str) -> Box:
-    """``[x, y, w, h]`` checked against ``size`` and clipped to it, as ``(x1, y1, x2, y2)``."""
-
-    def fail(message: str) -> errors.InputError:
-        return errors.InputError(source_uri, message, record=record, field="bbox")
-
-    numbers = (
-        isinstance(value, list)
-        and len(value) == 4
-        and all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            for v in value
-        )
-    )
-    if not numbers:
-        raise fail(f"{json.dumps(value)} is not 4 finite numbers [x, y, width, height]")
-    x, y, w, h = (float(v) for v in value)
-    shown = f"bbox {json.dumps(value)}"
-    if w <= 0 or h <= 0:
-        raise fail(
-            f"{shown}: width {w:g} and height {h:g} must both be positive "
-            "(COCO bbox is [x, y, width, height])"
-        )
-    width, height = size
-    problems = []
-    if x < -TOLERANCE:
-        problems.append(f"x={x:g} is left of the image")
-    if y < -TOLERANCE:
-        problems.append(f"y={y:g} is above the image")
-    if x + w > width + TOLERANCE:
-        problems.append(f"x+w={x + w:g} exceeds width {width}")
-    if y + h > height + TOLERANCE:
-        problems.append(f"y+h={y + h:g} exceeds height {height}")
-    if problems:
-        # Boxes written as [x1, y1, x2, y2] are the usual mistake; say so when they fit that way.
-        as_corners = (
-            x >= -TOLERANCE
-            and y >= -TOLERANCE
-            and x < w <= width + TOLERANCE
-            and y < h <= height + TOLERANCE
-        )
-        hint = (
-            "; COCO bbox is [x, y, width, height], and these values would fit as [x1, y1, x2, y2]"
-            if as_corners
-            else f" (image {width}x{height}; COCO bbox is [x, y, width, height])"
-        )
-        raise fail(f"{shown}: {'; '.join(problems)}{hint}")
-    x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-    x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
-    if x2 <= x1 or y2 <= y1:
-        raise fail(f"{shown}: no area left inside the {width}x{height} image")
-    return (x1, y1, x2, y2)

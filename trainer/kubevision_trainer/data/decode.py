@@ -1,5 +1,10 @@
 """Image bytes to an RGB picture as the user sees it, and boxes to match.
 
+Decoding is bounded in memory: an image over ``spec.dataset.maxImagePixels`` is refused from
+its header, and a large image is decoded at a reduced scale when the network needs fewer
+pixels (``target``): a 100 MP baseline JPEG then adds 9 MiB to the peak RSS instead of 384 MiB
+(tests/trainer/data/test_data_huge.py measures it; docs/decisions.md states the budget).
+
 Every Pillow mode becomes 8-bit RGB with the same rules for every image, so that a dataset that
 mixes PNG, JPEG and TIFF trains on comparable pixels:
 
@@ -21,12 +26,24 @@ mixes PNG, JPEG and TIFF trains on comparable pixels:
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from kubevision_api import errors
+from kubevision_api.view import DEFAULT_MAX_IMAGE_PIXELS
+
+# decode_image applies spec.dataset.maxImagePixels itself, from the header and before any
+# pixel is decoded; Pillow's own guard (a warning from 89 MP, an error from 179 MP, process
+# wide) would contradict the View's limit.
+Image.MAX_IMAGE_PIXELS = None
+
+#: Pillow's ``thumbnail`` default: a reduced decode keeps at least this many times the pixels
+#: that the final resize needs per side, so the resize (antialiased) still averages several
+#: pixels into one and the reduced decode costs no visible quality.
+REDUCING_GAP = 2
 
 _ORIENTATIONS = frozenset(range(1, 9))
 #: Formats Pillow may open: the dataset formats' image types (JPEG includes the multi-picture
@@ -44,32 +61,59 @@ _DECODE_ERRORS = (
 )
 
 
-def decode_image(data: bytes, source: str) -> tuple[Image.Image, int, tuple[int, int]]:
+def decode_image(
+    data: bytes,
+    source: str,
+    *,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    target: int | None = None,
+) -> tuple[Image.Image, int, tuple[int, int]]:
     """Decode an image file's bytes.
 
     Args:
         data: the whole file.
         source: its URI, named in errors.
+        max_pixels: ``spec.dataset.maxImagePixels``: a stored image of more pixels is refused
+            from its header, before any pixel is decoded.
+        target: the largest side of the network input (the resizer's), or None. When given, a
+            large image is decoded at a reduced scale (a power of 2) as long as both its sides
+            keep :data:`REDUCING_GAP` times ``target`` pixels: JPEGs by libjpeg's DCT scaling
+            (``Image.draft``, so the full-size picture never exists in memory), opaque RGB and
+            grey images of other formats by ``Image.reduce`` right after decoding.
 
     Returns:
         ``(image, orientation, raw_size)``: the image in mode ``RGB`` (uint8, 3 channels) with
-        the EXIF orientation applied (``PIL.ImageOps.exif_transpose``); the EXIF orientation
-        tag, 1..8 (1 when absent or invalid, in which case the image is not transposed); and
-        the stored size ``(width, height)`` in pixels, before orientation.
+        the EXIF orientation applied (``PIL.ImageOps.exif_transpose``), possibly reduced (its
+        full upright size is :func:`upright_size`); the EXIF orientation tag, 1..8 (1 when
+        absent or invalid, in which case the image is not transposed); and the stored size
+        ``(width, height)`` in pixels, before orientation and reduction.
 
     Raises:
-        InputError: the bytes are not an image of one of :data:`FORMATS`, are truncated or
-            corrupt, or exceed Pillow's decompression-bomb limit (names ``source`` and the
-            cause).
+        InputError: the file is empty, the bytes are not an image of one of :data:`FORMATS`,
+            are truncated or corrupt, or the image has more than ``max_pixels`` pixels (a
+            decompression bomb; the message names the pixels and the limit). Names ``source``.
         RuntimeError: ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` was set to True by someone.
     """
     # Pillow would otherwise pad a truncated image with grey and train on it silently.
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
+    if not data:
+        raise errors.InputError(source, "cannot decode the image: empty file (0 bytes)")
     try:
         image: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except _DECODE_ERRORS as exc:
+        raise errors.InputError(source, f"cannot decode the image: {_describe(exc)}") from exc
+    raw_size = image.size
+    _check_pixels(raw_size, max_pixels, source)
+    try:
+        side = None if target is None else REDUCING_GAP * target
+        if side is not None and image.format == "JPEG":
+            image.draft(None, (side, side))
         image.load()
-        raw_size = image.size
+        if side is not None and image.mode in ("RGB", "L") and "transparency" not in image.info:
+            factor = min(image.size[0] // side, image.size[1] // side)
+            if factor >= 2:
+                image = image.reduce(factor)
         orientation = _orientation(image)
         if orientation != 1:
             image = ImageOps.exif_transpose(image)
@@ -77,6 +121,33 @@ def decode_image(data: bytes, source: str) -> tuple[Image.Image, int, tuple[int,
     except _DECODE_ERRORS as exc:
         raise errors.InputError(source, f"cannot decode the image: {_describe(exc)}") from exc
     return rgb, orientation, (int(raw_size[0]), int(raw_size[1]))
+
+
+def stored_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from the file's header, without decoding; None when the bytes are
+    not an image of :data:`FORMATS` (:func:`decode_image` then says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            return int(image.size[0]), int(image.size[1])
+    except _DECODE_ERRORS:
+        return None
+
+
+def upright_size(raw_size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """``(width, height)`` of the upright image: ``raw_size`` swapped for EXIF orientations
+    5 to 8 (the transpositions and quarter turns)."""
+    return (raw_size[1], raw_size[0]) if orientation >= 5 else raw_size
+
+
+def _check_pixels(size: tuple[int, int], limit: int, source: str) -> None:
+    pixels = size[0] * size[1]
+    if pixels > limit:
+        raise errors.InputError(
+            source,
+            f"the image is {size[0]}x{size[1]} = {pixels:,} pixels, over the limit of "
+            f"{limit:,} (spec.dataset.maxImagePixels, a decompression bomb guard): downscale "
+            "the image or raise the limit",
+        )
 
 
 def _describe(exc: BaseException) -> str:
@@ -104,11 +175,17 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return _composite_on_black(image.convert("RGBA"))
     if mode == "RGB":
         return image
-    if mode in ("LA", "PA", "RGBA", "La", "RGBa"):
+    if mode == "RGBA":
+        return _composite_on_black(image)
+    if mode in ("LA", "PA", "La", "RGBa"):
         return _composite_on_black(image.convert("RGBA"))
     if mode.startswith("I;16") or mode == "I":
-        values = np.asarray(image).astype(np.float64)
-        return _gray(np.clip(values, 0, 65535) * (255.0 / 65535.0))
+        return _by_bands(
+            image,
+            lambda band: _gray_plane(
+                np.clip(band.astype(np.float64), 0, 65535) * (255.0 / 65535.0)
+            ),
+        )
     if mode == "F":
         values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
         scale = 255.0 if values.size and values.min() >= 0 and values.max() <= 1 else 1.0
@@ -117,14 +194,41 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _gray(values: npt.NDArray[np.float64]) -> Image.Image:
+    return Image.fromarray(_gray_plane(values), "RGB")
+
+
+def _gray_plane(values: npt.NDArray[np.float64]) -> npt.NDArray[np.uint8]:
     plane = np.rint(values).astype(np.uint8)
-    return Image.fromarray(np.stack([plane] * 3, axis=-1), "RGB")
+    return np.stack([plane] * 3, axis=-1)
 
 
 def _composite_on_black(rgba: Image.Image) -> Image.Image:
-    pixels = np.asarray(rgba, dtype=np.uint16)
-    rgb = (pixels[..., :3] * pixels[..., 3:4] + 127) // 255
-    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+    def band(pixels: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
+        wide = pixels.astype(np.uint16)
+        return ((wide[..., :3] * wide[..., 3:4] + 127) // 255).astype(np.uint8)
+
+    return _by_bands(rgba, band)
+
+
+#: Rows converted at a time: the float or 16-bit intermediates of a conversion then take a
+#: few MB, not several bytes per pixel of the whole image (a 100 MP RGBA image would need
+#: 800 MB of uint16 at once).
+_BAND_ROWS = 256
+
+
+def _by_bands(
+    image: Image.Image, convert: Callable[[npt.NDArray[np.generic]], npt.NDArray[np.uint8]]
+) -> Image.Image:
+    """An RGB image made band by band of rows: ``convert`` maps the ``(rows, W[, C])`` array
+    of a band of ``image`` to its ``(rows, W, 3)`` uint8 RGB pixels."""
+    width, height = image.size
+    # Pasted into a Pillow image band by band: a whole numpy result would be copied once more.
+    out = Image.new("RGB", (width, height))
+    for top in range(0, height, _BAND_ROWS):
+        bottom = min(height, top + _BAND_ROWS)
+        band = convert(np.asarray(image.crop((0, top, width, bottom))))
+        out.paste(Image.fromarray(np.ascontiguousarray(band), "RGB"), (0, top))
+    return out
 
 
 def orient_boxes(

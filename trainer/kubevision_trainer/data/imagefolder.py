@@ -37,7 +37,8 @@ def read(source_uri: str, task: view.Task, concepts: list[str]) -> ReadResult:
 
     Returns:
         Samples sorted by path (``<concept>/<file>``), each with one label; ``skipped`` counts
-        ``OutsideConceptFolder``; ``ignored_annotations`` counts images per unknown sub-folder.
+        ``OutsideConceptFolder``; ``ignored_annotations`` counts images per unknown sub-folder;
+        ``names_not_in_view`` holds every sub-folder name that is no concept, empty or not.
 
     Raises:
         InputError: the task is not classification, or the root folder does not exist.
@@ -59,6 +60,7 @@ def read(source_uri: str, task: view.Task, concepts: list[str]) -> ReadResult:
             continue
         paths = _images_under(source_uri, name)
         if name not in index:
+            result.names_not_in_view.add(name)
             if paths:
                 result.ignored_annotations[name] += len(paths)
             continue

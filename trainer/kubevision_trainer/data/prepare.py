@@ -4,16 +4,17 @@ manifest (``dataset.json``) and the status's ``dataset`` part."""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import DatasetStatus, SkippedImages
 from kubevision_api.plan import TrainingPlan
+from kubevision_api.view import Task
 from kubevision_trainer import storage
-from kubevision_trainer.data import balance, loading, readers, split
+from kubevision_trainer.data import balance, boxes, coverage, loading, readers, split
 from kubevision_trainer.data.loading import CachedImage
 from kubevision_trainer.settings import TrainerSettings
 
@@ -54,6 +55,7 @@ def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
     train, val = split.split(
         result.samples, options.validation_fraction, options.seed, options.stratified
     )
+    train = split.leave_out_background(train, plan.task, result.skipped)
     if not train or not val:
         raise InputError(
             result.source,
@@ -61,8 +63,25 @@ def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
             f"({len(result.samples)} images); add images or change "
             "spec.datasetSplit.validationFraction",
         )
-    loaded = loading.load_images(train + val, settings.cache_dir, threads=settings.io_threads)
+    # Before reading any image, then again once boxes under 1 px at the resizer's size are gone.
+    check = functools.partial(
+        coverage.check,
+        result,
+        plan.concepts,
+        task=plan.task,
+        allow_empty=plan.dataset.allow_empty_concepts,
+    )
+    check(train, val)
+    loaded = loading.load_images(
+        train + val,
+        settings.cache_dir,
+        threads=settings.io_threads,
+        options=loading.LoadOptions.of(plan),
+    )
+    result.boxes.drop(boxes.UNDER_ONE_PIXEL, sum(item.small_boxes for item in loaded))
     train_items, val_items = loaded[: len(train)], loaded[len(train) :]
+    train_items = split.leave_out_background(train_items, plan.task, result.skipped)
+    covered = check([item.sample for item in train_items], [item.sample for item in val_items])
     balanced = train_items
     if options.balancing.enabled:
         by_path = {item.sample.path: item for item in train_items}
@@ -73,9 +92,6 @@ def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
             options.seed,
         )
         balanced = [by_path[s.path] for s in order]
-    val_positives: Counter[int] = Counter()
-    for item in val_items:
-        val_positives.update(set(item.sample.labels))
     images = [
         {
             "path": item.sample.path,
@@ -87,7 +103,7 @@ def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
         for side, items in (("train", train_items), ("val", val_items))
         for item in items
     ]
-    manifest = {
+    manifest: dict[str, Any] = {
         "source": result.source,
         "format": plan.dataset.format.value,
         "task": plan.task.value,
@@ -96,6 +112,10 @@ def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
         "skipped": dict(sorted(result.skipped.items())),
         "ignoredAnnotations": dict(sorted(result.ignored_annotations.items())),
     }
+    detection = plan.task is Task.DETECTION
+    background_val = sum(1 for item in val_items if not item.sample.boxes) if detection else 0
+    if detection:
+        manifest.update(backgroundVal=background_val, boxes=result.boxes.manifest())
     digest = storage.sha256(json.dumps(images, sort_keys=True).encode())
     status = DatasetStatus(
         train=len(train_items),
@@ -103,9 +123,10 @@ def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
         train_balanced=len(balanced) if options.balancing.enabled else None,
         skipped=[SkippedImages(reason=r, count=c) for r, c in sorted(result.skipped.items())],
         ignored_annotations=sum(result.ignored_annotations.values()),
-        concepts_without_val_positives=[
-            name for i, name in enumerate(plan.concepts) if val_positives[i] == 0
-        ],
+        concepts_without_val_positives=covered.without_val,
+        concepts_without_train_positives=covered.without_train,
+        background_val=background_val,
+        boxes=result.boxes.status() if detection else None,
     )
     return Prepared(balanced, val_items, status, manifest, digest)
 

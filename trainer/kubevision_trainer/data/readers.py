@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -32,12 +33,14 @@ def read_dataset(source: view.DatasetSource, task: view.Task, concepts: list[str
             name: docs/trainer.md, "Classes and the split").
 
     Returns:
-        The reader's result: samples sorted by path, images skipped by reason, annotations
-        ignored by concept name.
+        The reader's result: samples sorted by path (detection: background images, without
+        boxes, included), images skipped by reason, annotations ignored by concept name, the
+        names the View lacks, boxes clipped and dropped.
 
     Raises:
         InputError: the format cannot carry the task, the reader refused the input (naming the
-            file, record and field), or no usable image is left, naming what was left out.
+            file, record and field), or no usable image is left (detection: no image with a
+            box), naming what was left out.
     """
     if task not in view.FORMAT_TASKS[source.format]:
         raise errors.InputError(
@@ -45,21 +48,32 @@ def read_dataset(source: view.DatasetSource, task: view.Task, concepts: list[str
             f"format {source.format.value} cannot carry a {task.value} task",
             field="format",
         )
-    result = READERS[source.format](source.uri, task, concepts)
-    if not result.samples:
+    reader = READERS[source.format]
+    if source.format is view.DatasetFormat.COCO:
+        reader = functools.partial(coco.read, policy=source.box_policy)
+    result = reader(source.uri, task, concepts)
+    # Detection: background images alone train nothing.
+    usable = [s for s in result.samples if s.boxes or task is not view.Task.DETECTION]
+    if not usable:
         raise errors.InputError(
-            result.source, f"the dataset has no usable image ({_summary(result)})"
+            result.source,
+            f"the dataset has no usable image ({_summary(result, len(result.samples))})",
         )
     _log.info("read %d images from %s (%s)", len(result.samples), result.source, _summary(result))
     return result
 
 
-def _summary(result: ReadResult) -> str:
+def _summary(result: ReadResult, background: int = 0) -> str:
     skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(result.skipped.items()))
     ignored = ", ".join(
         f"{name} {count}" for name, count in sorted(result.ignored_annotations.items())
     )
+    dropped = ", ".join(
+        f"{reason} {count}" for reason, count in sorted(result.boxes.dropped.items())
+    )
     return (
         f"images skipped: {skipped or 'none'}; "
-        f"annotations of concepts the View lacks: {ignored or 'none'}"
+        + (f"images without boxes: {background}; " if background else "")
+        + (f"boxes dropped: {dropped}; " if dropped else "")
+        + f"annotations of concepts the View lacks: {ignored or 'none'}"
     )

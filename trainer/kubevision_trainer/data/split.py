@@ -4,9 +4,14 @@ existing one (docs/trainer.md, "Classes and the split")."""
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
+from typing import TypeVar
 
+from kubevision_api.view import Task
+from kubevision_trainer.data.loading import CachedImage
 from kubevision_trainer.data.sample import Sample
+
+_Item = TypeVar("_Item", Sample, CachedImage)
 
 
 def draw(seed: int, path: str) -> float:
@@ -75,3 +80,19 @@ def split(
     train = [s for s in ordered_samples if not in_val[s.path]]
     val = [s for s in ordered_samples if in_val[s.path]]
     return train, val
+
+
+def leave_out_background(train: list[_Item], task: Task, skipped: Counter[str]) -> list[_Item]:
+    """The training samples (or loaded images) that train: detection images without boxes
+    are left out and counted in ``skipped`` as ``NoBoxes``.
+
+    They stay out of training (the product's rule), but not out of the split: on the
+    validation side they are kept, so that false positives on them count. Other tasks have no
+    background images; their samples are returned as they are.
+    """
+    if task is not Task.DETECTION:
+        return train
+    kept = [item for item in train if (item if isinstance(item, Sample) else item.sample).boxes]
+    if len(kept) < len(train):
+        skipped["NoBoxes"] += len(train) - len(kept)
+    return kept

@@ -169,6 +169,7 @@ def _build(
                 labels.add(index[name])
             else:
                 result.ignored_annotations[name] += 1
+                result.names_not_in_view.add(name)
                 unknown += 1
         if task is view.Task.CLASSIFICATION and len(labels) != 1:
             if not labels and unknown:

@@ -67,6 +67,12 @@ class VisionDataset(Dataset[tuple[torch.Tensor, Any]]):
             target[list(sample.labels)] = 1.0
             return target
         boxes = torch.tensor(sample.boxes, dtype=torch.float32).reshape(-1, 4)
+        if canvas != (item.height, item.width):
+            # Decoded at a reduced scale (decode.decode_image's target): boxes follow.
+            scale = torch.tensor(
+                [canvas[1] / item.width, canvas[0] / item.height] * 2, dtype=torch.float32
+            )
+            boxes = boxes * scale
         return {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=canvas),
             "labels": torch.tensor(sample.box_labels, dtype=torch.int64) + 1,
@@ -75,11 +81,15 @@ class VisionDataset(Dataset[tuple[torch.Tensor, Any]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
         epoch, i = divmod(index, len(self.items))
         item = self.items[i]
-        pil: Image.Image = decode.decode_image(item.local_path.read_bytes(), str(item.local_path))[
-            0
-        ]
+        pil: Image.Image = decode.decode_image(
+            item.local_path.read_bytes(),
+            str(item.local_path),
+            # The cached copy passed the View's limit when it was loaded.
+            max_pixels=item.width * item.height,
+            target=item.target,
+        )[0]
         image = tv_tensors.Image(v2.functional.pil_to_tensor(pil))
-        target = self._target(item, (item.height, item.width))
+        target = self._target(item, (pil.height, pil.width))
         # fork_rng keeps the caller's global RNG untouched when there are no workers.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, epoch, i))
