@@ -19,7 +19,7 @@ import torch
 from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import CheckpointStatus
-from kubevision_trainer import storage, upload
+from kubevision_trainer import finite, storage, upload
 
 BEST = "checkpoints/best.pt"
 LAST = "checkpoints/last.pt"
@@ -71,6 +71,10 @@ class CheckpointStore:
         return CheckpointStatus(uri=self.best_uri, epoch=epoch, sha256=digest, bytes=size)
 
     def _save(self, state: dict[str, Any], uri: str) -> tuple[str, int]:
+        where = finite.first_non_finite(state)
+        if where is not None:
+            # The engine refuses first, naming epoch and learning rate; this is the last guard.
+            raise ValueError(f"{uri}: refusing to save a checkpoint whose {where} is not finite")
         with tempfile.TemporaryDirectory(prefix="kubevision-checkpoint-") as scratch:
             path = Path(scratch) / "checkpoint.pt"
             torch.save(state, path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -24,7 +25,7 @@ from kubevision_api.modelversion import (
     TrainingOptions,
 )
 from kubevision_api.view import Task
-from kubevision_trainer import metrics, runstate, schedule
+from kubevision_trainer import finite, metrics, runstate, schedule
 from kubevision_trainer.data.torchdata import EpochBatchSampler, derive_seed
 from kubevision_trainer.report.reporter import BatchEvent, Reporter
 from kubevision_trainer.runstate import RUN_STATE_KEY, RunState
@@ -36,8 +37,16 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
 
 
+class NonFiniteError(TrainingError):
+    """The loss, a validation result or a tensor about to be saved is NaN or infinite. Nothing
+    non-finite is saved: ``last.pt`` stays the last finite one."""
+
+
 class PreemptedError(RuntimeError):
     """A stop was requested (SIGTERM); ``last.pt`` holds the position to resume from."""
+
+
+_ADVICE = "lower spec.training.learningRate or add warmup (spec.training.lrSchedule)"
 
 
 class Checkpoints(Protocol):
@@ -206,9 +215,9 @@ class Engine:
             with self._autocast():
                 loss = self._loss(images, targets)
             if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"the loss is {loss.item()} at epoch {epoch}, batch {index}: lower "
-                    "spec.training.learningRate or add warmup (spec.training.lrSchedule)"
+                raise NonFiniteError(
+                    f"the loss is {loss.item()} at epoch {epoch}, batch {index} "
+                    f"({self._rates(lr)}): {_ADVICE}"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
@@ -234,7 +243,9 @@ class Engine:
                 )
             )
             if self.should_stop() and run.batch < self.steps_per_epoch:
-                self.checkpoints.save_last(self.state(run))
+                state = self.state(run)
+                self._check_state(state, epoch, lr)
+                self.checkpoints.save_last(state)
                 raise PreemptedError(f"stopped at epoch {epoch}, batch {run.batch}")
         mean = run.loss_sum / max(1, run.loss_count)
         return mean
@@ -274,6 +285,10 @@ class Engine:
                 else:
                     self.model.eval()
                     logits = self.model(images).float()
+                    if not bool(torch.isfinite(logits).all()):
+                        raise NonFiniteError(
+                            "the model's outputs on the validation set are NaN or infinite"
+                        )
                     if self.task is Task.CLASSIFICATION:
                         total += float(nn.functional.cross_entropy(logits, targets))
                     else:
@@ -311,7 +326,11 @@ class Engine:
             epoch = run.epoch + 1
             train_loss = self.train_one_epoch(epoch, run)
             lr = float(self.optimizer.param_groups[0]["lr"])
-            val_loss, result = self.evaluate()
+            try:
+                val_loss, result = self.evaluate()
+            except NonFiniteError as exc:
+                detail = f"{exc} after epoch {epoch} ({self._rates(lr)}): {_ADVICE}"
+                raise NonFiniteError(detail) from exc
             record = EpochMetrics(
                 epoch=epoch,
                 learning_rate=lr,
@@ -321,14 +340,25 @@ class Engine:
                 map=result.map,
                 ap50=result.ap50,
             )
+            for name, number in (
+                ("validation loss", val_loss),
+                ("accuracy", result.accuracy),
+                ("mAP", result.map),
+            ):
+                if number is not None and not math.isfinite(number):
+                    raise NonFiniteError(
+                        f"the {name} is {number} after epoch {epoch} ({self._rates(lr)}): {_ADVICE}"
+                    )
             value = runstate.selected_value(record, self.selection)
             improved = run.improves(value, self.options.early_stopping.min_delta)
             run.end_epoch(record, value, improved)
             self.reporter.epoch(record, run.best(), self.selection)
+            last = self.state(run)
+            self._check_state(last, epoch, lr)
             if improved:
                 status = self.checkpoints.save_best(self.best_state(epoch, record), epoch)
                 self.reporter.checkpoint(status)
-            self.checkpoints.save_last(self.state(run))
+            self.checkpoints.save_last(last)
             log.info(
                 "epoch %d/%d: train loss %.4f, val loss %.4f, accuracy %s, mAP %s",
                 epoch,
@@ -350,6 +380,20 @@ class Engine:
             f"early stop after epoch {run.epoch}" if stopped_early else None,
         )
         return FitResult(run, stopped_early)
+
+    def _rates(self, lr: float) -> str:
+        """The learning rate in use and the recipe's, for messages."""
+        return f"learning rate {lr:g}, spec.training.learningRate {self.options.learning_rate:g}"
+
+    def _check_state(self, state: dict[str, Any], epoch: int, lr: float) -> None:
+        """Refuse to save a payload holding a NaN or an infinity (weights that diverged while
+        the loss still looked finite, a BatchNorm buffer that overflowed)."""
+        where = finite.first_non_finite(state)
+        if where is not None:
+            raise NonFiniteError(
+                f"{where} is not finite after epoch {epoch} ({self._rates(lr)}); last.pt "
+                f"keeps the last finite state: {_ADVICE}"
+            )
 
     def best_state(self, epoch: int, record: EpochMetrics) -> dict[str, Any]:
         """The ``best.pt`` payload: the model's state dict and plain data."""

@@ -22,7 +22,17 @@ from kubevision_api.errors import InputError
 from kubevision_api.modelversion import EpochMetrics, StepState
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.view import Task
-from kubevision_trainer import checkpoint, engine, modelcard, models, presets, storage
+from kubevision_trainer import (
+    checkpoint,
+    engine,
+    modelcard,
+    models,
+    outcome,
+    preflight,
+    presets,
+    storage,
+    upload,
+)
 from kubevision_trainer.data import prepare
 from kubevision_trainer.data.prepare import Prepared
 from kubevision_trainer.data.torchdata import (
@@ -34,7 +44,7 @@ from kubevision_trainer.data.torchdata import (
 )
 from kubevision_trainer.report import factory
 from kubevision_trainer.report.records import RecordsReporter
-from kubevision_trainer.report.reporter import MultiReporter, Reporter
+from kubevision_trainer.report.reporter import MultiReporter, NullReporter, Reporter
 from kubevision_trainer.runstate import RunState
 from kubevision_trainer.settings import TrainerSettings
 
@@ -115,12 +125,27 @@ def run(
     """
     settings = settings or TrainerSettings()
     dev = device_for(device)
-    store = checkpoint.CheckpointStore(plan.output_uri)
+    storage.configure(
+        storage.Timeouts(
+            connect_seconds=settings.storage_connect_timeout_seconds,
+            read_seconds=settings.storage_read_timeout_seconds,
+            attempts=settings.storage_attempts,
+        )
+    )
+    policy = upload.UploadPolicy(
+        part_bytes=settings.upload_part_mib * upload.MIB,
+        attempts=settings.storage_attempts,
+        connect_timeout_seconds=settings.storage_connect_timeout_seconds,
+        read_timeout_seconds=settings.storage_read_timeout_seconds,
+    )
+    store = checkpoint.CheckpointStore(plan.output_uri, policy)
     plan_hash = plan.training_hash()
-    fanout = MultiReporter(reporters or [])
+    steps = StepTracker()
+    fanout = MultiReporter([steps, *(reporters or [])])
     ok = False
     try:
-        fanout.step(StepName.LOADING_DATASET, StepState.RUNNING)
+        fanout.step(StepName.LOADING_DATASET, StepState.RUNNING, "checking storage")
+        preflight.check(plan)
         data = prepare.prepare(plan, settings)
         fanout.dataset(data.status)
         prepare.write_manifest(plan.output_uri, data)
@@ -204,6 +229,10 @@ def run(
         fanout.step(StepName.EXPORTING, StepState.SUCCEEDED)
         ok = True
         return card
+    except outcome.HANDLED as exc:
+        # The step that failed says so (not the one before it, which succeeded).
+        fanout.step(steps.failing(), StepState.FAILED, outcome.classify(exc)[1])
+        raise
     finally:
         fanout.close(ok)
 
@@ -218,6 +247,29 @@ def _check_resumable(last: dict[str, Any], meta: dict[str, Any], uri: str) -> No
                 f"{str(meta[key])[:12]}); refusing to resume: use a new output URI",
                 field=key,
             )
+
+
+class StepTracker(NullReporter):
+    """Remembers how far the trainer's steps got, so that a failure is charged to the step
+    that was running, or to the next one when it came between two steps."""
+
+    def __init__(self) -> None:
+        self.reached: list[StepName] = []
+        self.done: set[StepName] = set()
+
+    def step(self, name: StepName, state: StepState, message: str | None = None) -> None:
+        if name not in self.reached:
+            self.reached.append(name)
+        if state is StepState.SUCCEEDED:
+            self.done.add(name)
+
+    def failing(self) -> StepName:
+        """The step a failure now belongs to."""
+        trainer_steps = [s for s in StepName if s is not StepName.SCHEDULING]
+        for name in trainer_steps:
+            if name not in self.done:
+                return name
+        return trainer_steps[-1]
 
 
 class StopFlag:
@@ -260,14 +312,7 @@ def run_plan_file(path: str, *, device: str = "auto", termination_log: str) -> i
         except ValueError as exc:
             raise InputError(path, f"not a TrainingPlan: {exc}") from exc
         run(plan, device=device, reporters=factory.job_reporters(plan), should_stop=stop)
-    except InputError as exc:
-        return _terminate(termination_log, contract.Outcome.INVALID_INPUT, str(exc))
-    except engine.PreemptedError as exc:
-        return _terminate(termination_log, contract.Outcome.PREEMPTED, str(exc))
-    except engine.TrainingError as exc:
-        return _terminate(termination_log, contract.Outcome.TRAINING_FAILED, str(exc))
-    except (OSError, RuntimeError) as exc:
-        # Storage or torch failures (CUDA out of memory, a lost endpoint): the one line the
-        # operator shows as the Failed condition's message.
-        return _terminate(termination_log, contract.Outcome.ERROR, f"{type(exc).__name__}: {exc}")
+    except outcome.HANDLED as exc:
+        ending, message = outcome.classify(exc)
+        return _terminate(termination_log, ending, message)
     return contract.Outcome.SUCCEEDED.exit_code

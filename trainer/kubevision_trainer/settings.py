@@ -21,3 +21,26 @@ class TrainerSettings(BaseSettings):
         description="Local content-addressed image cache (contract.ENV_CACHE_DIR).",
     )
     io_threads: int = Field(default=8, ge=1, le=256, description="Concurrent image reads.")
+    storage_connect_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Connect timeout of each storage request, in seconds."
+    )
+    storage_read_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "Read timeout of each storage request, in seconds: a frozen store fails a request "
+            "after this long instead of hanging."
+        ),
+    )
+    storage_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Tries of each storage request and checkpoint part, the first included.",
+    )
+    upload_part_mib: int = Field(
+        default=64,
+        ge=5,
+        le=5120,
+        description="Checkpoint upload part size in MiB (S3: 5 MiB to 5 GiB per part).",
+    )

@@ -4,6 +4,7 @@ process (no cluster, no kopf)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from kubevision_cli.command import Command
 
@@ -27,16 +28,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; returns 0. Raises ``InputError`` for bad manifests, dataset or images."""
+    """Train; returns 0, or the exit code of the run's ``contract.Outcome`` after one
+    ``error: <Reason>: <message>`` line (no traceback). Raises ``InputError`` for bad
+    manifests, dataset or images (the entry point prints it)."""
     import kubevision_trainer.local
+    from kubevision_api.errors import InputError
+    from kubevision_trainer import outcome
 
-    kubevision_trainer.local.run(
-        args.filename,
-        output=args.output,
-        device=args.device,
-        epochs=args.epochs,
-        report=not args.no_report,
-    )
+    try:
+        kubevision_trainer.local.run(
+            args.filename,
+            output=args.output,
+            device=args.device,
+            epochs=args.epochs,
+            report=not args.no_report,
+        )
+    except InputError:
+        raise
+    except outcome.HANDLED as exc:
+        ending, message = outcome.classify(exc)
+        print(f"error: {ending.reason}: {message}", file=sys.stderr)
+        return ending.exit_code
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from kubevision_api.contract import StorageRole
@@ -30,8 +31,22 @@ def read_jsonl(uri: str) -> list[dict[str, Any]]:
     ]
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no such numbers (Python's ``json``
+    would write a bare ``NaN`` that other readers refuse)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _dump(records: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+    return "".join(
+        json.dumps(_json_safe(r), separators=(",", ":"), allow_nan=False) + "\n" for r in records
+    ).encode()
 
 
 class RecordsReporter(NullReporter):
