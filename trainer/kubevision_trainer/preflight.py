@@ -3,9 +3,9 @@ tried with its own credentials, so that a wrong endpoint, a missing bucket or a 
 identity fails the run within seconds, naming the URI, the endpoint and the Secret, instead of
 after the whole dataset was read and decoded.
 
-- output: an object is written under the output URI and deleted again (the trainer must be able
-  to write there; reading back what it wrote comes with every later write); incomplete uploads
-  that a killed trainer left there are aborted;
+- output: its bucket must exist (kubevision never creates one), and an object is written under
+  the output URI and deleted again (the trainer must be able to write there); incomplete
+  uploads that a killed trainer left there are aborted;
 - dataset: the annotation file is looked up, or the ImageFolder root listed;
 - weights: the initial weights' object is looked up.
 """
@@ -45,6 +45,7 @@ def check(plan: TrainingPlan) -> None:
     probe = storage.join(plan.output_uri, PROBE.format(token=uuid.uuid4().hex[:12]))
 
     def write_probe() -> None:
+        storage.require_bucket(plan.output_uri, role=StorageRole.OUTPUT)
         storage.write_atomic(probe, b"kubevision pre-flight\n")
         storage.remove(probe, role=StorageRole.OUTPUT)
 
@@ -76,7 +77,8 @@ def _attempt(
     except storage.StorageError as exc:
         named = f" with Secret {secret!r}" if secret else ""
         context = f"{role.value.lower()} storage cannot {action}{named}: "
-        raise PreflightError(exc.uri, exc.role, exc.__cause__ or exc, context=context) from exc
+        cause = exc.__cause__ or exc
+        raise PreflightError(exc.uri, exc.role, cause, context=context, code=exc.code) from exc
 
 
 def _require(uri: str, role: StorageRole, secret: str | None, action: str) -> None:

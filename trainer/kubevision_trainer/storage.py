@@ -79,11 +79,17 @@ class StorageError(OSError):
     and the endpoint; ``role`` says whose credentials were used."""
 
     def __init__(
-        self, uri: str, role: StorageRole, exc: BaseException, *, context: str = ""
+        self,
+        uri: str,
+        role: StorageRole,
+        exc: BaseException,
+        *,
+        context: str = "",
+        code: str | None = None,
     ) -> None:
         self.uri = uri
         self.role = role
-        self.code = error_code(exc)
+        self.code = code or error_code(exc)
         self.endpoint = endpoint(credentials(role)) if uri.startswith(("s3://", "s3a://")) else None
         detail = " ".join(str(exc).split()) or self.code
         where = f" (endpoint {self.endpoint})" if self.endpoint else ""
@@ -261,6 +267,28 @@ def write_atomic(uri: str, data: bytes, *, role: StorageRole = StorageRole.OUTPU
             fs.rm(tmp)
         raise StorageError(uri, role, exc) from exc
     return digest
+
+
+def require_bucket(uri: str, *, role: StorageRole) -> None:
+    """On S3, that the bucket of ``uri`` exists (HeadBucket); nothing elsewhere. kubevision
+    never creates a bucket: some stores (SeaweedFS, MinIO with an admin's keys) create one on
+    the first write, and a mistyped bucket would then quietly hold a run's output.
+
+    Raises:
+        StorageError: the bucket does not exist (code ``NoSuchBucket``) or the store refused.
+    """
+    if not uri.startswith(("s3://", "s3a://")):
+        return
+    fs, _ = filesystem(uri, role=role)
+    bucket = uri.split("://", 1)[1].split("/", 1)[0]
+    try:
+        fs.call_s3("head_bucket", Bucket=bucket)
+    except STORE_ERRORS as exc:
+        # A HEAD answer has no body: its status is all there is to name.
+        code = {"404": "NoSuchBucket", "403": "AccessDenied"}.get(error_code(exc))
+        if isinstance(exc, FileNotFoundError):
+            code = "NoSuchBucket"
+        raise StorageError(uri, role, exc, code=code) from exc
 
 
 def remove(uri: str, *, role: StorageRole) -> None:
