@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from kubevision_api import contract
 from kubevision_api.contract import StorageRole
-from kubevision_trainer import storage, upload
+from kubevision_trainer import outcome, storage, upload
 from tests.integration import services
 from tests.integration.conftest import missing
 
@@ -131,6 +132,9 @@ def test_killed_store_leaves_the_old_object_and_no_upload(
     assert killed.is_set(), "the store was not killed mid-upload"
     message = str(caught.value)
     assert message.startswith(f"s3://{bucket}/{key}: part ")
+    # What the Job's termination line says of it.
+    ending, line = outcome.classify(caught.value)
+    assert ending is contract.Outcome.CHECKPOINT_UPLOAD_FAILED and line == message
     assert caught.value.code in ("EndpointConnectionError", "ConnectionClosedError"), message
 
     restarted = services.ManagedProcess.start(
