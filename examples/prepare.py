@@ -1,7 +1,7 @@
 """Write the example datasets from data that installed packages ship; nothing is downloaded.
 
 Run ``python examples/prepare.py [--out DIR]`` (default ``examples/data`` beside this file). It
-writes three datasets in the standard formats (design notes §2), so the examples go through the
+writes three datasets in the standard formats (docs/decisions.md, Resources and the plan), so the examples go through the
 same readers as user data:
 
 ``digits-imagefolder/``
@@ -63,7 +63,7 @@ TAG_IMAGES: Final = 1200
 TAG_CONCEPT_SLOTS: Final[tuple[float, float, float]] = (0.30, 0.45, 0.25)
 
 #: Detection concepts and their COCO category ids. The ids are non-contiguous on purpose: the
-#: trainer maps COCO categories by name (design notes §3), and this exercises that mapping.
+#: trainer maps COCO categories by name (docs/decisions.md), and this exercises that mapping.
 DET_CONCEPTS: Final[dict[int, int]] = {0: 1, 4: 3, 7: 7}
 #: Unboxed distractor digits, chosen unlike the concepts (no 6/8/9, which resemble 0 and 4, nor
 #: 1, which resembles 7) so that a first detection example learns in a few CPU minutes.

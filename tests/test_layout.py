@@ -1,4 +1,4 @@
-"""Layout guards (STYLE.md, "Layout and imports"): the source folders never shadow the
+"""Layout guards (docs/decisions.md, "Packages and imports"): the source folders never shadow the
 standard library, the api package loads no heavy client, and import-linter's contracts hold."""
 
 from __future__ import annotations

@@ -7,11 +7,10 @@ from kubevision_api.meta import API_VERSION, GROUP, VERSION, Condition, ObjectMe
 from kubevision_api.modelversion import (
     ModelVersion,
     ModelVersionSpec,
-    ModelVersionStatus,
-    StepState,
 )
 from kubevision_api.plan import PlanDefaults, PlanError, TrainingPlan, resolve
 from kubevision_api.progress import TrainerReport
+from kubevision_api.status import ModelVersionStatus, StepState
 from kubevision_api.view import DatasetFormat, Task, View, ViewSpec, model_id
 
 __all__ = [

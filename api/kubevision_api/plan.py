@@ -1,5 +1,5 @@
 """The TrainingPlan: everything a trainer needs, resolved once by one pure function that the
-operator and local mode share (design notes §4)."""
+operator and local mode share (docs/decisions.md, Resources and the plan)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class StatusEndpoint(ApiModel):
 
 
 class TrainingPlan(ApiModel):
-    """The resolved training: read by the trainer, and nothing else (design notes §4)."""
+    """The resolved training: read by the trainer, and nothing else (docs/decisions.md, Resources and the plan)."""
 
     api_version: Literal["kubevision.dev/v1alpha1"] = API_VERSION
     kind: Literal["TrainingPlan"] = "TrainingPlan"

@@ -6,13 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from kubevision_api.meta import ApiModel
-from kubevision_api.modelversion import (
-    CheckpointStatus,
-    DatasetStatus,
-    MetricsStatus,
-    Progress,
-    Step,
-)
+from kubevision_api.status import CheckpointStatus, DatasetStatus, MetricsStatus, Progress, Step
 
 
 class TrainerReport(ApiModel):

@@ -13,8 +13,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from kubevision_api.modelversion import ModelVersionSpec, StepState
+from kubevision_api.modelversion import ModelVersionSpec
 from kubevision_api.progress import TrainerReport
+from kubevision_api.status import StepState
 from kubevision_operator import podstate
 from kubevision_operator.jobstate import job_end
 

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from kubevision_api.errors import InputError
-from kubevision_api.modelversion import ModelVersion, ModelVersionStatus
+from kubevision_api.modelversion import ModelVersion
 from kubevision_api.plan import TrainingPlan, resolve
+from kubevision_api.status import ModelVersionStatus
 from kubevision_api.view import View
 from kubevision_operator import kube as kube_mod
 from kubevision_operator import naming, observe, render, status, viewstatus

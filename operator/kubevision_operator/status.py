@@ -14,7 +14,9 @@ from typing import Final
 
 from kubevision_api.contract import StepName
 from kubevision_api.meta import Condition
-from kubevision_api.modelversion import (
+from kubevision_api.plan import TrainingPlan
+from kubevision_api.progress import TrainerReport
+from kubevision_api.status import (
     AttemptFailure,
     ModelVersionStatus,
     Progress,
@@ -22,8 +24,6 @@ from kubevision_api.modelversion import (
     Step,
     StepState,
 )
-from kubevision_api.plan import TrainingPlan
-from kubevision_api.progress import TrainerReport
 from kubevision_operator import podstate
 from kubevision_operator.observe import Observation, Situation
 from kubevision_operator.statustable import CONDITION_TYPES, TABLE, Row, StepPolicy, summarize

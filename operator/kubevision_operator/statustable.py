@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Final
 
 from kubevision_api.meta import Condition, ConditionStatus
-from kubevision_api.modelversion import Phase, StepState
+from kubevision_api.status import Phase, StepState
 from kubevision_operator.observe import Situation
 
 #: Condition types, in the order they are written.

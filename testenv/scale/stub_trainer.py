@@ -19,13 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kubevision_api.contract import StepName
-from kubevision_api.modelversion import (
-    BestMetric,
-    DatasetStatus,
-    EpochMetrics,
-    StepState,
-)
 from kubevision_api.plan import TrainingPlan
+from kubevision_api.status import BestMetric, DatasetStatus, EpochMetrics, StepState
 from kubevision_trainer.report.status import StatusReporter
 
 PLAN_PATH = "/etc/kubevision/plan.json"

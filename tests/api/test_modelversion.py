@@ -16,6 +16,7 @@ from kubevision_api.modelversion import (
     ModelVersionSpec,
     ResizeMode,
 )
+from kubevision_api.status import EpochMetrics
 
 
 def spec(**overrides: Any) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def test_defaults() -> None:
     assert mv.training.batch_size == 32
     assert mv.training.lr_schedule.policy is LrPolicy.COSINE
     assert (mv.image_resizer.mode, mv.image_resizer.width) == (ResizeMode.SQUASH, 224)
-    # The platform's documented defaults (design notes §2), in order.
+    # The platform's documented defaults (docs/decisions.md), in order.
     assert [(a.name, a.probability) for a in mv.augmentation] == [
         (AugmentationName.HORIZONTAL_FLIP, 0.5),
         (AugmentationName.VERTICAL_FLIP, 0.5),
@@ -176,7 +177,6 @@ def test_wire_names_are_camel_case() -> None:
 
 
 def test_metrics_alias_is_map() -> None:
-    from kubevision_api.modelversion import EpochMetrics
 
     wire = EpochMetrics(epoch=1, map=0.5, ap50=0.7).wire()
     assert wire == {"epoch": 1, "mAP": 0.5, "ap50": 0.7}

@@ -52,7 +52,7 @@ def test_resolve_fields() -> None:
         "pets",
         "0b5e-uid",
     )
-    # Class index order is sorted by name (design notes §3), whatever order the View lists.
+    # Class index order is sorted by name (docs/decisions.md), whatever order the View lists.
     assert plan.concepts == ["bird", "cat", "dog"]
     assert plan.model == model_id(plan.task, ["dog", "cat", "bird"])
     assert plan.dataset.uri == "s3://data/coco.json"

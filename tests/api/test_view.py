@@ -52,7 +52,7 @@ def test_model_id_changes_with_concepts_and_task() -> None:
 
 def test_valid_spec_and_concept_names_sorted() -> None:
     spec = ViewSpec.model_validate(view_spec(concepts=("zebra", "ant", "Moth")))
-    # Sorted by code point: uppercase before lowercase, as Python's sorted() (design notes §3).
+    # Sorted by code point: uppercase before lowercase, as Python's sorted() (docs/decisions.md).
     assert spec.concept_names() == ["Moth", "ant", "zebra"]
 
 

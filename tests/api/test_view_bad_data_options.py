@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kubevision_api.modelversion import DatasetStatus
 from kubevision_api.plan import PlanDefaults, resolve
+from kubevision_api.status import DatasetStatus
 from kubevision_api.view import DEFAULT_MAX_IMAGE_PIXELS, BoxFrame, BoxPolicy, View
 from tests.api.test_plan import make_mv
 

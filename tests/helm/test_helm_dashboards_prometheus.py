@@ -17,7 +17,7 @@ import uuid
 import pytest
 from prometheus_client import push_to_gateway
 
-from kubevision_api.modelversion import BestMetric, EpochMetrics
+from kubevision_api.status import BestMetric, EpochMetrics
 from kubevision_operator.metrics import OperatorMetrics
 from kubevision_trainer.report.prometheus import PrometheusReporter
 from kubevision_trainer.report.reporter import BatchEvent

@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 from kubevision_api import crdgen
 from kubevision_api.meta import GROUP, VERSION
-from kubevision_api.modelversion import ModelVersion, ModelVersionStatus
+from kubevision_api.modelversion import ModelVersion
+from kubevision_api.status import ModelVersionStatus
 from kubevision_api.view import View, ViewStatus
 from testenv.controlplane import ControlPlane
 from tests.api.invalid_manifests import (

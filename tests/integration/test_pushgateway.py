@@ -7,7 +7,7 @@ import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubevision_api.modelversion import BestMetric, EpochMetrics
+from kubevision_api.status import BestMetric, EpochMetrics
 from kubevision_trainer.report.prometheus import JOB, PrometheusReporter
 from kubevision_trainer.report.reporter import BatchEvent
 from tests.integration import services

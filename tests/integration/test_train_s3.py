@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from kubevision_api.modelversion import CheckpointStatus
+from kubevision_api.status import CheckpointStatus
 from kubevision_trainer import main
 from kubevision_trainer.report.reporter import NullReporter
 from kubevision_trainer.settings import TrainerSettings

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from kubevision_api.contract import StepName
-from kubevision_api.modelversion import ModelVersionSpec, Progress, Step, StepState
+from kubevision_api.modelversion import ModelVersionSpec
 from kubevision_api.progress import TrainerReport
+from kubevision_api.status import Progress, Step, StepState
 from kubevision_operator.observe import Observation, Situation, observe
 from tests.operator.operator_helpers import (
     at,

@@ -5,8 +5,8 @@ exercise it against the real API server.)"""
 from __future__ import annotations
 
 from kubevision_api.contract import StepName
-from kubevision_api.modelversion import Progress, Step
 from kubevision_api.progress import TrainerReport
+from kubevision_api.status import Progress, Step
 from kubevision_operator.kube import Caller, Kube
 from kubevision_operator.metrics import OperatorMetrics
 from kubevision_operator.reports import Reports

@@ -14,9 +14,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from kubevision_api.contract import StepName
-from kubevision_api.modelversion import Progress, Step, StepState
 from kubevision_api.plan import StatusEndpoint
 from kubevision_api.progress import TrainerReport
+from kubevision_api.status import Progress, Step, StepState
 from kubevision_operator import servers, tls
 from kubevision_operator.kube import Caller
 from kubevision_operator.metrics import OperatorMetrics

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from kubevision_api.contract import StepName
-from kubevision_api.modelversion import (
+from kubevision_api.progress import TrainerReport
+from kubevision_api.status import (
     AttemptFailure,
     BestMetric,
     CheckpointStatus,
@@ -25,7 +26,6 @@ from kubevision_api.modelversion import (
     Step,
     StepState,
 )
-from kubevision_api.progress import TrainerReport
 from kubevision_operator import podstate
 from kubevision_operator import status as st
 from kubevision_operator import statustable as tbl

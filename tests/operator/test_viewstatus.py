@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from kubevision_api.meta import Condition
 from kubevision_api.modelversion import (
-    BestMetric,
-    MetricsStatus,
     ModelVersion,
-    ModelVersionStatus,
 )
+from kubevision_api.status import BestMetric, MetricsStatus, ModelVersionStatus
 from kubevision_api.view import ModelSummary, View, ViewStatus, model_id
 from kubevision_operator.viewstatus import compose_view_status
 from tests.operator.operator_helpers import at, modelversion, view

@@ -18,13 +18,15 @@ from torch.utils.data import DataLoader
 from kubevision_api.contract import StepName
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import (
+    ImageResizer,
+    TrainingOptions,
+)
+from kubevision_api.status import (
     BestMetric,
     CheckpointStatus,
     DatasetStatus,
     EpochMetrics,
-    ImageResizer,
     StepState,
-    TrainingOptions,
 )
 from kubevision_api.view import Task
 from kubevision_trainer import checkpoint, presets

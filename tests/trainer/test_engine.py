@@ -12,12 +12,7 @@ import torch
 
 from kubevision_api.contract import StepName
 from kubevision_api.errors import InputError
-from kubevision_api.modelversion import (
-    BestMetric,
-    CheckpointStatus,
-    EpochMetrics,
-    StepState,
-)
+from kubevision_api.status import BestMetric, CheckpointStatus, EpochMetrics, StepState
 from kubevision_trainer import checkpoint, engine, main
 from kubevision_trainer.report.prometheus import PrometheusReporter
 from kubevision_trainer.report.reporter import (

@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 
 from kubevision_api.contract import StepName
-from kubevision_api.modelversion import BestMetric, EpochMetrics, StepState
+from kubevision_api.status import BestMetric, EpochMetrics, StepState
 from kubevision_trainer.report.progress import ProgressBarReporter
 from kubevision_trainer.report.reporter import BatchEvent, ResumePoint
 

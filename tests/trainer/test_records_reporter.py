@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kubevision_api.modelversion import BestMetric, EpochMetrics
+from kubevision_api.status import BestMetric, EpochMetrics
 from kubevision_trainer.report.records import RecordsReporter
 from kubevision_trainer.report.reporter import BatchEvent, ResumePoint
 

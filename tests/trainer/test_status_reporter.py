@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 from kubevision_api.contract import StepName
-from kubevision_api.modelversion import (
+from kubevision_api.plan import StatusEndpoint
+from kubevision_api.status import (
     BestMetric,
     CheckpointStatus,
     DatasetStatus,
     EpochMetrics,
     StepState,
 )
-from kubevision_api.plan import StatusEndpoint
 from kubevision_operator import tls
 from kubevision_trainer.report.reporter import BatchEvent, ResumePoint
 from kubevision_trainer.report.status import StatusReporter

@@ -18,7 +18,7 @@ import torch
 
 from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
-from kubevision_api.modelversion import CheckpointStatus
+from kubevision_api.status import CheckpointStatus
 from kubevision_trainer import finite, storage, upload
 
 BEST = "checkpoints/best.pt"

@@ -18,12 +18,10 @@ from torch.utils.data import DataLoader
 
 from kubevision_api.contract import StepName
 from kubevision_api.modelversion import (
-    CheckpointStatus,
-    EpochMetrics,
     MixedPrecision,
-    StepState,
     TrainingOptions,
 )
+from kubevision_api.status import CheckpointStatus, EpochMetrics, StepState
 from kubevision_api.view import Task
 from kubevision_trainer import finite, metrics, runstate, schedule
 from kubevision_trainer.data.torchdata import EpochBatchSampler, derive_seed

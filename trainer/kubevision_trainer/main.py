@@ -19,8 +19,8 @@ from torch.utils.data import BatchSampler, DataLoader
 from kubevision_api import contract
 from kubevision_api.contract import StepName, StorageRole
 from kubevision_api.errors import InputError
-from kubevision_api.modelversion import EpochMetrics, StepState
 from kubevision_api.plan import TrainingPlan
+from kubevision_api.status import EpochMetrics, StepState
 from kubevision_api.view import Task
 from kubevision_trainer import (
     checkpoint,

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 import torchvision
 
-from kubevision_api.modelversion import EpochMetrics
 from kubevision_api.plan import TrainingPlan
+from kubevision_api.status import EpochMetrics
 from kubevision_api.view import Task
 from kubevision_trainer import presets, storage
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubevision_api.modelversion import BestMetric, EpochMetrics
+from kubevision_api.status import BestMetric, EpochMetrics
 from kubevision_api.view import Task
 from kubevision_trainer.report.reporter import ResumePoint, Selection
 

@@ -18,7 +18,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from kubevision_api.modelversion import DatasetStatus
+from kubevision_api.status import DatasetStatus
 from kubevision_trainer import main, metrics
 from kubevision_trainer.data import prepare as data_prepare
 from kubevision_trainer.data import split

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubevision_api.errors import InputError
-from kubevision_api.modelversion import DatasetStatus, SkippedImages
 from kubevision_api.plan import TrainingPlan
+from kubevision_api.status import DatasetStatus, SkippedImages
 from kubevision_api.view import Task
 from kubevision_trainer import storage
 from kubevision_trainer.data import balance, boxes, coverage, loading, readers, split

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from kubevision_api import modelversion
+from kubevision_api import status
 
 Box = tuple[float, float, float, float]
 
@@ -57,12 +57,12 @@ class BoxCounts:
         if count:
             self.dropped[reason] += count
 
-    def status(self) -> modelversion.BoxCounts:
+    def status(self) -> status.BoxCounts:
         """The counts as ``status.dataset.boxes``."""
-        return modelversion.BoxCounts(
+        return status.BoxCounts(
             clipped=self.clipped,
             dropped=[
-                modelversion.DroppedBoxes(reason=reason, count=count)
+                status.DroppedBoxes(reason=reason, count=count)
                 for reason, count in sorted(self.dropped.items())
             ],
         )

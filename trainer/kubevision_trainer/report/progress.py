@@ -15,7 +15,7 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 
 from kubevision_api.contract import StepName
-from kubevision_api.modelversion import (
+from kubevision_api.status import (
     BestMetric,
     CheckpointStatus,
     DatasetStatus,

@@ -30,7 +30,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, start_http_server
 from typing_extensions import override  # Python 3.12's typing.override
 
-from kubevision_api.modelversion import BestMetric, EpochMetrics
+from kubevision_api.status import BestMetric, EpochMetrics
 from kubevision_trainer.report.reporter import BatchEvent, NullReporter, ResumePoint, Selection
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from kubevision_api.contract import StorageRole
-from kubevision_api.modelversion import BestMetric, EpochMetrics
+from kubevision_api.status import BestMetric, EpochMetrics
 from kubevision_trainer import storage
 from kubevision_trainer.report.reporter import BatchEvent, NullReporter, ResumePoint, Selection
 

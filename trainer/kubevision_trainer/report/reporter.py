@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from kubevision_api.contract import StepName
-from kubevision_api.modelversion import (
+from kubevision_api.status import (
     BestMetric,
     CheckpointStatus,
     DatasetStatus,

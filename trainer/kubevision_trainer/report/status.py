@@ -24,7 +24,9 @@ from typing_extensions import override
 
 from kubevision_api import contract
 from kubevision_api.contract import StepName
-from kubevision_api.modelversion import (
+from kubevision_api.plan import StatusEndpoint
+from kubevision_api.progress import TrainerReport
+from kubevision_api.status import (
     BestMetric,
     CheckpointStatus,
     DatasetStatus,
@@ -34,8 +36,6 @@ from kubevision_api.modelversion import (
     Step,
     StepState,
 )
-from kubevision_api.plan import StatusEndpoint
-from kubevision_api.progress import TrainerReport
 from kubevision_trainer.report.reporter import BatchEvent, NullReporter, ResumePoint, Selection
 
 log = logging.getLogger(__name__)
