@@ -1,8 +1,8 @@
 """Write the example datasets from data that installed packages ship; nothing is downloaded.
 
 Run ``python examples/prepare.py [--out DIR]`` (default ``examples/data`` beside this file). It
-writes three datasets in the standard formats (docs/decisions.md, Resources and the plan), so the examples go through the
-same readers as user data:
+writes three datasets in the standard formats (docs/decisions.md, Resources and the plan), so
+the examples go through the same readers as user data:
 
 ``digits-imagefolder/``
     Classification, ImageFolder layout ``<concept>/<file>.png``: all 1,797 scans of

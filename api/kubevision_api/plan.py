@@ -70,7 +70,8 @@ class StatusEndpoint(ApiModel):
 
 
 class TrainingPlan(ApiModel):
-    """The resolved training: read by the trainer, and nothing else (docs/decisions.md, Resources and the plan)."""
+    """The resolved training: read by the trainer, and nothing else (docs/decisions.md,
+    Resources and the plan)."""
 
     api_version: Literal["kubevision.dev/v1alpha1"] = API_VERSION
     kind: Literal["TrainingPlan"] = "TrainingPlan"

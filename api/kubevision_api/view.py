@@ -207,7 +207,8 @@ class ViewSpec(ApiModel):
         return self
 
     def concept_names(self) -> list[str]:
-        """Concept names in class-index order: sorted by name (docs/decisions.md, Resources and the plan)."""
+        """Concept names in class-index order: sorted by name (docs/decisions.md, Resources
+        and the plan)."""
         return sorted(c.name for c in self.concepts)
 
 
@@ -286,7 +287,8 @@ class View(ApiModel):
 
 def model_id(task: Task, concept_names: Iterable[str]) -> str:
     """The model id of a task and a set of concepts: ``m`` + the first 12 hex digits of
-    sha256 of ``json.dumps([task, sorted(names)], separators=(",", ":"))`` (docs/decisions.md, Resources and the plan).
-    Adding or removing a concept changes it; the dataset does not enter it."""
+    sha256 of ``json.dumps([task, sorted(names)], separators=(",", ":"))`` (docs/decisions.md,
+    Resources and the plan). Adding or removing a concept changes it; the dataset does not
+    enter it."""
     payload = json.dumps([task.value, sorted(concept_names)], separators=(",", ":"))
     return "m" + hashlib.sha256(payload.encode()).hexdigest()[:12]

@@ -114,7 +114,7 @@ def test_every_panel_metric_is_exported_by_the_code() -> None:
         metrics = query.metrics()
         assert metrics, f"{query}: names no kubevision metric"
         assert metrics <= exported, f"{query.panel}: {metrics - exported} not exported"
-    # Every metric of the design (docs/trainer.md, Prometheus metrics) that a panel should draw is drawn.
+    # Every metric (docs/trainer.md, Prometheus metrics) that a panel should draw is drawn.
     shown = set().union(*(q.metrics() for q in all_queries()))
     assert shown >= DRAWN, DRAWN - shown
     assert exported >= DRAWN, DRAWN - exported
