@@ -11,6 +11,8 @@ PURE = [
     "settings",
     "naming",
     "jobstate",
+    "podstate",
+    "workqueue",
     "observe",
     "statustable",
     "status",
