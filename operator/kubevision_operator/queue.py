@@ -36,15 +36,22 @@ class Entry:
 
 
 def entry_of(
-    obj: Mapping[str, Any], *, admitted: bool | None = None, held: bool | None = None
+    obj: Mapping[str, Any],
+    *,
+    admitted: bool | None = None,
+    held: bool | None = None,
+    finished: bool | None = None,
 ) -> Entry:
     """The entry of a ModelVersion as the API server holds it.
 
     Args:
-        obj: the ModelVersion (finished when its status says Succeeded or Failed).
+        obj: the ModelVersion.
         admitted: whether it has a Job; None (the operator has not looked for its Job yet):
             when its status names one.
         held: whether it cannot use a place now; None: its user's ``runPolicy.suspend``.
+        finished: whether its place is free for good; None: when its status says Succeeded
+            or Failed. The reconcile knows better: a training whose outcome is known holds
+            its place until its Job has ended too (its Pod still holds the resources).
     """
     meta, spec = obj["metadata"], obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -57,7 +64,9 @@ def entry_of(
         finished=any(
             c.get("type") in ("Succeeded", "Failed") and c.get("status") == "True"
             for c in status.get("conditions") or []
-        ),
+        )
+        if finished is None
+        else finished,
         kueue=bool(policy.get("queueName")),
         held=bool(policy.get("suspend")) if held is None else held,
     )
@@ -90,10 +99,14 @@ class Queue:
         self._told: dict[Key, int | None] = {}
         self._lock = threading.Lock()
 
-    def update(self, entry: Entry) -> None:
-        """Record the latest state of one ModelVersion."""
+    def update(self, entry: Entry) -> bool:
+        """Record the latest state of one ModelVersion; returns whether this update freed a
+        place (the entry went from unfinished to finished)."""
+        key = (entry.namespace, entry.name)
         with self._lock:
-            self._entries[(entry.namespace, entry.name)] = entry
+            before = self._entries.get(key)
+            self._entries[key] = entry
+        return entry.finished and (before is None or not before.finished)
 
     def register(self, entry: Entry) -> None:
         """Record a ModelVersion the operator has not reconciled yet; an entry it holds

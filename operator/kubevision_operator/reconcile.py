@@ -18,8 +18,8 @@ from kubevision_api.modelversion import ModelVersion
 from kubevision_api.plan import TrainingPlan, resolve
 from kubevision_api.status import ModelVersionStatus
 from kubevision_api.view import View
+from kubevision_operator import jobstate, naming, observe, render, status, viewstatus
 from kubevision_operator import kube as kube_mod
-from kubevision_operator import naming, observe, render, status, viewstatus
 from kubevision_operator.kube import Kube, Obj
 from kubevision_operator.metrics import OperatorMetrics
 from kubevision_operator.queue import Key, Queue, entry_of
@@ -161,7 +161,12 @@ class Reconciler:
         job = self.kube.get_job(namespace, job_name)
         # A ModelVersion that cannot start (no plan, or suspended by its user) holds no place.
         on_hold = plan is None or mv.spec.run_policy.suspend
-        self.queue.update(entry_of(obj, admitted=job is not None, held=on_hold))
+        # A training holds its place while its Job runs, even once its outcome is known (the
+        # trainer exited, a sidecar still holds the Pod): the place frees when the Job ends.
+        live = job is not None and not jobstate.job_finished(job)
+        freed = self.queue.update(
+            entry_of(obj, admitted=job is not None, held=on_hold, finished=finished and not live)
+        )
         position = None if job is not None or on_hold else self.queue.position((namespace, name))
         if job is None and plan is not None and not finished and position is None:
             self.kube.create_configmap(namespace, render.render_configmap(plan, mv))
@@ -211,10 +216,12 @@ class Reconciler:
             self._end_lingering(namespace, name, job_name, observation)
         self.metrics.set_phase(namespace, mv.spec.view_ref.name, name, new.phase or "Pending")
         self.metrics.queue_length.set(len(self.queue.waiting()))
-        if status.is_finished(new) and not finished:
-            self.queue.update(
-                entry_of({**obj, "status": new_wire}, admitted=job is not None, held=on_hold)
-            )
+        done = status.is_finished(new) and not live
+        freed = (
+            self.queue.update(entry_of(obj, admitted=job is not None, held=on_hold, finished=done))
+            or freed
+        )
+        if freed:
             self.admit_waiting()
 
     def _end_lingering(

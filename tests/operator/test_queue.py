@@ -133,3 +133,23 @@ def test_held_entries_neither_count_nor_wait() -> None:
         Entry("2026-01-01T00:00:03Z", "ns", "d"),
     ]
     assert positions(entries, limit=1) == {("ns", "d"): 1}
+
+
+def test_update_says_when_a_place_is_freed() -> None:
+    queue = Queue(1)
+    running = Entry("2026-01-01T00:00:00Z", "ns", "a", admitted=True)
+    assert queue.update(running) is False
+    # The outcome is known but the Job still runs (a sidecar): the place stays held.
+    assert queue.update(running) is False
+    assert queue.update(Entry("2026-01-01T00:00:00Z", "ns", "a", admitted=True, finished=True))
+    # Told once only.
+    assert not queue.update(Entry("2026-01-01T00:00:00Z", "ns", "a", admitted=True, finished=True))
+
+
+def test_entry_of_takes_the_reconciles_word_for_finished() -> None:
+    obj = {
+        "metadata": {"namespace": "ns", "name": "a", "creationTimestamp": "t"},
+        "status": {"conditions": [{"type": "Succeeded", "status": "True"}], "jobName": "kv-a"},
+    }
+    assert entry_of(obj).finished is True
+    assert entry_of(obj, finished=False).finished is False

@@ -10,14 +10,23 @@ from typing import Any
 
 import torch
 
+#: Elements checked at a time (4 Mi elements: 16 MB of float32).
+_SLICE = 1 << 22
+
 
 def first_non_finite(payload: Any, path: str = "") -> str | None:
     """The dotted path of the first floating tensor or float in ``payload`` (nested mappings
     and sequences) holding NaN or ±inf, e.g. ``model.layer1.0.bn1.running_var``; None when
     every value is finite. Integer and boolean tensors are finite by nature."""
     if isinstance(payload, torch.Tensor):
-        if payload.is_floating_point() or payload.is_complex():
-            return None if bool(torch.isfinite(payload).all()) else path
+        if not (payload.is_floating_point() or payload.is_complex()):
+            return None
+        # In slices: isfinite's temporaries (an abs() and two masks) on a whole 300 MB tensor
+        # would more than double the memory that saving a checkpoint needs.
+        flat = payload.detach().reshape(-1)
+        for start in range(0, flat.numel(), _SLICE):
+            if not bool(torch.isfinite(flat[start : start + _SLICE]).all()):
+                return path
         return None
     if isinstance(payload, float):
         return None if math.isfinite(payload) else path

@@ -229,6 +229,8 @@ def run(
         fanout.step(StepName.EXPORTING, StepState.SUCCEEDED)
         ok = True
         return card
+    except engine.PreemptedError:
+        raise  # a pause, not a failure: the step resumes with the next Pod
     except outcome.HANDLED as exc:
         # The step that failed says so (not the one before it, which succeeded).
         fanout.step(steps.failing(), StepState.FAILED, outcome.classify(exc)[1])
