@@ -409,7 +409,8 @@ def test_service_account_can_i_cluster_wide(releases: Callable[..., Release]) ->
             ("get", "secrets/other", release.namespace),
             ("create", "secrets", other),
             ("create", "pods#exec", other),
-            ("delete", "jobs.batch", other),
+            ("deletecollection", "jobs.batch", other),
+            ("update", "jobs.batch", other),
         ):
             assert not can_i(release, verb, resource, ns), (verb, resource, ns)
     finally:
