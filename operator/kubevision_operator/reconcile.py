@@ -18,7 +18,7 @@ from kubevision_api.modelversion import ModelVersion
 from kubevision_api.plan import TrainingPlan, resolve
 from kubevision_api.status import ModelVersionStatus
 from kubevision_api.view import View
-from kubevision_operator import jobstate, naming, observe, render, status, viewstatus
+from kubevision_operator import jobstate, naming, observe, pushgateway, render, status, viewstatus
 from kubevision_operator import kube as kube_mod
 from kubevision_operator.kube import Kube, Obj
 from kubevision_operator.metrics import OperatorMetrics
@@ -306,6 +306,43 @@ class Reconciler:
             self.metrics.reconcile_seconds.labels(kind="View").observe(
                 time.perf_counter() - started
             )
+
+    def sweep_pushgateway(self) -> int:
+        """Delete the trainers' Pushgateway groups that have had their day
+        (``pushgateway.stale``); returns how many were deleted. Groups outside the watched
+        namespaces are left alone.
+
+        Raises:
+            KubeError: the ModelVersions could not be listed.
+            OSError: the Pushgateway did not answer.
+        """
+        url = self.settings.pushgateway_url
+        if not url:
+            return 0
+        watched = set(self.settings.namespaces)
+        known: dict[tuple[str, str], pushgateway.Known] = {}
+        namespaces: list[str | None] = [*sorted(watched)] or [None]
+        for namespace in namespaces:
+            for obj in self.kube.list_modelversions(namespace):
+                meta, state = obj["metadata"], obj.get("status") or {}
+                completed = state.get("completionTime")
+                known[(meta["namespace"], meta["name"])] = pushgateway.Known(
+                    meta.get("uid"), datetime.fromisoformat(completed) if completed else None
+                )
+        found = [g for g in pushgateway.groups(url) if not watched or g.namespace in watched]
+        doomed = pushgateway.stale(
+            found, known, _now(), self.settings.pushgateway_retention_seconds
+        )
+        for group, why in doomed:
+            pushgateway.delete(url, group)
+            log.info(
+                "deleted Pushgateway group %s/%s run %s: %s",
+                group.namespace,
+                group.modelversion,
+                group.run,
+                why,
+            )
+        return len(doomed)
 
     def modelversions_of_view(self, namespace: str, view: str) -> list[str]:
         """Names of the ModelVersions that name ``view``."""

@@ -84,6 +84,7 @@ class Runtime:
         health = servers.health_app(self.metrics.exposition, reconciler.stalled)
         self._servers.append(await servers.serve(health, "0.0.0.0", self.settings.health_port))
         self._tasks.append(asyncio.create_task(scheduler.refresh_loop()))
+        self._tasks.append(asyncio.create_task(scheduler.pushgateway_loop()))
 
     async def stop(self) -> None:
         """Stop the refresh loop, the servers and the reconcile threads. The process exits

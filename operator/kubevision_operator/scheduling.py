@@ -159,6 +159,20 @@ class Scheduler:
                 with contextlib.suppress(ValueError):
                     await self.reconcile(namespace, name)
 
+    async def pushgateway_loop(self) -> None:
+        """Sweep the trainers' Pushgateway groups every ``pushgateway_sweep_seconds`` (no-op
+        without a Pushgateway); failures are logged and the next round tries again."""
+        settings = self.reconciler.settings
+        if not settings.pushgateway_url:
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(settings.pushgateway_sweep_seconds)
+            try:
+                await loop.run_in_executor(self.executor, self.reconciler.sweep_pushgateway)
+            except (kube_mod.KubeError, OSError, ValueError) as exc:
+                log.warning("Pushgateway sweep: %s", exc)
+
     def close(self) -> None:
         """Stop the reconcile threads; reconciles not started yet are dropped."""
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -62,6 +62,17 @@ class OperatorSettings(BaseSettings):
     pushgateway_url: str | None = Field(
         default=None, description="Pushgateway base URL the trainers push to; empty: none."
     )
+    pushgateway_retention_seconds: int = Field(
+        default=86400,
+        ge=0,
+        description=(
+            "Seconds a finished training's Pushgateway group is kept after its completionTime; "
+            "groups of deleted or re-created ModelVersions go at the next sweep."
+        ),
+    )
+    pushgateway_sweep_seconds: float = Field(
+        default=60.0, gt=0, description="Seconds between two sweeps of the Pushgateway's groups."
+    )
     trainer_metrics_port: int = Field(
         default=9090,
         ge=0,

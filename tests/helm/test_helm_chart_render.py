@@ -59,6 +59,8 @@ FULL: Obj = {
     "storage": {"baseURI": "s3://models/kubevision", "credentialsSecret": "kv-s3"},
     "metrics": {
         "pushgatewayURL": "http://pushgateway.monitoring.svc:9091",
+        "pushgatewayRetentionSeconds": 3600,
+        "pushgatewaySweepSeconds": 30,
         "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
         "podMonitor": {"enabled": True},
     },
@@ -252,6 +254,10 @@ def test_every_setting_is_mapped(
     assert settings.output_base_uri == "s3://models/kubevision"
     assert settings.output_credentials_secret == "kv-s3"
     assert settings.pushgateway_url == "http://pushgateway.monitoring.svc:9091"
+    assert (settings.pushgateway_retention_seconds, settings.pushgateway_sweep_seconds) == (
+        3600,
+        30,
+    )
     assert (
         settings.api_connect_timeout_seconds,
         settings.api_read_timeout_seconds,

@@ -378,11 +378,22 @@ class Pushgateway:
 
 
 def start_pushgateway(binary: Path, workdir: Path) -> Pushgateway:
-    """The Pushgateway on a free port, in memory (no persistence file)."""
+    """The Pushgateway on a free port, with a persistence file of its own that starts empty:
+    Debian's build defaults to ``/var/lib/prometheus/pushgateway.data``, which would carry
+    groups from one run of the suite into the next."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = workdir / "pushgateway.data"
+    data.unlink(missing_ok=True)
     process = ManagedProcess.start(
-        "pushgateway", [str(binary), f"--web.listen-address=127.0.0.1:{port}"], workdir
+        "pushgateway",
+        [
+            str(binary),
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--persistence.file={data}",
+        ],
+        workdir,
     )
     try:
         seconds = process.wait_until(answers(f"{url}/-/ready"), "ready")

@@ -31,11 +31,16 @@ EXPECTED = {
 }  # kubevision_val_map is absent: the epoch's mAP is None.
 
 
+#: The group's run label: the ModelVersion's uid.
+RUN = "3f2a1c9e-5b7d-4e21-9a0c-7d1e2f3a4b5c"
+
+
 def run_epoch(pushgateway_url: str, labels: dict[str, str]) -> PrometheusReporter:
     reporter = PrometheusReporter(
         namespace=labels["namespace"],
         view=labels["view"],
         modelversion=labels["modelversion"],
+        run=RUN,
         pushgateway_url=pushgateway_url,
         start_batches=10,
         start_images=320,
@@ -71,6 +76,7 @@ def test_pushgateway_holds_every_metric(pushgateway: services.Pushgateway) -> No
                 assert sample.labels == {
                     "namespace": labels["namespace"],
                     "modelversion": labels["modelversion"],
+                    "run": RUN,
                     "job": JOB,
                     "instance": "",
                 }, sample
@@ -79,7 +85,7 @@ def test_pushgateway_holds_every_metric(pushgateway: services.Pushgateway) -> No
             if sample.name.endswith("_created"):
                 continue
             # The grouping key and job come back as labels, beside the pushed ones.
-            assert sample.labels == {**labels, "job": JOB, "instance": ""}, sample
+            assert sample.labels == {**labels, "run": RUN, "job": JOB, "instance": ""}, sample
             found[sample.name] = sample.value
     assert found == EXPECTED
     assert group["push_failure_time_seconds"] == 0.0
@@ -98,6 +104,10 @@ def test_pushgateway_holds_every_metric(pushgateway: services.Pushgateway) -> No
     }
     assert final["kubevision_train_batches_total"] == 14.0
     assert final["kubevision_train_batch_loss"] == 0.5
+    # The last push says how the run ended, and when.
+    assert final["kubevision_train_outcome"] == 1.0
+    assert 'outcome="Succeeded"' in text
+    assert final["kubevision_train_finished_timestamp_seconds"] > 1.7e9
 
 
 def test_prometheus_scrapes_the_pushed_metrics(
@@ -113,12 +123,22 @@ def test_prometheus_scrapes_the_pushed_metrics(
         lambda found: {s.name for s in found} >= set(EXPECTED),
         timeout=30,
     )
-    got = {s.name: s.value for s in samples if not s.name.endswith("_created")}
+    ended = {"kubevision_train_outcome", "kubevision_train_finished_timestamp_seconds"}
+    got = {
+        s.name: s.value for s in samples if not s.name.endswith("_created") and s.name not in ended
+    }
     assert got == EXPECTED
     for sample in samples:
         # honor_labels keeps the pushed labels (no exported_* renames, job stays the
         # trainer's, the empty instance label drops out): exactly the trainer's labels.
-        assert sample.labels == {"__name__": sample.name, **labels, "job": JOB}, sample
+        extra = {"outcome": "Succeeded"} if sample.name == "kubevision_train_outcome" else {}
+        assert sample.labels == {
+            "__name__": sample.name,
+            **labels,
+            "run": RUN,
+            "job": JOB,
+            **extra,
+        }, sample
 
     # The dashboards' aggregation draws the same value.
     best = prometheus.query(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,27 @@ def test_s3_env_sets_the_standard_variables(
 def test_pushgateway_answers(pushgateway: services.Pushgateway) -> None:
     text = pushgateway.metrics_text()
     assert "pushgateway_build_info" in text
+
+
+def test_pushgateway_starts_empty(services_dir: Path) -> None:
+    """A group pushed to one Pushgateway is not there when the next one starts (Debian's
+    build persists to a shared file unless told otherwise)."""
+    binary = services.find_binary("prometheus-pushgateway", services.PUSHGATEWAY_BINARY)
+    assert binary is not None
+    first = services.start_pushgateway(binary, services_dir / "pushgateway-first")
+    try:
+        request = urllib.request.Request(
+            f"{first.url}/metrics/job/leftover", data=b"leftover_metric 1\n", method="PUT"
+        )
+        urllib.request.urlopen(request, timeout=5).close()
+        assert "leftover_metric" in first.metrics_text()
+    finally:
+        first.process.stop()
+    second = services.start_pushgateway(binary, services_dir / "pushgateway-second")
+    try:
+        assert "leftover_metric" not in second.metrics_text()
+    finally:
+        second.process.stop()
 
 
 def test_prometheus_scrapes_pushgateway(

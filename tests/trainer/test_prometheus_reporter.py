@@ -196,7 +196,11 @@ def test_push_timing_on_batches_epochs_and_close() -> None:
     call = pusher.calls[-1]
     assert call["gateway"] == "http://gw:9091"
     assert call["job"] == JOB == "kubevision-trainer"
-    assert call["grouping_key"] == {"namespace": "team-a", "modelversion": "digits-v1"}
+    assert call["grouping_key"] == {
+        "namespace": "team-a",
+        "modelversion": "digits-v1",
+        "run": "local",
+    }
     assert call["registry"] is reporter.registry
     assert reporter.pushes == 4
 

@@ -14,7 +14,7 @@ from kubevision_api.modelversion import ModelVersion
 from kubevision_api.plan import PlanDefaults, TrainingPlan, resolve
 from kubevision_api.view import View
 from kubevision_trainer import main, storage
-from kubevision_trainer.report import image, records
+from kubevision_trainer.report import factory, image, records
 from kubevision_trainer.report.progress import ProgressBarReporter
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,11 @@ def _absolute(uri: str, base: Path) -> str:
 
 
 def plan_from_manifests(
-    paths: Sequence[str | Path], *, output: str | None = None, epochs: int | None = None
+    paths: Sequence[str | Path],
+    *,
+    output: str | None = None,
+    epochs: int | None = None,
+    pushgateway_url: str | None = None,
 ) -> TrainingPlan:
     """Load one View and one ModelVersion from manifest files or folders and resolve them
     into a plan, as the operator would, with local defaults.
@@ -69,8 +73,12 @@ def plan_from_manifests(
         )
     if spec_update:
         mv = mv.model_copy(update={"spec": mv.spec.model_copy(update=spec_update)})
-    # Local runs have no operator: no status endpoint, no metrics port.
-    defaults = PlanDefaults(output_base_uri="file://" + str(Path.cwd() / "runs"), metrics_port=None)
+    # Local runs have no operator: no status endpoint, no metrics port; they may push.
+    defaults = PlanDefaults(
+        output_base_uri="file://" + str(Path.cwd() / "runs"),
+        metrics_port=None,
+        pushgateway_url=pushgateway_url,
+    )
     return resolve(view, mv, defaults)
 
 
@@ -81,18 +89,20 @@ def run(
     device: str = "auto",
     epochs: int | None = None,
     report: bool = True,
+    pushgateway_url: str | None = None,
 ) -> str:
-    """Train from manifests on this machine; returns the output URI.
+    """Train from manifests on this machine; returns the output URI. With
+    ``pushgateway_url``, the metrics go to that Pushgateway too, as a Job's do.
 
     Raises:
         InputError: bad manifests, dataset or images (one line naming file, record, field).
     """
-    plan = plan_from_manifests(paths, output=output, epochs=epochs)
+    plan = plan_from_manifests(paths, output=output, epochs=epochs, pushgateway_url=pushgateway_url)
     # The progress bar shows each epoch; the engine's own line (for Jobs' logs) would repeat it.
     logging.getLogger("kubevision_trainer.engine").setLevel(logging.WARNING)
     bar = ProgressBarReporter()
     bar.console.log(f"training {plan.namespace}/{plan.model_version} into {plan.output_uri}")
-    card = main.run(plan, device=device, reporters=[bar])
+    card = main.run(plan, device=device, reporters=[bar, *factory.job_reporters(plan)])
     if report:
         png = image.render(
             records.read_jsonl(storage.join(plan.output_uri, records.BATCHES)),

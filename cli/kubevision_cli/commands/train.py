@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--epochs", type=int, metavar="N", help="Override spec.training.epochs.")
     parser.add_argument("--no-report", action="store_true", help="Skip the report image.")
+    parser.add_argument(
+        "--pushgateway-url",
+        metavar="URL",
+        help="Push the run's metrics to this Pushgateway too (http://host:9091).",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             epochs=args.epochs,
             report=not args.no_report,
+            pushgateway_url=args.pushgateway_url,
         )
     except InputError:
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from kubevision_api import contract
@@ -9,6 +10,14 @@ from kubevision_api.plan import TrainingPlan
 from kubevision_trainer.report.prometheus import PrometheusReporter
 from kubevision_trainer.report.reporter import Reporter
 from kubevision_trainer.report.status import StatusReporter
+
+
+def run_id(plan: TrainingPlan) -> str:
+    """What tells this training from another of the same name: the ModelVersion's uid, or in
+    local mode (no uid) ``local-`` and 12 hex digits of the sha256 of its output URI."""
+    if plan.uid:
+        return plan.uid
+    return "local-" + hashlib.sha256(plan.output_uri.encode()).hexdigest()[:12]
 
 
 def job_reporters(plan: TrainingPlan) -> list[Reporter]:
@@ -36,6 +45,7 @@ def job_reporters(plan: TrainingPlan) -> list[Reporter]:
                 namespace=plan.namespace,
                 view=plan.view,
                 modelversion=plan.model_version,
+                run=run_id(plan),
                 port=plan.metrics_port,
                 pushgateway_url=plan.pushgateway_url,
             )

@@ -5,11 +5,14 @@ Every metric carries the labels ``namespace``, ``view`` and ``modelversion`` and
 reporter's own ``CollectorRegistry`` (never the global one), so two reporters in one process
 do not collide and nothing is registered at import.
 
-Pushes (job ``kubevision-trainer``, grouping key ``namespace`` + ``modelversion``, so a
-Pushgateway scraped with ``honor_labels`` keeps the pushed labels) happen at every epoch end,
-at ``close``, and on batches at most every ``push_interval`` seconds. A failed push is logged
-and never raised: a failed report never stops training. The trainer never deletes its group:
-the last values of a finished run stay on the Pushgateway.
+Pushes (job ``kubevision-trainer``, grouping key ``namespace`` + ``modelversion`` + ``run``,
+the ModelVersion's uid: a deleted and re-created ModelVersion of the same name pushes to a
+group of its own; a Pushgateway scraped with ``honor_labels`` keeps the pushed labels) happen
+at every epoch end, at ``close``, and on batches at most every ``push_interval`` seconds. A
+failed push is logged and never raised: a failed report never stops training. The last push
+carries the run's outcome (``kubevision_train_outcome``) and end time: the operator deletes the
+group once the ModelVersion is gone, or some time after it finished (docs/trainer.md,
+"Prometheus metrics").
 
 Counters and resume: a resumed trainer is a new process whose counters would start at 0.
 The ``resumed`` event (or ``start_batches`` and ``start_images`` where the totals are known
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 
 JOB = "kubevision-trainer"
 LABELS = ("namespace", "view", "modelversion")
+#: The grouping key's labels, in the order of the Pushgateway's URL path.
+GROUPING = ("namespace", "modelversion", "run")
 
 Pusher = Callable[..., None]
 """``prometheus_client.push_to_gateway``'s signature: (gateway, job, registry, grouping_key,
@@ -48,6 +53,8 @@ class PrometheusReporter(NullReporter):
 
     Args:
         namespace, view, modelversion: the label values of every metric.
+        run: what tells this training from another of the same name: the ModelVersion's uid
+            (local mode: its own id); a label of the Pushgateway group only.
         port: serve ``/metrics`` on this port (0: a free one; see ``port``); None: no server.
         address: the address the server binds (all interfaces by default, for the PodMonitor).
         pushgateway_url: push to this Pushgateway (``http://host:port``); None: never push.
@@ -68,6 +75,7 @@ class PrometheusReporter(NullReporter):
         namespace: str,
         view: str,
         modelversion: str,
+        run: str = "local",
         port: int | None = None,
         address: str = "0.0.0.0",
         pushgateway_url: str | None = None,
@@ -82,7 +90,7 @@ class PrometheusReporter(NullReporter):
             raise ValueError("start_batches and start_images must not be negative")
         self.registry = CollectorRegistry(auto_describe=True)
         self.labels = {"namespace": namespace, "view": view, "modelversion": modelversion}
-        self.grouping_key = {"namespace": namespace, "modelversion": modelversion}
+        self.grouping_key = {"namespace": namespace, "modelversion": modelversion, "run": run}
         self.pushgateway_url = pushgateway_url
         self.push_interval = push_interval
         self.push_timeout = push_timeout
@@ -124,6 +132,15 @@ class PrometheusReporter(NullReporter):
         self.val_map = gauge("kubevision_val_map", "Validation mAP of the last epoch.")
         self.best_metric = gauge(
             "kubevision_best_metric", "Best value so far of the selection metric."
+        )
+        self.outcome = Gauge(
+            "kubevision_train_outcome",
+            "1 once the run ended, labelled with how (Succeeded, Failed).",
+            [*LABELS, "outcome"],
+            registry=self.registry,
+        )
+        self.finished = gauge(
+            "kubevision_train_finished_timestamp_seconds", "Unix time the run ended."
         )
         self._continue_counters(start_batches, start_images)
 
@@ -187,10 +204,13 @@ class PrometheusReporter(NullReporter):
 
     @override
     def close(self, ok: bool) -> None:
-        """Pushes a last time and stops the ``/metrics`` server. Idempotent."""
+        """Sets the outcome and end time, pushes a last time and stops the ``/metrics``
+        server. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        self.outcome.labels(**self.labels, outcome="Succeeded" if ok else "Failed").set(1)
+        self._set(self.finished, time.time())
         self.push()
         if self._server is not None:
             self._server.shutdown()
