@@ -8,6 +8,7 @@ Pod fails with ``setpriv: failed to execute kubevision``."""
 from __future__ import annotations
 
 import shutil
+import site as site_module
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,18 @@ def tmp_venv() -> Iterator[Path]:
             [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
             check=True,
             capture_output=True,
+        )
+        # --system-site-packages gives the base interpreter's packages; when this test runs
+        # from a virtual environment, the trainer must import that one's: its site folders
+        # go on the new venv's path too.
+        (site,) = (venv / "lib").glob("python3*/site-packages")
+        # addsitedir, not a bare path: the folders' own .pth files (an editable install's
+        # finder) must run too.
+        (site / "running-interpreter.pth").write_text(
+            "".join(
+                f"import site; site.addsitedir({folder!r})\n"
+                for folder in site_module.getsitepackages()
+            )
         )
         module, function = console_script("kubevision").split(":")
         launcher = venv / "bin" / "kubevision"

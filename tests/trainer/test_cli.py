@@ -103,3 +103,14 @@ def test_trainer_entrypoint_writes_termination_message(tmp_path: Path) -> None:
     message = termination.read_text()
     assert "\n" not in message
     assert message.startswith(f"InvalidInput: file://{data}/zero/broken.png: ")
+
+
+def test_epochs_flag_is_validated_like_the_manifest(tmp_path: Path) -> None:
+    """``--epochs 0`` is refused at once, as ``epochs: 0`` in the manifest is (it used to run
+    no epoch and fail later on a missing best.pt)."""
+    view, mv = _manifests(tmp_path)
+    done = _kubevision("train", "-f", str(view), "-f", str(mv), "--epochs", "0", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert lines == ["error: --epochs: 0: must be at least 1 (spec.training.epochs)"], done.stderr
+    assert "Traceback" not in done.stderr

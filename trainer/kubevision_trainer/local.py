@@ -66,7 +66,15 @@ def plan_from_manifests(
             update={"uri": _absolute(weights.uri, mv_item.source.parent)}
         )
     if epochs is not None:
-        spec_update["training"] = mv.spec.training.model_copy(update={"epochs": epochs})
+        # Validated as the manifest's own value would be (model_copy would not check it).
+        try:
+            spec_update["training"] = mv.spec.training.model_validate(
+                {**mv.spec.training.model_dump(), "epochs": epochs}
+            )
+        except ValueError as exc:
+            raise InputError(
+                "--epochs", f"{epochs}: must be at least 1 (spec.training.epochs)"
+            ) from exc
     if output is not None:
         spec_update["output"] = mv.spec.output.model_copy(
             update={"uri": _absolute(output, Path.cwd())}

@@ -246,7 +246,8 @@ def _check_resumable(last: dict[str, Any], meta: dict[str, Any], uri: str) -> No
             raise InputError(
                 uri,
                 f"was written for another {what} ({str(old.get(key))[:12]} != "
-                f"{str(meta[key])[:12]}); refusing to resume: use a new output URI",
+                f"{str(meta[key])[:12]}); refusing to resume: write to another output "
+                "(spec.output.uri, or `kubevision train --output URI`) or remove this one",
                 field=key,
             )
 

@@ -19,11 +19,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--concurrency-limit", type=int, metavar="N", help="0: unlimited.")
     parser.add_argument("--status-url", metavar="URL", help="Advertised status endpoint URL.")
-    parser.add_argument("--status-port", type=int, metavar="PORT")
-    parser.add_argument("--health-port", type=int, metavar="PORT")
-    parser.add_argument("--trainer-image", metavar="IMAGE")
-    parser.add_argument("--output-base-uri", metavar="URI")
-    parser.add_argument("--pushgateway-url", metavar="URL")
+    parser.add_argument(
+        "--status-port", type=int, metavar="PORT", help="Port of the HTTPS status endpoint."
+    )
+    parser.add_argument(
+        "--health-port", type=int, metavar="PORT", help="Port of /healthz and /metrics."
+    )
+    parser.add_argument("--trainer-image", metavar="IMAGE", help="Image of the training Jobs.")
+    parser.add_argument(
+        "--output-base-uri", metavar="URI", help="Base of default output URIs (s3://...)."
+    )
+    parser.add_argument(
+        "--pushgateway-url", metavar="URL", help="Pushgateway the trainers push to."
+    )
     parser.add_argument(
         "--peering", metavar="NAME", help="kopf peering for several replicas (default: standalone)."
     )
