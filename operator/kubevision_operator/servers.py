@@ -90,9 +90,12 @@ def report_app(authenticate: Authenticate, authorize: Authorize, accept: Accept)
 def health_app(
     exposition: Exposition, problem: Callable[[], str | None] = lambda: None
 ) -> web.Application:
-    """``/healthz`` and ``/metrics`` (``exposition``, e.g. ``OperatorMetrics.exposition``).
-    ``/healthz`` answers 200 "ok" while ``problem()`` is None, else 503 with its sentence (a
-    reconcile stuck past its bound: the kubelet's liveness probe then restarts the operator).
+    """``/healthz``, ``/readyz`` and ``/metrics`` (``exposition``, e.g.
+    ``OperatorMetrics.exposition``). ``/healthz`` (the liveness probe) answers 200 "ok" while
+    ``problem()`` is None, else 503 with its sentence (a reconcile stuck past its bound: the
+    kubelet then restarts the operator). ``/readyz`` (the readiness and startup probes)
+    answers "ok" while the process serves: a stuck reconcile must not take the status
+    endpoint out of its Service, since trainers report there.
     """
 
     async def metrics(request: web.Request) -> web.Response:
@@ -108,6 +111,7 @@ def health_app(
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", _healthz)
     return app
 
 

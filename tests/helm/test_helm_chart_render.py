@@ -199,8 +199,9 @@ def test_operator_deployment(helm: Helm, tmp_path: Path, monkeypatch: pytest.Mon
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"status": 8443, "metrics": 8080}
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/readyz", "port": "metrics"}, probe
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
 
     settings = settings_from(deployment, "ml-platform", monkeypatch)

@@ -160,3 +160,24 @@ def test_a_port_in_use_is_an_error() -> None:
 
     with pytest.raises(OSError):
         asyncio.run(scenario())
+
+
+def test_healthz_fails_on_a_problem_and_readyz_does_not() -> None:
+    """Liveness names the problem (a stuck reconcile); readiness keeps the status endpoint in
+    its Service, where trainers report."""
+    stuck = "the reconcile of ModelVersion ns/a has been running for 95 s (limit 90 s)"
+    problem: list[str | None] = [stuck]
+
+    async def scenario() -> list[tuple[int, str]]:
+        app = servers.health_app(OperatorMetrics().exposition, lambda: problem[0])
+        async with TestClient(TestServer(app)) as client:
+            out = []
+            for path in ("/healthz", "/readyz"):
+                answer = await client.get(path)
+                out.append((answer.status, await answer.text()))
+            problem[0] = None
+            answer = await client.get("/healthz")
+            out.append((answer.status, await answer.text()))
+            return out
+
+    assert asyncio.run(scenario()) == [(503, stuck), (200, "ok"), (200, "ok")]
