@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 #: Phase -> Event type; failures are Warnings.
 EVENT_TYPES = {"Failed": "Warning"}
+#: Situations whose phase events are Warnings whatever the phase (a failed attempt is back to
+#: Pending while the Job retries).
+WARNING_SITUATIONS = frozenset({observe.Situation.RETRYING})
 
 
 def _now() -> datetime:
@@ -271,7 +274,9 @@ class Reconciler:
     def _phase_event(self, obj: Obj, phase: str, observation: observe.Observation) -> None:
         body = render.render_event(
             obj,
-            EVENT_TYPES.get(phase, "Normal"),
+            "Warning"
+            if observation.situation in WARNING_SITUATIONS
+            else EVENT_TYPES.get(phase, "Normal"),
             observation.reason or observation.situation.value,
             f"{phase}: {observation.message}",
             _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
