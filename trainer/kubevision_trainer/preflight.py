@@ -50,9 +50,14 @@ def check(plan: TrainingPlan) -> None:
         storage.remove(probe, role=StorageRole.OUTPUT)
 
     _attempt(StorageRole.OUTPUT, secrets.output, f"write under {plan.output_uri}", write_probe)
-    swept = upload.abort_incomplete(plan.output_uri)
-    if swept:
-        log.info("aborted %d incomplete upload(s) under %s", swept, plan.output_uri)
+    try:
+        swept = upload.abort_incomplete(plan.output_uri)
+    except storage.STORE_ERRORS as exc:
+        # Best effort: an identity may write without being allowed to list uploads.
+        log.warning("could not sweep incomplete uploads under %s: %s", plan.output_uri, exc)
+    else:
+        if swept:
+            log.info("aborted %d incomplete upload(s) under %s", swept, plan.output_uri)
 
     dataset = plan.dataset
     if dataset.format is DatasetFormat.IMAGEFOLDER:
