@@ -104,6 +104,26 @@ def role_variable(role: StorageRole, key: str) -> str:
     return f"{ENV_PREFIX}{role.value}_{key}"
 
 
+# --- distributed training ------------------------------------------------------------------------
+
+#: ``torch.distributed.run`` (torchrun) reads its options from ``PET_<OPTION>`` variables when
+#: its flags are absent; Kubeflow Trainer sets the same ones. The operator sets them on every
+#: trainer container; the trainer starts torchrun when the world has more than one process.
+ENV_NNODES: Final = "PET_NNODES"
+ENV_NPROC_PER_NODE: Final = "PET_NPROC_PER_NODE"
+#: The Pod's index in the Indexed Job (its completion index) is its node rank.
+ENV_NODE_RANK: Final = "PET_NODE_RANK"
+#: DNS name of the Pod of index 0 (``<job>-0.<service>.<namespace>.svc``) and the port its
+#: torchrun agent serves the rendezvous store on.
+ENV_MASTER_ADDR: Final = "PET_MASTER_ADDR"
+ENV_MASTER_PORT: Final = "PET_MASTER_PORT"
+#: The rendezvous port in the Pods of a multi-Pod training (torchrun's default).
+MASTER_PORT: Final = 29500
+#: The gang attempt (1, 2, ...) of a multi-Pod training: the operator recreates the whole
+#: Indexed Job for each attempt (docs/distributed.md).
+ENV_ATTEMPT: Final = f"{ENV_PREFIX}ATTEMPT"
+
+
 # --- the status endpoint -----------------------------------------------------------------------
 
 #: Audience of the projected ServiceAccount token that the trainer presents, and that the

@@ -76,7 +76,14 @@ class TrainingOptions(ApiModel):
     (SGD, momentum 0.9, weight decay 1e-4) with a cosine schedule."""
 
     epochs: int = Field(default=10, ge=1, le=10000, description="Passes over the training set.")
-    batch_size: int = Field(default=32, ge=1, le=4096, description="Images per batch.")
+    batch_size: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="Images per batch: the global batch, split evenly over the training "
+        "processes (it must divide by spec.resources' world size); the recipe means the same "
+        "on one GPU or many.",
+    )
     optimizer: Optimizer = Field(default=Optimizer.SGD, description="sgd, adam or adamw.")
     learning_rate: float = Field(default=0.01, gt=0, le=10, description="Peak learning rate.")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum (beta1 for Adam).")
@@ -87,6 +94,14 @@ class TrainingOptions(ApiModel):
         description="Autocast on CUDA: bf16 (fp16 where bf16 is unsupported), fp16 or none.",
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of weights and batches.")
+    sync_batch_norm: bool = Field(
+        default=False,
+        description="Several processes: turn BatchNorm layers into SyncBatchNorm, which "
+        "normalises over the global batch (torchvision's references, --sync-bn). It costs "
+        "one all-reduce per BatchNorm layer in every forward pass; it matters when each "
+        "process's share of the batch is small (under ~16 images, e.g. detection), where "
+        "per-process statistics are noisy. Without it, each process normalises its own share.",
+    )
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     data_loader_workers: int = Field(
         default=2, ge=0, le=64, description="DataLoader worker processes (0: main process)."
@@ -194,15 +209,50 @@ class PretrainedWeights(ApiModel):
 
 
 class Resources(ApiModel):
-    """Compute of the training Pod."""
+    """Compute of each training Pod, and how many Pods train together (docs/distributed.md).
+    World size = nodes x processes per Pod (one per GPU, or ``processesPerNode`` on the
+    CPU)."""
 
-    gpus: int = Field(default=1, ge=0, le=1, description="GPUs (0 or 1 for now).")
+    gpus: int = Field(
+        default=1,
+        ge=0,
+        le=8,
+        description="GPUs per Pod (0-8); the trainer runs one process per GPU.",
+    )
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Pods that train together, one per node (1-64); more than one renders an "
+        "Indexed Job and a headless Service.",
+    )
+    processes_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="CPU training (gpus: 0): training processes per Pod (gloo); default 1. "
+        "With GPUs leave it unset: each Pod runs one process per GPU.",
+    )
     cpu: str = Field(
-        default="4", max_length=32, pattern=QUANTITY, description="CPU request and limit."
+        default="4", max_length=32, pattern=QUANTITY, description="CPU request and limit per Pod."
     )
     memory: str = Field(
-        default="16Gi", max_length=32, pattern=QUANTITY, description="Memory request and limit."
+        default="16Gi",
+        max_length=32,
+        pattern=QUANTITY,
+        description="Memory request and limit per Pod.",
     )
+
+    def processes(self) -> int:
+        """Training processes per Pod: ``gpus`` when there are GPUs, else
+        ``processesPerNode`` (default 1)."""
+        if self.gpus:
+            return self.gpus
+        return self.processes_per_node or 1
+
+    def world_size(self) -> int:
+        """Training processes in all: ``nodes`` x :meth:`processes`."""
+        return self.nodes * self.processes()
 
 
 class Toleration(ApiModel):

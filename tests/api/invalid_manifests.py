@@ -239,7 +239,7 @@ CASES: tuple[Case, ...] = (
         edit(model_version(), "spec.imageResizer", {"width": 100}),
         "spec.imageResizer.width",
     ),
-    _create("mv-two-gpus", edit(model_version(), "spec.resources.gpus", 2), "spec.resources.gpus"),
+    _create("mv-nine-gpus", edit(model_version(), "spec.resources.gpus", 9), "spec.resources.gpus"),
     _create(
         "mv-memory-not-a-quantity",
         edit(model_version(), "spec.resources.memory", "lots"),
