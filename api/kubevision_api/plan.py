@@ -108,6 +108,10 @@ class TrainingPlan(ApiModel):
         )
         # Workers change neither weights nor batches (each worker is seeded from the base seed).
         spec["training"].pop("dataLoaderWorkers", None)
+        # Left out at its default, so that the hash of a plan written before it existed stays
+        # the same (SyncBatchNorm changes the weights trained; the world size alone does not).
+        if not spec["training"].get("syncBatchNorm"):
+            spec["training"].pop("syncBatchNorm", None)
         # The box options change the boxes trained on; left out at their defaults, so that
         # the hash of a plan written before they existed stays the same.
         dataset = self.dataset.model_dump(mode="json", by_alias=True, include={"uri", "format"})

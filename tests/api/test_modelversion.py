@@ -111,7 +111,7 @@ def test_misspelt_wire_name_is_refused_python_name_accepted() -> None:
             {"augmentation": [{"name": "Hue", "probability": 1.5}]},
             ("augmentation", 0, "probability"),
         ),
-        ({"resources": {"gpus": 2}}, ("resources", "gpus")),
+        ({"resources": {"gpus": 9}}, ("resources", "gpus")),
         ({"resources": {"memory": "lots"}}, ("resources", "memory")),
     ],
 )
@@ -159,6 +159,7 @@ def test_wire_names_are_camel_case() -> None:
         "seed",
         "earlyStopping",
         "dataLoaderWorkers",
+        "syncBatchNorm",
     }
     assert set(wire["training"]["lrSchedule"]) == {"policy", "warmupEpochs", "stepEpochs", "gamma"}
     assert set(wire["training"]["earlyStopping"]) == {"patience", "minDelta"}
