@@ -3,7 +3,8 @@ processes, on the control plane of ``testenv.controlplane``. See docs/node-agent
 
 Modules, one job each: ``agent`` (the Node's lifecycle and the Pod watch), ``node`` (the Node
 object and its Lease), ``worker`` (one Pod from start to end), ``containers`` (one container's
-runs), ``volumes`` and ``environment`` (what a container sees), ``podspec`` and ``status`` (pure
+runs), ``volumes`` and ``environment`` (what a container sees), ``network`` (Pod DNS names and a
+gang's rendezvous port on loopback), ``podspec`` and ``status`` (pure
 rules of the Pod spec and of Pod status), ``processes`` (process trees), ``api`` (the REST
 client).
 """

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from testenv.nodeagent.api import ApiError
 from testenv.nodeagent.containers import Container
+from testenv.nodeagent.network import pod_hostname
 from testenv.nodeagent.podspec import (
     ENV_NAME,
     LOOPBACK,
@@ -44,7 +45,7 @@ class EnvBuilder:
         """
         spec, pod = container.spec, worker.pod
         inherited: dict[str, str] = dict(self.agent.base_env)
-        inherited["HOSTNAME"] = pod["metadata"]["name"]
+        inherited["HOSTNAME"] = pod_hostname(pod)
         home = worker.folder / "home"
         home.mkdir(parents=True, exist_ok=True)
         inherited.setdefault("HOME", str(home))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from testenv.nodeagent.api import ApiError
 from testenv.nodeagent.containers import Container, TokenFile
+from testenv.nodeagent.network import map_network
 from testenv.nodeagent.podspec import (
     PATHS_ENV,
     PORT_ENV_PREFIX,
@@ -301,7 +302,9 @@ class PodWorker(threading.Thread):
             mount_paths(spec, self.volumes, container.termination_file, self.agent.path_map)
         )
         self.rewriter = rewriter
-        env = self.agent._env_builder.build(self, container, rewriter)
+        env, rendezvous = map_network(
+            self.agent._env_builder.build(self, container, rewriter), self.pod
+        )
         if self.gpus or self.agent.gpus:
             # What the NVIDIA device plugin hands a container: its devices, or none at all.
             wanted = int(
@@ -312,6 +315,8 @@ class PodWorker(threading.Thread):
             env.setdefault("CUDA_VISIBLE_DEVICES", devices)
         for port in spec.get("ports") or []:
             host_port = self.agent._host_port(self.pod, port)
+            if self.agent.port_map is None:  # the rendezvous port moves with the variable
+                host_port = rendezvous.get(int(port["containerPort"]), host_port)
             self.ports[int(port["containerPort"])] = host_port
             env[f"{PORT_ENV_PREFIX}{port['containerPort']}"] = str(host_port)
             if port.get("name"):

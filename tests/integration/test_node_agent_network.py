@@ -1,0 +1,232 @@
+"""The node agent maps a gang's Pod DNS names and rendezvous port onto loopback
+(``testenv/nodeagent/network.py``): pure rules first, then two gangs of two real processes,
+each an Indexed Job with a headless Service, that find each other through the mapped address
+while the Pod spec keeps the real names.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from kubevision_api.contract import ENV_MASTER_ADDR, ENV_MASTER_PORT, ENV_NODE_RANK, MASTER_PORT
+from testenv.controlplane import ControlPlane
+from testenv.nodeagent import LOOPBACK, NodeAgent
+from testenv.nodeagent.network import GangPorts, gang_key, map_names, map_network, pod_hostname
+from testenv.operator_helpers import eventually
+
+MakeNode = Callable[..., NodeAgent]
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def _pod(name: str, *, subdomain: str = "", owner: str = "", hostname: str = "") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "ns", "uid": f"uid-{name}"}
+    if owner:
+        meta["ownerReferences"] = [{"kind": "Job", "uid": owner, "controller": True}]
+    spec: dict[str, Any] = {}
+    if subdomain:
+        spec["subdomain"] = subdomain
+    if hostname:
+        spec["hostname"] = hostname
+    return {"metadata": meta, "spec": spec}
+
+
+# --------------------------------------------------------------------------------------------
+# Pure rules
+# --------------------------------------------------------------------------------------------
+
+
+def test_pod_dns_names_become_loopback_and_other_names_do_not() -> None:
+    assert map_names("job-0.job.ns.svc") == LOOPBACK
+    assert map_names("job-0.job.ns.svc.cluster.local") == LOOPBACK
+    assert map_names("tcp://job-0.job.ns.svc.cluster.local:29500/x") == f"tcp://{LOOPBACK}:29500/x"
+    # Service names, other domains and longer names are left as written.
+    for kept in ("minio.ns.svc", "minio.ns.svc:9000", "a.b.c.svc.example.com", "x.a.b.c.svc"):
+        assert map_names(kept) == kept
+    assert pod_hostname(_pod("job-1-abcde", hostname="job-1")) == "job-1"
+    assert pod_hostname(_pod("lone")) == "lone"
+
+
+def test_one_port_per_gang_and_attempt() -> None:
+    ports = GangPorts()
+    a0 = _pod("a-0-x", subdomain="a", owner="job-a")
+    a1 = _pod("a-1-y", subdomain="a", owner="job-a")
+    env = {ENV_MASTER_ADDR: "a-0.a.ns.svc", ENV_MASTER_PORT: str(MASTER_PORT), "OTHER": "1"}
+    mapped0, moved0 = map_network(env, a0, ports)
+    mapped1, moved1 = map_network(env, a1, ports)
+    assert mapped0 == mapped1
+    assert mapped0[ENV_MASTER_ADDR] == LOOPBACK and mapped0["OTHER"] == "1"
+    port = int(mapped0[ENV_MASTER_PORT])
+    assert port != MASTER_PORT and moved0 == moved1 == {MASTER_PORT: port}
+    assert env[ENV_MASTER_PORT] == str(MASTER_PORT)  # the input is not modified
+    # Another gang, the same gang's next Job (a new uid), a lone Pod: other ports each.
+    others = [
+        _pod("b-0-z", subdomain="b", owner="job-b"),
+        _pod("a-0-w", subdomain="a", owner="job-a-attempt-2"),
+        _pod("lone"),
+    ]
+    found = {int(map_network(env, p, ports)[0][ENV_MASTER_PORT]) for p in others}
+    assert len(found | {port}) == 4
+    assert gang_key(a0) == ("ns", "a", "job-a")
+    assert map_network({"X": "1"}, a0, ports) == ({"X": "1"}, {})
+
+
+# --------------------------------------------------------------------------------------------
+# On the control plane
+# --------------------------------------------------------------------------------------------
+
+#: Index 0 serves one connection at the master address and port, index 1 connects to it.
+GANG_SCRIPT = """
+import os, socket, sys, time
+addr, port = os.environ['PET_MASTER_ADDR'], int(os.environ['PET_MASTER_PORT'])
+rank, host = int(os.environ['PET_NODE_RANK']), os.environ['HOSTNAME']
+index = os.environ['JOB_COMPLETION_INDEX']
+print(f"rank={rank} index={index} host={host} {addr}:{port}", flush=True)
+deadline = time.monotonic() + 60
+if rank == 0:
+    server = socket.create_server((addr, port))
+    server.settimeout(60)
+    conn, _ = server.accept()
+    with conn:
+        conn.sendall(f'hello from {host}'.encode())
+        print('client says:', conn.recv(100).decode(), flush=True)
+else:
+    while True:
+        try:
+            conn = socket.create_connection((addr, port), timeout=5)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    with conn:
+        print('server says:', conn.recv(100).decode(), flush=True)
+        conn.sendall(f'hello from {host}'.encode())
+"""
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    """A fresh namespace whose ``default`` ServiceAccount exists (Pods need it)."""
+    name = f"net-{uuid.uuid4().hex[:8]}"
+    control_plane.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+
+    def default_account() -> bool:
+        try:
+            control_plane.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return False
+            raise
+        return True
+
+    eventually(default_account, "the `default` ServiceAccount")
+    yield name
+    control_plane.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+def create_gang(cluster: ControlPlane, namespace: str, name: str) -> None:
+    """An Indexed Job of 2 Pods and its headless Service, as the operator renders a gang."""
+    cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/services",
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": True,
+                "selector": {"batch.kubernetes.io/job-name": name},
+                "ports": [{"name": "rendezvous", "port": MASTER_PORT}],
+            },
+        },
+    )
+    env = [
+        {"name": ENV_MASTER_ADDR, "value": f"{name}-0.{name}.{namespace}.svc"},
+        {"name": ENV_MASTER_PORT, "value": str(MASTER_PORT)},
+        {
+            "name": ENV_NODE_RANK,
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}},
+        },
+    ]
+    container = {
+        "name": "main",
+        "image": "kubevision/trainer:test",
+        "command": ["python", "-c", GANG_SCRIPT],
+        "env": env,
+        "ports": [{"name": "rendezvous", "containerPort": MASTER_PORT}],
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": 2,
+            "parallelism": 2,
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "subdomain": name,
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [container],
+                }
+            },
+        },
+    }
+    cluster.request("POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", job)
+
+
+def gang_pods(cluster: ControlPlane, namespace: str, job: str) -> dict[int, Any]:
+    """{completion index: Pod} of a Job."""
+    pods = cluster.request(
+        "GET", f"/api/v1/namespaces/{namespace}/pods?labelSelector=job-name%3D{job}"
+    )["items"]
+    return {int(p["metadata"]["annotations"][COMPLETION_INDEX]): p for p in pods}
+
+
+def job_complete(cluster: ControlPlane, namespace: str, job: str) -> bool:
+    """Whether the Job has its Complete condition."""
+    got = cluster.request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}")
+    return any(
+        c["type"] == "Complete" and c["status"] == "True"
+        for c in got.get("status", {}).get("conditions") or []
+    )
+
+
+def test_two_gangs_rendezvous_through_mapped_names_and_ports(
+    control_plane: ControlPlane, namespace: str, node_agent: MakeNode
+) -> None:
+    agent = node_agent()
+    gangs = ("alpha", "beta")
+    for gang in gangs:  # both at once: the same spec port 29500, one host port each
+        create_gang(control_plane, namespace, gang)
+    for gang in gangs:
+        eventually(
+            lambda gang=gang: job_complete(control_plane, namespace, gang),  # type: ignore[misc]
+            f"gang {gang} to complete",
+        )
+    host_ports = {}
+    for gang in gangs:
+        pods = gang_pods(control_plane, namespace, gang)
+        assert sorted(pods) == [0, 1]
+        logs = {i: agent.logs(namespace, p["metadata"]["name"]) for i, p in pods.items()}
+        assert f"server says: hello from {gang}-0" in logs[1], logs
+        assert f"client says: hello from {gang}-1" in logs[0], logs
+        ports = {i: agent.ports(namespace, p["metadata"]["name"]) for i, p in pods.items()}
+        assert ports[0] == ports[1] and MASTER_PORT in ports[0]
+        host_ports[gang] = ports[0][MASTER_PORT]
+        for index, pod in pods.items():
+            assert pod["spec"]["hostname"] == f"{gang}-{index}"
+            assert f"rank={index} index={index} host={gang}-{index}" in logs[index]
+            assert f"{LOOPBACK}:{host_ports[gang]}" in logs[index]
+            # The API keeps what a cluster would see: the real name and port.
+            env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+            assert env[ENV_MASTER_ADDR] == f"{gang}-0.{gang}.{namespace}.svc"
+            assert env[ENV_MASTER_PORT] == str(MASTER_PORT)
+    assert host_ports["alpha"] != host_ports["beta"]
+    assert MASTER_PORT not in host_ports.values()
