@@ -12,7 +12,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from testenv.nodeagent.processes import JOIN_TIMEOUT_S, SETPRIV, signal_tree, tree_rss_bytes
+from testenv.nodeagent.processes import (
+    JOIN_TIMEOUT_S,
+    MEMBER_ENV,
+    SETPRIV,
+    kill_members,
+    signal_tree,
+    tree_rss_bytes,
+)
 from testenv.nodeagent.status import exit_code_of, termination_message, timestamp
 
 LOG = logging.getLogger("kubevision.testenv.nodeagent")
@@ -85,8 +92,14 @@ class Container:
             status["lastState"] = self.last_state
         return status
 
+    @property
+    def marker(self) -> str:
+        """The value of ``MEMBER_ENV`` in this run's processes (unique per run)."""
+        return f"{self.folder}#{self.restart_count}"
+
     def launch(self, argv: list[str], env: dict[str, str], cwd: str) -> bool:
         """Start one run; False (and a ``StartError`` termination) if it cannot be started."""
+        env = {**env, MEMBER_ENV: self.marker}
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "logs").mkdir(exist_ok=True)
         # The kubelet mounts a fresh, empty file at terminationMessagePath for each run.
@@ -140,9 +153,17 @@ class Container:
             self.kill(signal.SIGKILL)
 
     def kill(self, sig: signal.Signals) -> None:
-        """Signal the run's whole process tree, if it still runs."""
-        if self.process is not None and self.process.poll() is None:
+        """Signal the run, if it still runs: SIGTERM to its main process only, as a container
+        runtime stops a container (the main process passes it on, as torchrun does to its
+        workers); SIGKILL to every process of the run."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if sig == signal.SIGKILL:
             signal_tree(self.process.pid, sig)
+            kill_members(self.marker)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
 
     def reap(self, *, wait: bool = False) -> subprocess.Popen[bytes] | None:
         """If the run's process exited: record its termination, return the process."""
@@ -158,9 +179,11 @@ class Container:
         returncode = process.poll()
         if returncode is None:
             return None
-        # A container's processes die with its main process (the PID namespace goes away).
+        # A container's processes die with its main process (the PID namespace goes away),
+        # also those in sessions of their own (torchrun's workers) or already orphaned.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
+        kill_members(self.marker)
         self.process = None
         code = exit_code_of(returncode)
         if self.oom_killed:

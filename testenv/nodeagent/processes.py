@@ -1,4 +1,10 @@
-"""Process trees of containers, read from ``/proc``: members, resident memory, signals."""
+"""Process trees of containers, read from ``/proc``: members, resident memory, signals.
+
+A container is a PID namespace on a real node: when its main process dies, every process in
+it dies, and only the main process gets the SIGTERM of a graceful stop (torchrun forwards it to
+its workers itself). Here each run of a container carries :data:`MEMBER_ENV` in its
+environment, which its descendants inherit even when they start a session of their own (as
+torchrun's workers do) or are orphaned: :func:`members` finds them all by it."""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ from pathlib import Path
 JOIN_TIMEOUT_S = 10.0
 SETPRIV = shutil.which("setpriv")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+#: Environment variable naming the container run a process belongs to (inherited).
+MEMBER_ENV = "KUBEVISION_NODE_AGENT_CONTAINER"
 
 
 def _children(pid: int) -> list[int]:
@@ -62,3 +70,28 @@ def signal_tree(pid: int, sig: signal.Signals) -> None:
     for member in members:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(member, sig)
+
+
+def members(marker: str) -> list[int]:
+    """PIDs of the live processes whose environment has ``MEMBER_ENV=marker`` (a container
+    run's processes, wherever they were reparented); those of other users are not readable
+    and not listed."""
+    needle = f"{MEMBER_ENV}={marker}".encode()
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry))
+    return found
+
+
+def kill_members(marker: str) -> None:
+    """SIGKILL every process of a container run (its PID namespace going away)."""
+    for pid in members(marker):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)

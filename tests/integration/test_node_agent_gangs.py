@@ -1,14 +1,17 @@
-"""The node agent maps a gang's Pod DNS names and rendezvous port onto loopback
-(``testenv/nodeagent/network.py``): pure rules first, then two gangs of two real processes,
-each an Indexed Job with a headless Service, that find each other through the mapped address
-while the Pod spec keeps the real names.
+"""What a torchrun gang needs of the node agent: Pod DNS names and the rendezvous port mapped
+onto loopback (``testenv/nodeagent/network.py``; pure rules first, then two gangs of two real
+processes, each an Indexed Job with a headless Service, that find each other through the mapped
+address while the Pod spec keeps the real names), and a container that stops as a PID namespace
+(SIGTERM to the launcher only, its workers gone with it).
 """
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -230,3 +233,62 @@ def test_two_gangs_rendezvous_through_mapped_names_and_ports(
             assert env[ENV_MASTER_PORT] == str(MASTER_PORT)
     assert host_ports["alpha"] != host_ports["beta"]
     assert MASTER_PORT not in host_ports.values()
+
+
+#: A launcher like torchrun: its worker runs in a session of its own and is never signalled by
+#: the launcher, which only records the SIGTERM it gets and exits.
+LAUNCHER_SCRIPT = """
+import os, signal, subprocess, sys, time
+worker_script = (
+    "import signal, time\\n"
+    "signal.signal(signal.SIGTERM, lambda *a: open('/out/worker-sigterm', 'w').close())\\n"
+    "time.sleep(120)\\n"
+)
+worker = subprocess.Popen([sys.executable, '-c', worker_script], start_new_session=True)
+def on_term(signum, frame):
+    open('/out/launcher-sigterm', 'w').close()
+    sys.exit(143)
+signal.signal(signal.SIGTERM, on_term)
+open('/out/pids.tmp', 'w').write(f'{os.getpid()} {worker.pid}')
+os.replace('/out/pids.tmp', '/out/pids')
+time.sleep(120)
+"""
+
+
+def test_a_container_stops_as_a_pid_namespace(
+    control_plane: ControlPlane, namespace: str, node_agent: MakeNode, tmp_path: Path
+) -> None:
+    node_agent(path_map={"/out": tmp_path})
+    pod = {
+        "metadata": {"name": "launcher"},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 20,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "kubevision/trainer:test",
+                    "command": ["python", "-c", LAUNCHER_SCRIPT],
+                }
+            ],
+        },
+    }
+    control_plane.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+    pids_file = tmp_path / "pids"
+    eventually(pids_file.exists, "the launcher and its worker to start")
+    launcher, worker = (int(p) for p in pids_file.read_text().split())
+    assert os.getsid(worker) == worker != os.getsid(launcher)  # a session of its own
+
+    control_plane.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/launcher")
+    eventually((tmp_path / "launcher-sigterm").exists, "the launcher to get SIGTERM")
+    # The launcher's exit takes the worker with it, although it never signalled it.
+    eventually(lambda: not pid_alive(worker), "the worker to die with the launcher", timeout=20)
+    assert not (tmp_path / "worker-sigterm").exists()  # SIGTERM went to the main process only
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
