@@ -30,7 +30,7 @@ from testenv.nodeagent.api import WATCH_TIMEOUT_S, ApiClient, ApiError
 from testenv.nodeagent.environment import EnvBuilder
 from testenv.nodeagent.node import NodeRegistration
 from testenv.nodeagent.podspec import GPU_RESOURCE, PrepareError
-from testenv.nodeagent.processes import JOIN_TIMEOUT_S, signal_tree
+from testenv.nodeagent.processes import JOIN_TIMEOUT_S, members, signal_tree
 from testenv.nodeagent.volumes import Volumes
 from testenv.nodeagent.worker import RETRY_S, PodWorker
 
@@ -222,6 +222,17 @@ class NodeAgent:
     def ports(self, namespace: str, pod: str) -> dict[int, int]:
         """{container port: host port} of a Pod's declared ports."""
         return dict(self._find(namespace, pod).ports)
+
+    def pod_pids(self, namespace: str, pod: str) -> list[int]:
+        """PIDs of every live process of a Pod's running containers: main processes and
+        their descendants (e.g. torchrun's workers), what a test kills to kill the Pod."""
+        worker = self._find(namespace, pod)
+        found: list[int] = []
+        for container in [*worker.init_containers, *worker.containers]:
+            process = container.process
+            if process is not None and process.poll() is None:
+                found.extend(p for p in [process.pid, *members(container.marker)] if p not in found)
+        return found
 
     def pids(self) -> list[int]:
         """PIDs of the container processes running now."""

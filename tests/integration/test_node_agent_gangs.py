@@ -258,7 +258,7 @@ time.sleep(120)
 def test_a_container_stops_as_a_pid_namespace(
     control_plane: ControlPlane, namespace: str, node_agent: MakeNode, tmp_path: Path
 ) -> None:
-    node_agent(path_map={"/out": tmp_path})
+    agent = node_agent(path_map={"/out": tmp_path})
     pod = {
         "metadata": {"name": "launcher"},
         "spec": {
@@ -278,6 +278,7 @@ def test_a_container_stops_as_a_pid_namespace(
     eventually(pids_file.exists, "the launcher and its worker to start")
     launcher, worker = (int(p) for p in pids_file.read_text().split())
     assert os.getsid(worker) == worker != os.getsid(launcher)  # a session of its own
+    assert sorted(agent.pod_pids(namespace, "launcher")) == sorted([launcher, worker])
 
     control_plane.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/launcher")
     eventually((tmp_path / "launcher-sigterm").exists, "the launcher to get SIGTERM")
