@@ -1,8 +1,9 @@
 """What a torchrun gang needs of the node agent: Pod DNS names and the rendezvous port mapped
 onto loopback (``testenv/nodeagent/network.py``; pure rules first, then two gangs of two real
 processes, each an Indexed Job with a headless Service, that find each other through the mapped
-address while the Pod spec keeps the real names), and a container that stops as a PID namespace
-(SIGTERM to the launcher only, its workers gone with it).
+address while the Pod spec keeps the real names, and a real torchrun gang that all-reduces over
+gloo), and a container that stops as a PID namespace (SIGTERM to the launcher only, its workers
+gone with it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from kubevision_api.contract import ENV_MASTER_ADDR, ENV_MASTER_PORT, ENV_NODE_RANK, MASTER_PORT
+from kubevision_api.contract import (
+    ENV_MASTER_ADDR,
+    ENV_MASTER_PORT,
+    ENV_NNODES,
+    ENV_NODE_RANK,
+    ENV_NPROC_PER_NODE,
+    MASTER_PORT,
+)
 from testenv.controlplane import ControlPlane
 from testenv.nodeagent import LOOPBACK, NodeAgent
 from testenv.nodeagent.network import GangPorts, gang_key, map_names, map_network, pod_hostname
@@ -132,8 +140,11 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     control_plane.request("DELETE", f"/api/v1/namespaces/{name}")
 
 
-def create_gang(cluster: ControlPlane, namespace: str, name: str) -> None:
-    """An Indexed Job of 2 Pods and its headless Service, as the operator renders a gang."""
+def create_gang(
+    cluster: ControlPlane, namespace: str, name: str, command: list[str] | None = None
+) -> None:
+    """An Indexed Job of 2 Pods and its headless Service, as the operator renders a gang, with
+    torchrun's variables; ``command`` defaults to :data:`GANG_SCRIPT`."""
     cluster.request(
         "POST",
         f"/api/v1/namespaces/{namespace}/services",
@@ -148,6 +159,8 @@ def create_gang(cluster: ControlPlane, namespace: str, name: str) -> None:
         },
     )
     env = [
+        {"name": ENV_NNODES, "value": "2"},
+        {"name": ENV_NPROC_PER_NODE, "value": "1"},
         {"name": ENV_MASTER_ADDR, "value": f"{name}-0.{name}.{namespace}.svc"},
         {"name": ENV_MASTER_PORT, "value": str(MASTER_PORT)},
         {
@@ -158,7 +171,7 @@ def create_gang(cluster: ControlPlane, namespace: str, name: str) -> None:
     container = {
         "name": "main",
         "image": "kubevision/trainer:test",
-        "command": ["python", "-c", GANG_SCRIPT],
+        "command": command or ["python", "-c", GANG_SCRIPT],
         "env": env,
         "ports": [{"name": "rendezvous", "containerPort": MASTER_PORT}],
     }
@@ -233,6 +246,31 @@ def test_two_gangs_rendezvous_through_mapped_names_and_ports(
             assert env[ENV_MASTER_PORT] == str(MASTER_PORT)
     assert host_ports["alpha"] != host_ports["beta"]
     assert MASTER_PORT not in host_ports.values()
+
+
+#: A worker of torchrun: one all-reduce over the gang (gloo), then the sum it got.
+ALL_REDUCE = """
+import torch, torch.distributed as dist
+dist.init_process_group('gloo')
+value = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(value)
+print(f'rank={dist.get_rank()} world={dist.get_world_size()} sum={value.item()}', flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_a_torchrun_gang_all_reduces(
+    control_plane: ControlPlane, namespace: str, node_agent: MakeNode
+) -> None:
+    agent = node_agent()
+    # torchrun itself: static rendezvous at PET_MASTER_ADDR:PET_MASTER_PORT (the mapped ones).
+    command = ["python", "-m", "torch.distributed.run", "--no-python", "python", "-c", ALL_REDUCE]
+    create_gang(control_plane, namespace, "ddp", command)
+    eventually(lambda: job_complete(control_plane, namespace, "ddp"), "the gang to complete")
+    pods = gang_pods(control_plane, namespace, "ddp")
+    for index, pod in pods.items():
+        logs = agent.logs(namespace, pod["metadata"]["name"])
+        assert f"rank={index} world=2 sum=3.0" in logs, logs
 
 
 #: A launcher like torchrun: its worker runs in a session of its own and is never signalled by
