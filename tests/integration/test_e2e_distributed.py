@@ -73,21 +73,31 @@ def test_two_pods_train_as_one_run(e2e: h.E2E, node_agent: Any) -> None:  # noqa
     prefix = f"runs/{name}"
     watcher = h.Watcher(e2e, name, records_prefix=prefix)
     watcher.watch_pods = True
+    ns = e2e.namespace
+    services: list[dict[str, Any]] = []
+
+    def finished(obj: dict[str, Any]) -> bool:
+        # The operator deletes the Service once the training has finished: seen while it runs.
+        job_name = (obj.get("status") or {}).get("jobName")
+        if job_name and not services:
+            found = get(e2e.cp, f"/api/v1/namespaces/{ns}/services/{job_name}")
+            services.extend([found] if found else [])
+        return h.outcome(obj) is not None
+
     started = time.monotonic()
     with e2e.operator():
         e2e.apply(e2e.secret(), h.view("ddp", dataset), mv)
-        obj = watcher.finished(timeout=900)
+        obj = watcher.until("an outcome", finished, timeout=900)
         elapsed = time.monotonic() - started
         owner = e2e.get(name)
         assert owner is not None
         job_name = obj["status"]["jobName"]
-        ns = e2e.namespace
         job = get(e2e.cp, f"/apis/batch/v1/namespaces/{ns}/jobs/{job_name}")
-        service = get(e2e.cp, f"/api/v1/namespaces/{ns}/services/{job_name}")
     print(f"2 Pods x 1 process, {epochs} epochs: {elapsed:.1f} s from apply to Succeeded")
 
     # One Indexed Job of two Pods and one headless Service, both owned by the ModelVersion.
-    assert job is not None and service is not None
+    assert job is not None and services, "no Job, or no Service seen while training"
+    service = services[0]
     assert (job["spec"]["completionMode"], job["spec"]["completions"]) == ("Indexed", 2)
     assert (job["spec"]["parallelism"], job["spec"]["backoffLimit"]) == (2, 0)
     assert job["spec"]["template"]["spec"]["subdomain"] == job_name
@@ -126,7 +136,7 @@ def test_two_pods_train_as_one_run(e2e: h.E2E, node_agent: Any) -> None:  # noqa
         series = e2e.prometheus.query(f"{metric}{{{labels}}}")
         assert len(series) == 1, (metric, series)
 
-    # Deleting the ModelVersion garbage-collects the Job and the Service.
+    # Deleting the ModelVersion garbage-collects the Job (and the Service, if still there).
     e2e.cp.kubectl("-n", ns, "delete", "modelversion", name, "--wait=true", "--timeout=30s")
     wait_for(
         "the Job and the Service to be garbage-collected",
