@@ -43,6 +43,20 @@ READY_TIMEOUT_S = 60.0
 NODE_STATUS_EVERY_S = 30.0  # refresh the Ready heartbeat even though the Lease suffices
 
 
+def default_base_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """What every container starts from, the node's "image": ``PATH`` with this interpreter's
+    folder first (``python`` and ``kubevision`` are the test process's), ``LANG``, and the test
+    process's ``PYTHONPATH`` when it has one, each entry made absolute (containers run in
+    folders of their own): a worktree that imports its own code through ``PYTHONPATH`` runs
+    that code in its Pods too, not the installed copy."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), environ.get("PATH", "")])
+    env = {"PATH": path, "LANG": "C.UTF-8"}
+    python_path = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if python_path:
+        env["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in python_path)
+    return env
+
+
 class NodeAgent:
     """A fake kubelet: registers a Node and runs the Pods bound to it as local processes.
 
@@ -56,8 +70,8 @@ class NodeAgent:
         port_map: the host port of each declared container port, either a mapping of port
             numbers or ``hook(pod, port) -> int``; default: the same number.
         labels, taints: extra Node labels and ``spec.taints``.
-        base_env: the environment every container starts from; default ``PATH`` (with this
-            interpreter's folder first, so ``python`` is the test interpreter) and ``LANG``.
+        base_env: the environment every container starts from; default
+            :func:`default_base_env`.
     """
 
     def __init__(
@@ -96,8 +110,7 @@ class NodeAgent:
         self.restart_backoff_s = restart_backoff_s
         self.max_restart_backoff_s = max_restart_backoff_s
         if base_env is None:
-            path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-            base_env = {"PATH": path, "LANG": "C.UTF-8"}
+            base_env = default_base_env()
         self.base_env = dict(base_env)
         #: The identity the agent acts as: the Node authorizer keys on user and group.
         self.user = f"system:node:{name}"

@@ -9,9 +9,6 @@ names, after one attempt (exit code 2 fails the Job at once).
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,17 +18,6 @@ from tests.integration import e2e_helpers as h
 from tests.integration.e2e_helpers import e2e  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
-
-
-def _pod_env() -> dict[str, str]:
-    """The node agent's default environment, plus this process's PYTHONPATH when it has one:
-    Pods then run the trainer under test, also from a checkout that is not the installed
-    package (a worktree)."""
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {"PATH": path, "LANG": "C.UTF-8"}
-    if os.environ.get("PYTHONPATH"):
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    return env
 
 
 def _step(obj: dict[str, Any], name: str) -> dict[str, Any]:
@@ -44,7 +30,7 @@ def test_concept_differing_from_its_folder_by_case_fails_with_invalid_input(
 ) -> None:
     digits = h.classification_dataset(e2e, digits=(0, 1), per_class=6, prefix="case")
     dataset = h.Dataset(digits.task, digits.uri, digits.format, ["Zero", "one"])
-    node_agent(base_env=_pod_env())
+    node_agent()  # its Pods run this checkout's trainer (PYTHONPATH passes through)
     watcher = h.Watcher(e2e, "case-e2e")
     with e2e.operator():
         e2e.apply(e2e.secret(), h.view("case", dataset), h.modelversion(e2e, "case-e2e", "case"))

@@ -27,6 +27,7 @@ from kubevision_api.contract import (
 )
 from testenv.controlplane import ControlPlane
 from testenv.nodeagent import LOOPBACK, NodeAgent
+from testenv.nodeagent.agent import default_base_env
 from testenv.nodeagent.network import GangPorts, gang_key, map_names, map_network, pod_hostname
 from testenv.operator_helpers import eventually
 
@@ -84,6 +85,16 @@ def test_one_port_per_gang_and_attempt() -> None:
     assert len(found | {port}) == 4
     assert gang_key(a0) == ("ns", "a", "job-a")
     assert map_network({"X": "1"}, a0, ports) == ({"X": "1"}, {})
+
+
+def test_pods_import_what_the_test_process_imports(tmp_path: Path) -> None:
+    # A worktree runs with PYTHONPATH=api:...:. from its root: its Pods, started in folders of
+    # their own, must import the same code, not the installed copy.
+    environ = {"PATH": "/usr/bin", "PYTHONPATH": f"api{os.pathsep}{os.pathsep}{tmp_path}"}
+    env = default_base_env(environ)
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(Path("api").resolve()), str(tmp_path)]
+    assert env["PATH"].endswith("/usr/bin") and env["LANG"] == "C.UTF-8"
+    assert "PYTHONPATH" not in default_base_env({"PATH": "/usr/bin"})
 
 
 # --------------------------------------------------------------------------------------------
