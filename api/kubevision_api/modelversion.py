@@ -447,10 +447,24 @@ class ModelVersionSpec(ApiModel):
         return self
 
 
+#: A multi-Pod training's Pods are named <job>-<index> (hostnames: DNS labels of at most 63
+#: characters), and the Job is kv-<name>: "kv-" and "-63" leave 57 characters to the name.
+GANG_NAME_MAX: Final = 57
+GANG_NAME_MESSAGE: Final = (
+    f"metadata.name must have at most {GANG_NAME_MAX} characters when spec.resources.nodes > 1: "
+    "the Pods' hostnames kv-<name>-<index> are DNS labels"
+)
+#: metadata is opaque to the schema (no fieldPath into it): on the root, as NAME_RULE.
+GANG_NAME_RULE: Final = Rule(
+    rule=f"self.spec.resources.nodes <= 1 || size(self.metadata.name) <= {GANG_NAME_MAX}",
+    message=GANG_NAME_MESSAGE,
+)
+
+
 class ModelVersion(ApiModel):
     """One trained network for a View (``kubevision.dev/v1alpha1``, kind ``ModelVersion``)."""
 
-    model_config = ConfigDict(json_schema_extra=ObjectRules(rules=(NAME_RULE,)))
+    model_config = ConfigDict(json_schema_extra=ObjectRules(rules=(NAME_RULE, GANG_NAME_RULE)))
     crd: ClassVar[Resource] = Resource(
         plural="modelversions",
         short_names=("mv",),
@@ -480,3 +494,10 @@ class ModelVersion(ApiModel):
     status: ModelVersionStatus | None = Field(
         default=None, description="Observed state, written by the operator alone."
     )
+
+    @model_validator(mode="after")
+    def _gang_name_fits(self) -> ModelVersion:
+        # The pydantic twin of GANG_NAME_RULE.
+        if self.spec.resources.nodes > 1 and len(self.metadata.name) > GANG_NAME_MAX:
+            raise field_error("metadata.name", GANG_NAME_MESSAGE)
+        return self

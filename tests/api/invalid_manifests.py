@@ -286,6 +286,13 @@ CASES: tuple[Case, ...] = (
         "spec.viewRef.name",
     ),
     Case("mv-name-too-long", "create", model_version(name="m" * 64), "metadata.name"),
+    Case(
+        "mv-gang-name-too-long",
+        "create",
+        edit(model_version(name="m" * 58), "spec.resources.nodes", 2),
+        "metadata.name",
+        why="CEL at the root: the Pods' hostnames kv-<name>-<index> are DNS labels",
+    ),
     _status(
         "mv-undeclared-status-field",
         edit(model_version(), "status", {"progress": {"percent": 10, "eta": "5m"}}),

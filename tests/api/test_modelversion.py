@@ -240,3 +240,14 @@ def test_processes_per_node_is_for_cpu_training_only() -> None:
     # Unset gpus means 1 GPU: refused too.
     paths, _ = _message(spec(resources={"processesPerNode": 2}))
     assert paths == ["resources.processesPerNode"]
+
+
+def test_a_gang_name_leaves_room_for_the_pod_index() -> None:
+    def mv(name: str, nodes: int) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "spec": spec(resources={"gpus": 0, "nodes": nodes})}
+
+    # kv-<57 characters>-63 is 63 characters: a DNS label.
+    assert ModelVersion.model_validate(mv("m" * 57, 2)).spec.resources.nodes == 2
+    assert ModelVersion.model_validate(mv("m" * 63, 1)).metadata.name == "m" * 63
+    with pytest.raises(ValidationError, match=r"at most 57 characters when spec\.resources\.nodes"):
+        ModelVersion.model_validate(mv("m" * 58, 2))
