@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from torch.distributed import run as torchrun
 
 from kubevision_api import contract
 from kubevision_api.modelversion import Resources
@@ -227,7 +228,8 @@ def test_when_to_launch() -> None:
 def test_torchrun_command_lines() -> None:
     settings = TrainerSettings(rendezvous_timeout_seconds=300, shutdown_timeout_seconds=90)
     entry = launch.cli_entry(["trainer", "--plan", "p.json", "--termination-log", "t"])
-    one = launch.torchrun_args(launch.Launch(nodes=1, nproc_per_node=4), entry, settings)
+    one_launch = launch.Launch(nodes=1, nproc_per_node=4)
+    one = launch.torchrun_args(one_launch, entry, settings)
     assert one == [
         "--nnodes=1",
         "--nproc-per-node=4",
@@ -236,6 +238,7 @@ def test_torchrun_command_lines() -> None:
         "--standalone",
         "--rdzv-conf=join_timeout=300",
         "--module",
+        "--",
         "kubevision_cli",
         "trainer",
         "--plan",
@@ -250,8 +253,19 @@ def test_torchrun_command_lines() -> None:
         "--master-addr=m",
         "--master-port=1",
         "--rdzv-conf=timeout=300",
+        "--",
         "w.py",
     ]
+    # torchrun's own parser gives the workers their command line untouched, even flags that
+    # look like abbreviations of its own.
+    argv = ["train", "-f", "m.yaml", "--nproc", "2", "-r", "--standalone"]
+    parsed = torchrun.parse_args(launch.torchrun_args(one_launch, launch.cli_entry(argv), settings))
+    assert (parsed.module, parsed.training_script, parsed.training_script_args) == (
+        True,
+        "kubevision_cli",
+        argv,
+    )
+    assert (parsed.nproc_per_node, parsed.standalone) == ("4", True)
 
 
 def test_a_worker_keeps_the_first_line_and_a_single_process_writes_its_log(

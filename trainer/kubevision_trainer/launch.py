@@ -159,9 +159,11 @@ def torchrun_args(launch: Launch, entry: Sequence[str], settings: TrainerSetting
             f"--master-port={launch.master_port}",
             f"--rdzv-conf=timeout={timeout}",
         ]
+    # "--" ends torchrun's options: argparse would otherwise read the workers' own flags as
+    # abbreviations of torchrun's (``--nproc`` of ``--nproc-per-node``) and refuse them.
     if entry[0] == "-m":
-        return [*args, "--module", *entry[1:]]
-    return [*args, *entry]
+        return [*args, "--module", "--", *entry[1:]]
+    return [*args, "--", *entry]
 
 
 def wait_for_master(
