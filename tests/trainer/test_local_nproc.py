@@ -85,7 +85,8 @@ def test_nproc_is_validated_like_the_manifest(tmp_path: Path, nproc: str, messag
 
 @pytest.mark.slow
 def test_nproc_2_trains_with_two_workers_and_writes_once(tmp_path: Path) -> None:
-    write_digits_imagefolder(tmp_path / "data", DIGITS, per_class=16, size=32)
+    # 24 a class: 64 training images, 8 global batches of 8 (4 a rank).
+    write_digits_imagefolder(tmp_path / "data", DIGITS, per_class=24, size=32)
     done = _train(tmp_path, "--nproc", "2", "--device", "cpu")
     assert done.returncode == 0, done.stderr[-4000:]
     assert "launching 2 of 2 processes" in done.stderr
