@@ -43,8 +43,11 @@ CONCEPTS = ["eight", "five", "four", "nine", "one", "seven", "six", "three", "tw
 def _dataset(out: Path, per_class: int | None) -> Path:
     """The digits example's ImageFolder (1,797 scans), or its first ``per_class`` of each."""
     subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "prepare.py"), "--out", str(out)]
-        + ["--only", "digits-imagefolder"],
+        [
+            sys.executable,
+            str(ROOT / "examples" / "prepare.py"),
+            *("--out", str(out), "--only", "digits-imagefolder"),
+        ],
         check=True,
         capture_output=True,
     )
@@ -128,14 +131,10 @@ def _worker(plan_file: str, result: str, device: str, skip: tuple[int, int]) -> 
     return 0
 
 
-def _measure(
-    tmp: Path, data: Path, args: argparse.Namespace, processes: int, cuda: bool
-) -> float:
+def _measure(tmp: Path, data: Path, args: argparse.Namespace, processes: int, cuda: bool) -> float:
     output = f"file://{tmp}/out-{processes}/"
     plan_file, result = tmp / f"plan-{processes}.json", tmp / f"result-{processes}.json"
-    plan_file.write_text(
-        _plan(data, args, processes, cuda, output).model_dump_json(by_alias=True)
-    )
+    plan_file.write_text(_plan(data, args, processes, cuda, output).model_dump_json(by_alias=True))
     skip = ["--skip-epochs", str(args.skip_epochs), "--skip-batches", str(args.skip_batches)]
     worker = [__file__, "--worker", str(plan_file), str(result), "--device", args.device, *skip]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -176,7 +175,9 @@ def main_(argv: list[str] | None = None) -> None:
         sys.exit(launch.run(start, entry, termination_log=None))
     if args.worker:
         sys.exit(
-            _worker(args.worker[0], args.worker[1], args.device, (args.skip_epochs, args.skip_batches))
+            _worker(
+                args.worker[0], args.worker[1], args.device, (args.skip_epochs, args.skip_batches)
+            )
         )
     if args.quick:
         args.epochs, args.batch_per_process, args.per_class = 1, 16, 40
