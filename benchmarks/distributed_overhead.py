@@ -42,7 +42,7 @@ def _free_port() -> int:
 def _model(device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
     model: torch.nn.Module = torchvision.models.resnet50(num_classes=1000)
-    return model.to(device=device, memory_format=torch.channels_last)
+    return model.to(device).to(memory_format=torch.channels_last)
 
 
 def _step(
