@@ -259,7 +259,7 @@ def test_torchrun_command_lines() -> None:
     # torchrun's own parser gives the workers their command line untouched, even flags that
     # look like abbreviations of its own.
     argv = ["train", "-f", "m.yaml", "--nproc", "2", "-r", "--standalone"]
-    parsed = torchrun.parse_args(launch.torchrun_args(one_launch, launch.cli_entry(argv), settings))
+    parsed = torchrun.parse_args(launch.torchrun_args(one_launch, launch.cli_entry(argv), settings))  # type: ignore[no-untyped-call]
     assert (parsed.module, parsed.training_script, parsed.training_script_args) == (
         True,
         "kubevision_cli",

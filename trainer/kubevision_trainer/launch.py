@@ -22,8 +22,8 @@ the workers' ends into one exit code and one termination line.
   earlier run's line.
 - **SIGTERM** (the kubelet's stop): torchrun forwards it to the workers, waits for them up to
   its shutdown timeout (:attr:`TrainerSettings.shutdown_timeout_seconds`, below the Pod's
-  ``terminationGracePeriodSeconds``), then kills them; the launcher exits 143 (``Preempted``)
-  after the workers ended.
+  ``terminationGracePeriodSeconds``), then kills them; the launcher exits with
+  ``Preempted``'s code after the workers ended.
 """
 
 from __future__ import annotations
@@ -277,9 +277,9 @@ def run(
     settings: TrainerSettings | None = None,
 ) -> int:
     """Run torchrun for ``launch`` with ``entry`` in each worker; returns the exit code of the
-    first failing worker's ``contract.Outcome`` (0 when every worker succeeded, 143 after a
-    SIGTERM once the workers ended). The first failure's line goes to ``termination_log``
-    (when given) and to the log. Never raises for a worker's failure."""
+    first failing worker's ``contract.Outcome`` (0 when every worker succeeded,
+    ``Preempted``'s after a SIGTERM once the workers ended). The first failure's line goes to
+    ``termination_log`` (when given) and to the log. Never raises for a worker's failure."""
     settings = settings or TrainerSettings()
     handle, first_failure = tempfile.mkstemp(prefix="kubevision-first-failure-")
     os.close(handle)
