@@ -95,6 +95,8 @@ def test_nproc_2_trains_with_two_workers_and_writes_once(tmp_path: Path) -> None
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]  # one writer: no epoch twice
+    batches = (out / "batches.jsonl").read_text().splitlines()
+    assert len(batches) == 2 * 8  # 8 global batches an epoch, each recorded once
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = json.loads((out / "model.json").read_text())
     assert card["metrics"]["bestEpoch"] in (1, 2)
