@@ -53,7 +53,7 @@ def _dataset(out: Path, per_class: int | None) -> Path:
     )
     root = out / "digits-imagefolder"
     if per_class is not None:
-        for folder in root.iterdir():
+        for folder in (f for f in root.iterdir() if f.is_dir()):
             for extra in sorted(folder.iterdir())[per_class:]:
                 extra.unlink()
     return root
