@@ -25,6 +25,7 @@ from kubevision_api.view import Task
 from kubevision_trainer import (
     checkpoint,
     engine,
+    launch,
     modelcard,
     models,
     outcome,
@@ -291,11 +292,14 @@ class StopFlag:
 
 def _terminate(path: str, outcome: contract.Outcome, message: str) -> int:
     """Write the termination line (``contract.termination_line``) and return the outcome's
-    exit code."""
+    exit code. In a launched worker the line goes to the launcher (``launch``)."""
     line = contract.termination_line(outcome, message)
-    # Outside a Pod the termination log may not be writable; stderr still has the line.
-    with contextlib.suppress(OSError):
-        Path(path).write_text(line)
+    # A worker of a launch writes where the launcher picks the first failure's line (a peer
+    # that fails later, e.g. on the collective the first one left, must not overwrite it).
+    if not launch.record_worker_line(line):
+        # Outside a Pod the termination log may not be writable; stderr still has the line.
+        with contextlib.suppress(OSError):
+            Path(path).write_text(line)
     print(line, file=sys.stderr)  # noqa: T201  (the entry point's one line to the user)
     return outcome.exit_code
 
