@@ -2,7 +2,7 @@
 process (``tests.trainer.dist_worker``) with torchrun's environment (``RANK``, ``LOCAL_RANK``,
 ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), joined by gloo over
 loopback: no mock of torch.distributed. Every process, the single-process baselines included,
-runs with one intra-op thread, so that no result depends on how a kernel splits its work."""
+gets its share of the cores as intra-op threads."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def worker_env(cache: Path, rank: int, world_size: int, port: int) -> dict[str, 
         **os.environ,
         "KUBEVISION_CACHE_DIR": str(cache),
         "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
+        # The cores shared out among the ranks (float64 runs do not depend on the split).
+        "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // world_size)),
         "KUBEVISION_COLLECTIVE_TIMEOUT_SECONDS": "120",
     }
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
@@ -48,7 +49,9 @@ def worker_env(cache: Path, rank: int, world_size: int, port: int) -> dict[str, 
     return env
 
 
-def start(args: list[str], world_size: int, cache: Path, logs: Path) -> list[subprocess.Popen[bytes]]:
+def start(
+    args: list[str], world_size: int, cache: Path, logs: Path
+) -> list[subprocess.Popen[bytes]]:
     """``python -m tests.trainer.dist_worker ARGS`` once per rank; output in ``logs/rank-N.log``."""
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -71,7 +74,9 @@ def wait(processes: list[subprocess.Popen[bytes]], logs: Path, timeout: float = 
     except subprocess.TimeoutExpired:
         for p in processes:
             p.kill()
-        raise AssertionError(f"ranks still running after {timeout} s; logs:\n{tail(logs)}") from None
+        raise AssertionError(
+            f"ranks still running after {timeout} s; logs:\n{tail(logs)}"
+        ) from None
 
 
 def tail(logs: Path) -> str:
@@ -82,14 +87,15 @@ def tail(logs: Path) -> str:
     )
 
 
-def train(plan: TrainingPlan, world_size: int, work: Path) -> list[int]:
-    """Run ``plan`` through ``main.run_plan_file`` on ``world_size`` processes; returns their
-    exit codes."""
+def train(plan: TrainingPlan, world_size: int, work: Path, *, float64: bool = False) -> list[int]:
+    """Run ``plan`` through ``main.run_plan_file`` on ``world_size`` processes (the model in
+    float64 when asked); returns their exit codes."""
     work.mkdir(parents=True, exist_ok=True)
     plan_file = work / "plan.json"
     plan_file.write_text(plan.model_dump_json(by_alias=True))
     logs = work / "logs"
-    processes = start(["plan", str(plan_file)], world_size, work.parent / "cache", logs)
+    args = ["plan", str(plan_file), *(["float64"] if float64 else [])]
+    processes = start(args, world_size, work.parent / "cache", logs)
     return wait(processes, logs)
 
 
@@ -100,7 +106,9 @@ def call(function: str, kwargs: dict[str, Any], world_size: int, work: Path) -> 
     args_file = work / "kwargs.pickle"
     args_file.write_bytes(pickle.dumps(kwargs))
     logs = work / "logs"
-    codes = wait(start(["call", function, str(args_file), str(work)], world_size, work / "cache", logs), logs)
+    codes = wait(
+        start(["call", function, str(args_file), str(work)], world_size, work / "cache", logs), logs
+    )
     assert codes == [0] * world_size, tail(logs)
     return [pickle.loads((work / f"result-{r}.pickle").read_bytes()) for r in range(world_size)]
 
@@ -129,7 +137,9 @@ def example_plan(examples: Path, folder: str, output: Path, **training: Any) -> 
     source = examples / folder / "modelversion.yaml"
     manifest = yaml.safe_load(source.read_text())
     manifest["spec"]["training"].update(training)
-    patched = examples / folder / f"modelversion-{abs(hash(json.dumps(training, sort_keys=True)))}.yaml"
+    patched = (
+        examples / folder / f"modelversion-{abs(hash(json.dumps(training, sort_keys=True)))}.yaml"
+    )
     patched.write_text(yaml.safe_dump(manifest))
     return local.plan_from_manifests(
         [examples / folder / "view.yaml", patched], output="file://" + str(output) + "/"

@@ -1,6 +1,8 @@
 """One rank of a test's distributed run (``tests.trainer.dist_helpers``).
 
-- ``plan PLAN_FILE``: ``main.run_plan_file`` (SIGTERM handling included); exits with its code.
+- ``plan PLAN_FILE [float64]``: ``main.run_plan_file`` (SIGTERM handling included); exits with
+  its code. ``float64`` builds the model in double precision (torch's default dtype), which
+  the engine follows.
 - ``call MODULE:FUNCTION KWARGS_PICKLE OUT``: joins a gloo group from torchrun's environment,
   calls the function with the pickled keyword arguments and pickles its result to
   ``OUT/result-RANK.pickle``."""
@@ -38,6 +40,8 @@ def entry(argv: list[str]) -> int:
     if argv[0] == "plan":
         path = Path(argv[1])
         rank = distributed.World.from_env().rank
+        if argv[2:] == ["float64"]:
+            torch.set_default_dtype(torch.float64)
         return main.run_plan_file(
             str(path), device="cpu", termination_log=str(path.with_name(f"termination-{rank}"))
         )

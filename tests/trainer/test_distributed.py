@@ -37,19 +37,30 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 
 def _max_relative(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
+    """The largest |a - b| / |b| over the elements of floating tensors with |b| >= 1e-6 (below,
+    allclose's atol decides), and where."""
     worst, where = 0.0, ""
     for key, tensor in a.items():
         if not tensor.is_floating_point():
             assert torch.equal(tensor, b[key]), key
             continue
         other = b[key]
-        relative = ((tensor - other).abs() / other.abs().clamp_min(1e-12)).max().item()
+        big = other.abs() >= 1e-6
+        if not bool(big.any()):
+            continue
+        relative = ((tensor - other).abs()[big] / other.abs()[big]).max().item()
         if relative > worst:
             worst, where = relative, key
     return worst, where
 
 
 def test_two_processes_train_the_digits_example_like_one(examples: Path, tmp_path: Path) -> None:
+    """In float64. In float32 the two runs part after a few dozen steps: a batch's weight
+    gradient is summed over 32 images in one process and over 2 x 16 then all-reduced in two,
+    so each step rounds differently (~1e-7 relative, the float32 round-off of one process
+    against float64 is ~1e-5 on the first gradient already), and early training from scratch
+    amplifies that by ~1.4x a step (docs/distributed.md, "In the trainer"). In float64 the same
+    code agrees to ~1e-10: the distributed arithmetic is the single-process one."""
     training = {"epochs": 2, "batchSize": 32, "syncBatchNorm": True, "dataLoaderWorkers": 0}
     outputs = {}
     seconds = {}
@@ -57,7 +68,7 @@ def test_two_processes_train_the_digits_example_like_one(examples: Path, tmp_pat
         out = tmp_path / f"out-{world_size}"
         plan = dist_helpers.example_plan(examples, "01-classification-digits", out, **training)
         started = time.monotonic()
-        codes = dist_helpers.train(plan, world_size, tmp_path / f"run-{world_size}")
+        codes = dist_helpers.train(plan, world_size, tmp_path / f"run-{world_size}", float64=True)
         seconds[world_size] = time.monotonic() - started
         assert codes == [0] * world_size, dist_helpers.tail(tmp_path / f"run-{world_size}/logs")
         outputs[world_size] = out
@@ -109,7 +120,10 @@ def test_sharded_validation_gives_the_single_process_figures(
     figures = {}
     for world_size in (1, 2, 3):
         results = dist_helpers.call(
-            "tests.trainer.dist_helpers:evaluate_plans", kwargs, world_size, tmp_path / f"w{world_size}"
+            "tests.trainer.dist_helpers:evaluate_plans",
+            kwargs,
+            world_size,
+            tmp_path / f"w{world_size}",
         )
         # Every rank got rank 0's figures.
         assert all(r == results[0] for r in results)

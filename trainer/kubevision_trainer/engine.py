@@ -121,11 +121,11 @@ class Engine:
         model = model.to(device)
         if self.cuda and task is not Task.DETECTION:
             model = model.to(memory_format=torch.channels_last)
-        # ``model``: the plain module (state dicts, validation); ``train_model``: what the
-        # forward of a training batch goes through (DDP in a distributed run).
+        # The plain module (state dicts, validation), and DDP around it for training batches.
         self.train_model, self.model = ddp.wrap(
             model, self.world, device, sync_batch_norm=options.sync_batch_norm
         )
+        self.input_dtype = next(self.model.parameters()).dtype
         self.optimizer = schedule.optimizer(self.model.parameters(), options)
         self.scheduler = schedule.scheduler(self.optimizer, options, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -151,7 +151,8 @@ class Engine:
                 {k: v.to(self.device, non_blocking=nb) for k, v in t.items()} for t in targets
             ]
             return images, targets
-        images = images.to(self.device, non_blocking=nb)
+        # The model's dtype: float32, or float64 where a test builds it so (docs/distributed.md).
+        images = images.to(self.device, dtype=self.input_dtype, non_blocking=nb)
         if self.cuda:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, targets.to(self.device, non_blocking=nb)
@@ -162,9 +163,11 @@ class Engine:
             losses = self.train_model(images, targets)
             return torch.stack([v for v in losses.values()]).sum()
         logits = self.train_model(images)
+        # Mixed precision's float16/bfloat16 logits are widened for the loss; float64 stays.
+        logits = logits if logits.dtype == torch.float64 else logits.float()
         if self.task is Task.CLASSIFICATION:
-            return nn.functional.cross_entropy(logits.float(), targets)
-        return nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
+            return nn.functional.cross_entropy(logits, targets)
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
 
     # -- state ---------------------------------------------------------------------------
 
@@ -225,8 +228,7 @@ class Engine:
             with self._autocast():
                 loss = self._loss(images, targets)
             count = len(images)
-            # Before backward: every rank learns the global batch's loss, whether some rank was
-            # asked to stop, and whether some rank's loss is not finite (then none steps).
+            # Before backward, every rank learns the global loss, a stop, a non-finite loss.
             agreed = ddp.agree(loss, count, self.should_stop())
             if agreed.non_finite:
                 raise NonFiniteError(
@@ -269,13 +271,8 @@ class Engine:
         return mean
 
     def evaluate(self) -> tuple[float, metrics.EvalResult]:
-        """Validation loss (mean over images of the task's loss) and metrics on the whole
-        validation set, sharded over the ranks (``sharded_eval``): every rank gets the figures
-        of one process.
-
-        Detection's val loss is computed in train mode (torchvision detectors return losses
-        only then) with every norm layer in eval mode, so the running statistics are not
-        updated by validation data.
+        """Validation loss (mean over images) and metrics of the whole validation set, sharded
+        over the ranks and gathered (``sharded_eval``): every rank gets one process's figures.
 
         Raises:
             NonFiniteError: the model's outputs are NaN or infinite.
