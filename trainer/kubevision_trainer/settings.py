@@ -69,3 +69,12 @@ class TrainerSettings(BaseSettings):
             "terminationGracePeriodSeconds (the operator's default 120)."
         ),
     )
+    collective_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description=(
+            "Longest wait of a distributed training's collective (a barrier, the per-batch "
+            "all-reduce, gathering the validation predictions), in seconds: a rank that died "
+            "or hangs fails the others after this long instead of blocking them forever."
+        ),
+    )
