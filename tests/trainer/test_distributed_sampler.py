@@ -40,10 +40,14 @@ def test_slices_of_a_global_batch_make_up_the_single_process_batch(n: int, world
         slices = [r[position] for r in ranks]
         assert [i for s in slices for i in s] == whole  # contiguous, in rank order
         sizes = [len(s) for s in slices]
-        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
-    # World sizes 1 and 2 batch identically (the lone-image rule is the same).
-    if world <= 2:
+        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 2
+    # The batches are the single-process ones unless the last holds 2 to 2 x world - 1
+    # images: it then joins the one before (two images per rank at least).
+    left = n % batch
+    if world == 1 or not 2 <= left < 2 * world:
         assert expected == single
+    else:
+        assert expected == [*single[:-2], single[-2] + single[-1]]
 
 
 def _one_process_batches(n: int, batch: int) -> list[list[int]]:

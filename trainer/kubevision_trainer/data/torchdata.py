@@ -140,7 +140,8 @@ class EpochSampler(Sampler[int]):
 def smallest_last_batch(world_size: int) -> int:
     """The fewest images a last batch keeps for itself: two per process (one image in a
     BatchNorm layer with a 1 x 1 feature map cannot be normalised in training mode)."""
-    return 2 * world_size
+    per_process = 2
+    return per_process * world_size
 
 
 def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
