@@ -6,6 +6,7 @@ not), probes on /healthz, a locked-down security context, and the CRDs' copy."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,16 @@ def test_monitors(helm: Helm, tmp_path: Path) -> None:
     assert pods["spec"]["namespaceSelector"] == {"any": True}
     (endpoint,) = pods["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "metrics" and endpoint["honorLabels"] is True
+    # Only a multi-Pod training's index 0 (global rank 0) serves metrics: Prometheus keeps the
+    # Pods of index 0 and those without the label (single-Pod Jobs), as its relabel rule
+    # matches (a fully anchored regex on the sanitised label name).
+    from kubevision_operator import naming
+
+    (keep,) = endpoint["relabelings"]
+    label = re.sub(r"[^a-zA-Z0-9_]", "_", naming.COMPLETION_INDEX_ANNOTATION)
+    assert keep["sourceLabels"] == [f"__meta_kubernetes_pod_label_{label}"]
+    assert keep["action"] == "keep"
+    assert [v for v in ("", "0", "1", "10") if re.fullmatch(keep["regex"], v)] == ["", "0"]
     scoped = one(render(helm, FULL, tmp_path), "PodMonitor")
     assert scoped["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
 
