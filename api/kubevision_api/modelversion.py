@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import ClassVar, Final, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from kubevision_api import architectures
 from kubevision_api.meta import (
@@ -17,6 +17,8 @@ from kubevision_api.meta import (
     ObjectRules,
     PrinterColumn,
     Resource,
+    Rule,
+    field_error,
 )
 from kubevision_api.status import ModelVersionStatus
 
@@ -208,10 +210,68 @@ class PretrainedWeights(ApiModel):
     )
 
 
+#: CEL of the training processes per Pod, ``Resources.processes()``, for rules on the spec.
+#: gpus and nodes always hold a value (structural defaults, applied before validation);
+#: processesPerNode has none, hence has().
+_PROCESSES_CEL: Final = (
+    "(self.resources.gpus > 0 ? self.resources.gpus : "
+    "(has(self.resources.processesPerNode) ? self.resources.processesPerNode : 1))"
+)
+_WORLD_SIZE_CEL: Final = f"(self.resources.nodes * {_PROCESSES_CEL})"
+
+
+#: What the API server says when the global batch does not divide: a static message, as a
+#: messageExpression that prints the numbers costs too much for the CRD's CEL budget (the
+#: estimated size of string(int) is unbounded, and each concatenation multiplies it).
+BATCH_SIZE_MESSAGE: Final = (
+    "spec.training.batchSize must divide by the world size of spec.resources (nodes x "
+    "processes per Pod: gpus, or processesPerNode when gpus is 0): the global batch is split "
+    "evenly over the training processes"
+)
+
+
+def batch_size_message(batch_size: int, nodes: int, processes: int) -> str:
+    """:data:`BATCH_SIZE_MESSAGE` with the numbers of this spec (pydantic's message, local
+    mode's too)."""
+    return (
+        f"{BATCH_SIZE_MESSAGE}; {batch_size} does not divide by "
+        f"{nodes} x {processes} = {nodes * processes}"
+    )
+
+
+#: spec.training.batchSize is the global batch: it must divide by the world size. On the spec
+#: (it reads two sub-objects), reported at the batch size.
+BATCH_SIZE_RULE: Final = Rule(
+    rule=f"self.training.batchSize % {_WORLD_SIZE_CEL} == 0",
+    message=BATCH_SIZE_MESSAGE,
+    field_path=".training.batchSize",
+)
+
+#: processesPerNode is for CPU training: with GPUs each Pod runs one process per GPU (NCCL
+#: gives each process its own device), so a second way to say the same number is refused.
+PROCESSES_PER_NODE_MESSAGE: Final = (
+    "spec.resources.processesPerNode is for CPU training (gpus: 0); with GPUs each Pod runs "
+    "one process per GPU: leave it unset"
+)
+
+
 class Resources(ApiModel):
     """Compute of each training Pod, and how many Pods train together (docs/distributed.md).
     World size = nodes x processes per Pod (one per GPU, or ``processesPerNode`` on the
     CPU)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=ObjectRules(
+            rules=(
+                Rule(
+                    rule="!has(self.processesPerNode) || self.gpus == 0",
+                    message=PROCESSES_PER_NODE_MESSAGE,
+                    field_path=".processesPerNode",
+                    reason="FieldValueForbidden",
+                ),
+            )
+        )
+    )
 
     gpus: int = Field(
         default=1,
@@ -231,7 +291,7 @@ class Resources(ApiModel):
         ge=1,
         le=64,
         description="CPU training (gpus: 0): training processes per Pod (gloo); default 1. "
-        "With GPUs leave it unset: each Pod runs one process per GPU.",
+        "Refused with GPUs: each Pod runs one process per GPU.",
     )
     cpu: str = Field(
         default="4", max_length=32, pattern=QUANTITY, description="CPU request and limit per Pod."
@@ -253,6 +313,13 @@ class Resources(ApiModel):
     def world_size(self) -> int:
         """Training processes in all: ``nodes`` x :meth:`processes`."""
         return self.nodes * self.processes()
+
+    @model_validator(mode="after")
+    def _processes_on_cpu_only(self) -> Resources:
+        # The pydantic twin of the CEL rule above.
+        if self.processes_per_node is not None and self.gpus != 0:
+            raise field_error("processesPerNode", PROCESSES_PER_NODE_MESSAGE)
+        return self
 
 
 class Toleration(ApiModel):
@@ -315,6 +382,7 @@ class ModelVersionSpec(ApiModel):
     # one CEL transition rule per field, and ObjectRules.changes() is the same check in Python.
     model_config = ConfigDict(
         json_schema_extra=ObjectRules(
+            rules=(BATCH_SIZE_RULE,),
             immutable=("*",),
             mutable=("runPolicy.suspend", "runPolicy.activeDeadlineSeconds"),
             immutable_message=(
@@ -367,11 +435,36 @@ class ModelVersionSpec(ApiModel):
             )
         return value
 
+    @model_validator(mode="after")
+    def _batch_divides(self) -> ModelVersionSpec:
+        # The pydantic twin of BATCH_SIZE_RULE: local mode refuses what the API server does.
+        batch, resources = self.training.batch_size, self.resources
+        if batch % resources.world_size():
+            raise field_error(
+                "training.batchSize",
+                batch_size_message(batch, resources.nodes, resources.processes()),
+            )
+        return self
+
+
+#: A multi-Pod training's Pods are named <job>-<index> (hostnames: DNS labels of at most 63
+#: characters), and the Job is kv-<name>: "kv-" and "-63" leave 57 characters to the name.
+GANG_NAME_MAX: Final = 57
+GANG_NAME_MESSAGE: Final = (
+    f"metadata.name must have at most {GANG_NAME_MAX} characters when spec.resources.nodes > 1: "
+    "the Pods' hostnames kv-<name>-<index> are DNS labels"
+)
+#: metadata is opaque to the schema (no fieldPath into it): on the root, as NAME_RULE.
+GANG_NAME_RULE: Final = Rule(
+    rule=f"self.spec.resources.nodes <= 1 || size(self.metadata.name) <= {GANG_NAME_MAX}",
+    message=GANG_NAME_MESSAGE,
+)
+
 
 class ModelVersion(ApiModel):
     """One trained network for a View (``kubevision.dev/v1alpha1``, kind ``ModelVersion``)."""
 
-    model_config = ConfigDict(json_schema_extra=ObjectRules(rules=(NAME_RULE,)))
+    model_config = ConfigDict(json_schema_extra=ObjectRules(rules=(NAME_RULE, GANG_NAME_RULE)))
     crd: ClassVar[Resource] = Resource(
         plural="modelversions",
         short_names=("mv",),
@@ -401,3 +494,10 @@ class ModelVersion(ApiModel):
     status: ModelVersionStatus | None = Field(
         default=None, description="Observed state, written by the operator alone."
     )
+
+    @model_validator(mode="after")
+    def _gang_name_fits(self) -> ModelVersion:
+        # The pydantic twin of GANG_NAME_RULE.
+        if self.spec.resources.nodes > 1 and len(self.metadata.name) > GANG_NAME_MAX:
+            raise field_error("metadata.name", GANG_NAME_MESSAGE)
+        return self

@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Returns the exit code: the sub-command's (0 success, 1 failure), or 2 for
     bad input, printed as one ``error: ...`` line on stderr."""
     args = parse(argv)
+    # The command line as given: a launcher (kubevision_trainer.launch) runs its workers with it.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

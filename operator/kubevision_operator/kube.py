@@ -355,8 +355,11 @@ class Kube:
             missing_ok=True,
         )
 
-    def delete_job(self, namespace: str, name: str) -> bool:
-        """Delete the Job and, in the background, its Pods; False when it was gone already."""
+    def delete_job(self, namespace: str, name: str, *, foreground: bool = False) -> bool:
+        """Delete the Job and its Pods: in the background, or (``foreground``) with the Job
+        kept, marked for deletion, until its Pods are gone (a gang restart: the next attempt's
+        Job, of the same name, cannot exist before the old Pods have ended). False when it was
+        gone already."""
         result = self._call(
             "delete",
             "jobs",
@@ -364,7 +367,7 @@ class Kube:
             self.batch.delete_namespaced_job,
             name,
             namespace,
-            body={"propagationPolicy": "Background"},
+            body={"propagationPolicy": "Foreground" if foreground else "Background"},
             missing_ok=True,
         )
         return result is not None
@@ -424,6 +427,45 @@ class Kube:
                 return False
             raise
         return True
+
+    def get_service(self, namespace: str, name: str) -> Obj | None:
+        """The Service, or None."""
+        return self._call(
+            "get",
+            "services",
+            f"Service {namespace}/{name}",
+            self.core.read_namespaced_service,
+            name,
+            namespace,
+            missing_ok=True,
+        )
+
+    def create_service(self, namespace: str, body: Obj) -> bool:
+        """Create the Service; False when it exists already (a multi-Pod training's headless
+        Service outlives each attempt's Job)."""
+        what = f"Service {namespace}/{body['metadata']['name']}"
+        try:
+            self._call(
+                "create", "services", what, self.core.create_namespaced_service, namespace, body
+            )
+        except KubeError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def delete_service(self, namespace: str, name: str) -> bool:
+        """Delete the Service; False when it was gone already."""
+        result = self._call(
+            "delete",
+            "services",
+            f"Service {namespace}/{name}",
+            self.core.delete_namespaced_service,
+            name,
+            namespace,
+            missing_ok=True,
+        )
+        return result is not None
 
     # --- authentication --------------------------------------------------------------------
 

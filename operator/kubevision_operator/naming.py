@@ -16,6 +16,14 @@ VIEW_LABEL: Final = "kubevision.dev/view"
 MODEL_LABEL: Final = "kubevision.dev/model"
 MODELVERSION_LABEL: Final = "kubevision.dev/modelversion"
 KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
+#: The gang attempt (1, 2, ...) of a multi-Pod Job, on the Job: the operator recreates the Job
+#: for each attempt, and the Job, its annotation and the status are all it needs to know
+#: where a restart stands (docs/operator.md, Gang restart).
+ATTEMPT_ANNOTATION: Final = "kubevision.dev/attempt"
+#: Set by the Job controller on the Pods of an Indexed Job: the Pod's completion index.
+COMPLETION_INDEX_ANNOTATION: Final = "batch.kubernetes.io/job-completion-index"
+#: Set by the Job controller on its Pods: the Job's name.
+JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
 
 #: A label value (and a Job name, which the Job controller copies into its Pods' labels):
 #: at most 63 characters.
@@ -44,6 +52,12 @@ def job_name(modelversion: str) -> str:
         return name
     head = name[: MAX_LABEL - _HASH_CHARS - 1].rstrip("-")
     return f"{head}-{_digest(modelversion)}"
+
+
+def service_name(modelversion: str) -> str:
+    """The headless Service of a multi-Pod training: named after its Job (a DNS label that
+    starts with a letter, as a Service name must)."""
+    return job_name(modelversion)
 
 
 def configmap_name(modelversion: str) -> str:

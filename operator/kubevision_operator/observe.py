@@ -8,83 +8,16 @@ steps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
-from typing import Any, Final
+from typing import Any
 
 from kubevision_api.modelversion import ModelVersionSpec
 from kubevision_api.progress import TrainerReport
 from kubevision_api.status import StepState
-from kubevision_operator import podstate
+from kubevision_operator import gang, podstate
 from kubevision_operator.jobstate import job_end
+from kubevision_operator.situation import TERMINAL, Observation, Situation
 
-
-class Situation(StrEnum):
-    """Where a training stands now: one value per row of ``statustable.TABLE``."""
-
-    VIEW_MISSING = "ViewMissing"
-    INVALID_PLAN = "InvalidPlan"
-    QUEUED = "Queued"
-    AWAITING_ADMISSION = "AwaitingAdmission"
-    SUSPENDED = "Suspended"
-    STARTING = "Starting"
-    UNSCHEDULABLE = "Unschedulable"
-    POD_PENDING = "PodPending"
-    RUNNING = "Running"
-    RETRYING = "Retrying"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    OOM_KILLED = "OOMKilled"
-    DEADLINE_EXCEEDED = "DeadlineExceeded"
-    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
-
-
-#: Situations after which nothing changes any more: the training is over.
-TERMINAL: Final = frozenset(
-    {
-        Situation.INVALID_PLAN,
-        Situation.SUCCEEDED,
-        Situation.FAILED,
-        Situation.OOM_KILLED,
-        Situation.DEADLINE_EXCEEDED,
-        Situation.BACKOFF_LIMIT_EXCEEDED,
-    }
-)
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One observation. ``message`` is a sentence for people; ``reason`` a CamelCase word
-    where the situation has several causes (the trainer's reason for Failed, the container's
-    waiting reason for PodPending, the failed attempt's for Retrying)."""
-
-    situation: Situation
-    message: str
-    reason: str | None = None
-    job_name: str | None = None
-    pod_name: str | None = None
-    #: When the newest Pod was bound to a node (PodScheduled), from the Pod's status.
-    scheduled_at: datetime | None = None
-    #: When the trainer container started, from the Pod's status.
-    started_at: datetime | None = None
-    #: When the Job finished (completionTime, or the Failed condition's time).
-    finished_at: datetime | None = None
-    exit_code: int | None = None
-    #: Position in the operator's queue, from 1 (Queued only).
-    position: int | None = None
-    #: The Job's attempts so far, and the latest that failed.
-    attempts: podstate.Attempts | None = None
-    #: Containers that keep the trainer's Pod running after the trainer ended (a sidecar):
-    #: the operator ends the attempt once they have outlived it by a bound.
-    lingering: tuple[str, ...] = ()
-    #: When the trainer container ended while its Pod went on (``lingering``).
-    trainer_ended_at: datetime | None = None
-
-    @property
-    def terminal(self) -> bool:
-        """Whether the training is over."""
-        return self.situation in TERMINAL
+__all__ = ["TERMINAL", "Observation", "Situation", "observe"]
 
 
 def _failed(
@@ -181,6 +114,138 @@ def _trainer_ended(
     )
 
 
+def _suspended(
+    job: dict[str, Any], spec: ModelVersionSpec, common: dict[str, Any]
+) -> Observation | None:
+    """A suspended Job: by its user, waiting for Kueue, or being resumed (None otherwise)."""
+    if not job.get("spec", {}).get("suspend"):
+        return None
+    policy = spec.run_policy
+    if policy.suspend:
+        return Observation(
+            Situation.SUSPENDED,
+            "spec.runPolicy.suspend is true; the trainer resumes from last.pt when it is unset.",
+            **common,
+        )
+    if policy.queue_name:
+        return Observation(
+            Situation.AWAITING_ADMISSION,
+            f"The Job waits for Kueue to admit it from LocalQueue {policy.queue_name!r}.",
+            **common,
+        )
+    return Observation(Situation.STARTING, "The training Job is being resumed.", **common)
+
+
+def _gang_failed(
+    job: dict[str, Any],
+    pods: list[dict[str, Any]],
+    spec: ModelVersionSpec,
+    attempt: int,
+    common: dict[str, Any],
+) -> Observation:
+    """A multi-Pod attempt failed: the gang restarts while its first failure allows a retry
+    and attempts are left (``runPolicy.backoffLimit`` retries after the first); otherwise the
+    training fails."""
+    end = job_end(job)
+    found, failed_at = gang.attempt_failure(pods, spec, end.condition if end else None)
+    common = {**common, "attempts": podstate.Attempts(attempt, found, attempt, failed_at)}
+    attempts = spec.run_policy.backoff_limit + 1
+    if found.retry and attempt < attempts:
+        return Observation(
+            Situation.RETRYING,
+            f"{found.message} The gang restarts: attempt {attempt + 1} of {attempts}.",
+            reason=found.reason,
+            exit_code=found.exit_code,
+            restart=True,
+            **common,
+        )
+    left = f" Attempt {attempt} of {attempts}: no retry is left." if found.retry else ""
+    return Observation(
+        Situation.OOM_KILLED if found.oom_killed else Situation.FAILED,
+        found.message + left,
+        reason=found.reason,
+        finished_at=failed_at,
+        exit_code=found.exit_code,
+        **common,
+    )
+
+
+def _gang(
+    job: dict[str, Any],
+    pods: list[dict[str, Any]],
+    spec: ModelVersionSpec,
+    report: TrainerReport | None,
+) -> Observation:
+    """A multi-Pod Job (``gang``): its deletion for a restart, its outcome, a failed Pod,
+    suspension, then Pods that wait for a node, are not created yet, or start. The rank-0
+    Pod speaks for the gang (it alone reports)."""
+    nodes = int(job.get("spec", {}).get("completions") or 1)
+    attempt = gang.job_attempt(job)
+    ranked = gang.by_rank(pods)
+    common: dict[str, Any] = {
+        "job_name": job.get("metadata", {}).get("name"),
+        "attempts": podstate.Attempts(attempt),
+        "pod_name": gang.pod_name(ranked[0]) if ranked else None,
+        "scheduled_at": gang.scheduled_at(pods, nodes),
+        "started_at": gang.started_at(pods, nodes),
+    }
+    if job.get("metadata", {}).get("deletionTimestamp"):
+        return Observation(
+            Situation.RETRYING,
+            f"The Pods of attempt {attempt} are stopping; attempt {attempt + 1} starts once "
+            "they are gone.",
+            reason="GangRestart",
+            restart=True,
+            **common,
+        )
+    end = job_end(job)
+    if end is not None and end.succeeded:
+        finished = podstate.parse_time(
+            job.get("status", {}).get("completionTime")
+        ) or podstate.parse_time(end.condition.get("lastTransitionTime"))
+        return Observation(
+            Situation.SUCCEEDED,
+            "The training finished.",
+            finished_at=finished,
+            exit_code=0,
+            **common,
+        )
+    if end is not None and end.condition.get("reason") == "DeadlineExceeded":
+        return _failed(job, end.condition, [], spec, common)
+    if end is not None or any(podstate.failed(p) for p in pods):
+        return _gang_failed(job, pods, spec, attempt, common)
+    suspended = _suspended(job, spec, common)
+    if suspended is not None:
+        return suspended
+    done = gang.all_done(pods, nodes)
+    if done is not None:
+        # Every trainer exited 0; other containers may still hold their Pods.
+        lingering, ended = done
+        return Observation(
+            Situation.SUCCEEDED,
+            "The training finished.",
+            finished_at=ended,
+            exit_code=0,
+            lingering=lingering,
+            trainer_ended_at=ended,
+            **common,
+        )
+    wait = gang.waiting(pods, nodes)
+    if wait is not None:
+        return Observation(Situation.UNSCHEDULABLE, wait, reason="Unschedulable", **common)
+    if len(ranked) < nodes:
+        return Observation(
+            Situation.STARTING,
+            f"The Job has created {len(ranked)} of {nodes} trainer Pods.",
+            **common,
+        )
+    starting = gang.starting(pods, nodes)
+    if starting is None:
+        return Observation(Situation.RUNNING, _running_message(report), **common)
+    message, reason = starting
+    return Observation(Situation.POD_PENDING, message, reason=reason, **common)
+
+
 def _running_message(report: TrainerReport | None) -> str:
     if report is None:
         return "The trainer is running."
@@ -239,6 +304,8 @@ def observe(
             )
         return Observation(Situation.STARTING, "The training Job is being created.")
 
+    if gang.is_gang_job(job):
+        return _gang(job, pods, spec, report)
     common: dict[str, Any] = {
         "job_name": job.get("metadata", {}).get("name"),
         "attempts": podstate.attempts(pods, spec),
@@ -263,22 +330,9 @@ def observe(
     if end is not None:
         return _failed(job, end.condition, pods, spec, common)
 
-    if job.get("spec", {}).get("suspend"):
-        if policy.suspend:
-            return Observation(
-                Situation.SUSPENDED,
-                "spec.runPolicy.suspend is true; the trainer resumes from last.pt when it is "
-                "unset.",
-                **common,
-            )
-        if policy.queue_name:
-            return Observation(
-                Situation.AWAITING_ADMISSION,
-                f"The Job waits for Kueue to admit it from LocalQueue {policy.queue_name!r}.",
-                **common,
-            )
-        return Observation(Situation.STARTING, "The training Job is being resumed.", **common)
-
+    suspended = _suspended(job, spec, common)
+    if suspended is not None:
+        return suspended
     if pod is None:
         return Observation(Situation.STARTING, "The Job is creating the trainer Pod.", **common)
     phase = pod.get("status", {}).get("phase")

@@ -18,7 +18,16 @@ from kubevision_api.modelversion import ModelVersion
 from kubevision_api.plan import TrainingPlan, resolve
 from kubevision_api.status import ModelVersionStatus
 from kubevision_api.view import View
-from kubevision_operator import jobstate, naming, observe, pushgateway, render, status, viewstatus
+from kubevision_operator import (
+    gang,
+    jobstate,
+    naming,
+    observe,
+    pushgateway,
+    render,
+    status,
+    viewstatus,
+)
 from kubevision_operator import kube as kube_mod
 from kubevision_operator.kube import Kube, Obj
 from kubevision_operator.metrics import OperatorMetrics
@@ -34,6 +43,9 @@ EVENT_TYPES = {"Failed": "Warning"}
 #: Situations whose phase events are Warnings whatever the phase (a failed attempt is back to
 #: Pending while the Job retries).
 WARNING_SITUATIONS = frozenset({observe.Situation.RETRYING})
+#: Seconds between looks at a gang whose Job is being deleted for a restart (its deletion
+#: event wakes the reconcile too; this bounds a lost event).
+RESTART_POLL_SECONDS = 5.0
 
 
 def _now() -> datetime:
@@ -162,23 +174,35 @@ class Reconciler:
                 plan_error = exc.message
         job_name = naming.job_name(name)
         job = self.kube.get_job(namespace, job_name)
+        multi = gang.is_gang(mv.spec)
+        if job is None and multi and body is not None and not finished and _had_job(previous):
+            # The next gang attempt's number comes from the status: read it afresh, not from
+            # an event's copy that may predate the status written before the old Job went.
+            self._reconcile_modelversion(namespace, name, None)
+            return
         # A ModelVersion that cannot start (no plan, or suspended by its user) holds no place.
         on_hold = plan is None or mv.spec.run_policy.suspend
         # A training holds its place while its Job runs, even once its outcome is known (the
         # trainer exited, a sidecar still holds the Pod): the place frees when the Job ends.
         live = job is not None and not jobstate.job_finished(job)
+        # A gang between two attempts (its Job deleted for a restart) keeps its place too.
+        holds = job is not None or (multi and not finished and status.between_attempts(previous))
         freed = self.queue.update(
-            entry_of(obj, admitted=job is not None, held=on_hold, finished=finished and not live)
+            entry_of(obj, admitted=holds, held=on_hold, finished=finished and not live)
         )
-        position = None if job is not None or on_hold else self.queue.position((namespace, name))
+        position = None if holds or on_hold else self.queue.position((namespace, name))
         if job is None and plan is not None and not finished and position is None:
             self.kube.create_configmap(namespace, render.render_configmap(plan, mv))
+            if multi:
+                self.kube.create_service(namespace, render.render_service(plan, mv))
             suspend = render.creation_suspend(mv.spec)
+            attempt = status.next_attempt(previous)
             job, created = self.kube.create_job(
-                namespace, render.render_job(plan, mv, self.settings, suspend=suspend)
+                namespace,
+                render.render_job(plan, mv, self.settings, suspend=suspend, attempt=attempt),
             )
             if created:
-                log.info("created Job %s/%s", namespace, job_name)
+                log.info("created Job %s/%s (attempt %d)", namespace, job_name, attempt)
             self.queue.update(entry_of(obj, admitted=True, held=on_hold))
         elif job is not None:
             patch = render.job_patch(job, mv)
@@ -207,25 +231,47 @@ class Reconciler:
         )
         new_wire = new.wire()
         old_wire = previous.wire() if previous is not None else {}
+        stored = True
         if new_wire != old_wire:
             written = self.kube.patch_status(
                 "modelversions", namespace, name, merge_patch(old_wire, new_wire)
             )
+            stored = written is not None
             if written is not None and new.phase != (previous.phase if previous else None):
                 self._phase_event(obj, new.phase or "", observation)
             if written is not None:
                 self._failure_event(obj, previous, new)
+        if job is not None and observation.restart and stored:
+            self._restart_gang(namespace, name, job)
         if job is not None and observation.lingering:
             self._end_lingering(namespace, name, job_name, observation)
+        if multi and status.is_finished(new) and not finished:
+            # The rendezvous is over: the Pods' DNS names are of no more use.
+            self.kube.delete_service(namespace, naming.service_name(name))
         self.metrics.set_phase(namespace, mv.spec.view_ref.name, name, new.phase or "Pending")
         self.metrics.queue_length.set(len(self.queue.waiting()))
         done = status.is_finished(new) and not live
+        holds = job is not None or (multi and not done and status.between_attempts(new))
         freed = (
-            self.queue.update(entry_of(obj, admitted=job is not None, held=on_hold, finished=done))
-            or freed
+            self.queue.update(entry_of(obj, admitted=holds, held=on_hold, finished=done)) or freed
         )
         if freed:
             self.admit_waiting()
+
+    def _restart_gang(self, namespace: str, name: str, job: Obj) -> None:
+        """The status says that the gang's attempt failed (written first, so a restarted
+        operator finds it): delete the Job in the foreground, which keeps it, marked for
+        deletion, until its Pods are gone, then create the next attempt's once it is gone."""
+        meta = job["metadata"]
+        if not meta.get("deletionTimestamp"):
+            log.info(
+                "Job %s/%s: attempt %d failed; deleting it to restart the gang",
+                namespace,
+                meta["name"],
+                gang.job_attempt(job),
+            )
+            self.kube.delete_job(namespace, meta["name"], foreground=True)
+        self.requeue(namespace, name, RESTART_POLL_SECONDS)
 
     def _end_lingering(
         self, namespace: str, name: str, job_name: str, observation: observe.Observation
@@ -362,3 +408,8 @@ def _view_of(obj: Obj) -> str | None:
     """The name of the View a ModelVersion (as stored) names."""
     name = (obj.get("spec", {}).get("viewRef") or {}).get("name")
     return str(name) if name is not None else None
+
+
+def _had_job(previous: ModelVersionStatus | None) -> bool:
+    """Whether the status names a Job: the training was admitted once."""
+    return previous is not None and bool(previous.job_name)

@@ -16,7 +16,7 @@ from kubevision_api.contract import StorageRole
 from kubevision_api.meta import API_VERSION
 from kubevision_api.modelversion import ModelVersion, ModelVersionSpec
 from kubevision_api.plan import TrainingPlan
-from kubevision_operator import naming
+from kubevision_operator import gang, naming
 from kubevision_operator.jobstate import job_finished
 from kubevision_operator.settings import OperatorSettings
 
@@ -239,14 +239,38 @@ def _pod_metadata(
     return metadata
 
 
+def render_service(plan: TrainingPlan, mv: ModelVersion) -> dict[str, Any]:
+    """The headless Service of a multi-Pod training (``spec.resources.nodes > 1``), named after
+    its Job and owned by ``mv`` as the ConfigMap is: the Pods' subdomain, so that each Pod
+    resolves the Pod of index 0 (``gang.master_address``). It outlives each attempt's Job.
+
+    Raises:
+        ValueError: ``mv`` has no uid.
+    """
+    name = naming.service_name(mv.metadata.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, plan, mv),
+        "spec": gang.service_spec(naming.job_name(mv.metadata.name)),
+    }
+
+
 def render_job(
-    plan: TrainingPlan, mv: ModelVersion, settings: OperatorSettings, *, suspend: bool
+    plan: TrainingPlan,
+    mv: ModelVersion,
+    settings: OperatorSettings,
+    *,
+    suspend: bool,
+    attempt: int = 1,
 ) -> dict[str, Any]:
-    """The training Job ``kv-<name>`` (batch/v1), owned by ``mv``.
+    """The training Job ``kv-<name>`` (batch/v1), owned by ``mv``: one Pod, or for
+    ``spec.resources.nodes > 1`` an Indexed Job of that many Pods (``gang``).
 
     ``suspend`` is the Job's initial ``.spec.suspend`` (see :func:`creation_suspend`); with a
     Kueue queue the Job is created suspended whatever ``suspend`` says, since an unsuspended
-    Job would run before Kueue admits it.
+    Job would run before Kueue admits it. ``attempt`` is the gang attempt of a multi-Pod Job
+    (its annotation and ``KUBEVISION_ATTEMPT``); a one-Pod Job retries by itself.
 
     Raises:
         ValueError: ``mv`` has no uid.
@@ -255,6 +279,8 @@ def render_job(
     policy = spec.run_policy
     name = naming.job_name(mv.metadata.name)
     metadata = _metadata(name, plan, mv)
+    if gang.is_gang(spec):
+        metadata["annotations"] = {naming.ATTEMPT_ANNOTATION: str(attempt)}
     if policy.queue_name:
         metadata["labels"][naming.KUEUE_QUEUE_LABEL] = policy.queue_name
         suspend = True
@@ -269,6 +295,7 @@ def render_job(
             }
         )
     env += credential_env(credentials(plan, settings))
+    env += gang.world_env(spec, name, mv.metadata.namespace, attempt)
     container: dict[str, Any] = {
         "name": contract.CONTAINER,
         "image": spec.image or settings.trainer_image,
@@ -287,10 +314,11 @@ def render_job(
             "readOnlyRootFilesystem": True,
         },
     }
+    ports = gang.container_ports(spec)
     if plan.metrics_port:
-        container["ports"] = [
-            {"name": "metrics", "containerPort": plan.metrics_port, "protocol": "TCP"}
-        ]
+        ports.append({"name": "metrics", "containerPort": plan.metrics_port, "protocol": "TCP"})
+    if ports:
+        container["ports"] = ports
     uid = settings.trainer_run_as_user
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -314,11 +342,13 @@ def render_job(
         pod_spec["tolerations"] = [t.wire() for t in spec.tolerations]
     if spec.priority_class_name:
         pod_spec["priorityClassName"] = spec.priority_class_name
+    if gang.is_gang(spec):
+        # Kubernetes names an Indexed Job's Pods <job>-<index>; with the Service as their
+        # subdomain, each resolves as <job>-<index>.<service>.<namespace>.svc.
+        pod_spec["subdomain"] = naming.service_name(mv.metadata.name)
     job_spec: dict[str, Any] = {
         "suspend": suspend,
-        "completions": 1,
-        "parallelism": 1,
-        "backoffLimit": policy.backoff_limit,
+        **gang.job_spec_fields(spec),
         "podFailurePolicy": pod_failure_policy(),
         # A replacement Pod starts only once the old one has terminated: the old one writes
         # last.pt on SIGTERM, and the new one resumes from it.

@@ -25,7 +25,7 @@ from kubevision_api.status import (
     StepState,
 )
 from kubevision_operator import podstate
-from kubevision_operator.observe import Observation, Situation
+from kubevision_operator.situation import Observation, Situation
 from kubevision_operator.statustable import CONDITION_TYPES, TABLE, Row, StepPolicy, summarize
 
 TRAINER_STEPS: Final = tuple(s for s in StepName if s is not StepName.SCHEDULING)
@@ -38,6 +38,20 @@ def is_finished(status: ModelVersionStatus | None) -> bool:
     if status is None:
         return False
     return any(c.type in ("Succeeded", "Failed") and c.status == "True" for c in status.conditions)
+
+
+def next_attempt(status: ModelVersionStatus | None) -> int:
+    """The attempt number of a new Job: one more than the attempts the status counts (1 for
+    the first). A multi-Pod training's Job carries it (``gang``)."""
+    return (status.attempts or 0) + 1 if status is not None else 1
+
+
+def between_attempts(status: ModelVersionStatus | None) -> bool:
+    """Whether the status says that the latest attempt failed, and so that a new Job is due
+    (a gang restart: the failed attempt's Job is deleted and the next one created)."""
+    if status is None or status.last_failure is None:
+        return False
+    return status.last_failure.attempt == (status.attempts or 0)
 
 
 def initial_status(generation: int, now: datetime) -> ModelVersionStatus:

@@ -12,7 +12,7 @@ from typing import Final
 
 from kubevision_api.meta import Condition, ConditionStatus
 from kubevision_api.status import Phase, StepState
-from kubevision_operator.observe import Situation
+from kubevision_operator.situation import Situation
 
 #: Condition types, in the order they are written.
 CONDITION_TYPES: Final = ("ViewResolved", "Admitted", "Running", "Succeeded", "Failed", "Suspended")

@@ -241,6 +241,38 @@ CASES: tuple[Case, ...] = (
     ),
     _create("mv-nine-gpus", edit(model_version(), "spec.resources.gpus", 9), "spec.resources.gpus"),
     _create(
+        "mv-batch-not-divisible-by-nodes",
+        edit(model_version(), "spec.resources.nodes", 3),
+        "spec.training.batchSize",
+        why="CEL on the spec: the global batch (64) over 3 Pods x 1 process",
+    ),
+    _create(
+        "mv-batch-not-divisible-by-processes",
+        edit(
+            edit(model_version(), "spec.resources.nodes", 2),
+            "spec.resources.processesPerNode",
+            3,
+        ),
+        "spec.training.batchSize",
+        why="CEL on the spec: 64 over 2 Pods x 3 processes",
+    ),
+    _create(
+        "mv-batch-not-divisible-by-gpus",
+        edit(model_version(), "spec.resources", {"gpus": 3, "cpu": "2", "memory": "4Gi"}),
+        "spec.training.batchSize",
+        why="CEL on the spec: 64 over 1 Pod x 3 GPUs",
+    ),
+    _create(
+        "mv-processes-per-node-with-gpus",
+        edit(
+            model_version(),
+            "spec.resources",
+            {"gpus": 2, "processesPerNode": 2, "cpu": "2", "memory": "4Gi"},
+        ),
+        "spec.resources.processesPerNode",
+        why="CEL on resources: with GPUs, one process per GPU",
+    ),
+    _create(
         "mv-memory-not-a-quantity",
         edit(model_version(), "spec.resources.memory", "lots"),
         "spec.resources.memory",
@@ -254,6 +286,13 @@ CASES: tuple[Case, ...] = (
         "spec.viewRef.name",
     ),
     Case("mv-name-too-long", "create", model_version(name="m" * 64), "metadata.name"),
+    Case(
+        "mv-gang-name-too-long",
+        "create",
+        edit(model_version(name="m" * 58), "spec.resources.nodes", 2),
+        "metadata.name",
+        why="CEL at the root: the Pods' hostnames kv-<name>-<index> are DNS labels",
+    ),
     _status(
         "mv-undeclared-status-field",
         edit(model_version(), "status", {"progress": {"percent": 10, "eta": "5m"}}),

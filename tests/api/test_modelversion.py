@@ -186,3 +186,68 @@ def test_metrics_alias_is_map() -> None:
 def test_model_version_rejects_bad_name() -> None:
     with pytest.raises(ValidationError, match=r"String should match pattern"):
         ModelVersion.model_validate({"metadata": {"name": "Bad_Name"}, "spec": spec()})
+
+
+# ---- the world size: batch size and processes per Pod ------------------------------------
+
+
+def _message(doc: dict[str, Any]) -> tuple[list[str], str]:
+    from kubevision_api import crdgen
+
+    with pytest.raises(ValidationError) as info:
+        ModelVersionSpec.model_validate(doc)
+    (error,) = info.value.errors()
+    return crdgen.error_paths(info.value), error["msg"]
+
+
+def test_batch_size_must_divide_by_the_world_size() -> None:
+    paths, message = _message(
+        spec(training={"batchSize": 64}, resources={"gpus": 0, "nodes": 2, "processesPerNode": 3})
+    )
+    assert paths == ["training.batchSize"]
+    assert message == (
+        "spec.training.batchSize must divide by the world size of spec.resources (nodes x "
+        "processes per Pod: gpus, or processesPerNode when gpus is 0): the global batch is "
+        "split evenly over the training processes; 64 does not divide by 2 x 3 = 6"
+    )
+    paths, message = _message(spec(training={"batchSize": 12}, resources={"gpus": 8}))
+    assert paths == ["training.batchSize"]
+    assert message.endswith("; 12 does not divide by 1 x 8 = 8")
+
+
+@pytest.mark.parametrize(
+    ("batch", "resources", "world"),
+    [
+        (32, {}, 1),
+        (64, {"gpus": 8, "nodes": 2}, 16),
+        (6, {"gpus": 0, "nodes": 3}, 3),
+        (6, {"gpus": 0, "processesPerNode": 2, "nodes": 3}, 6),
+    ],
+)
+def test_batch_sizes_that_divide_are_accepted(
+    batch: int, resources: dict[str, Any], world: int
+) -> None:
+    parsed = ModelVersionSpec.model_validate(
+        spec(training={"batchSize": batch}, resources=resources)
+    )
+    assert parsed.resources.world_size() == world
+
+
+def test_processes_per_node_is_for_cpu_training_only() -> None:
+    paths, message = _message(spec(resources={"gpus": 2, "processesPerNode": 2}))
+    assert paths == ["resources.processesPerNode"]
+    assert message.startswith("spec.resources.processesPerNode is for CPU training (gpus: 0)")
+    # Unset gpus means 1 GPU: refused too.
+    paths, _ = _message(spec(resources={"processesPerNode": 2}))
+    assert paths == ["resources.processesPerNode"]
+
+
+def test_a_gang_name_leaves_room_for_the_pod_index() -> None:
+    def mv(name: str, nodes: int) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "spec": spec(resources={"gpus": 0, "nodes": nodes})}
+
+    # kv-<57 characters>-63 is 63 characters: a DNS label.
+    assert ModelVersion.model_validate(mv("m" * 57, 2)).spec.resources.nodes == 2
+    assert ModelVersion.model_validate(mv("m" * 63, 1)).metadata.name == "m" * 63
+    with pytest.raises(ValidationError, match=r"at most 57 characters when spec\.resources\.nodes"):
+        ModelVersion.model_validate(mv("m" * 58, 2))

@@ -6,6 +6,7 @@ not), probes on /healthz, a locked-down security context, and the CRDs' copy."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,16 @@ def test_monitors(helm: Helm, tmp_path: Path) -> None:
     assert pods["spec"]["namespaceSelector"] == {"any": True}
     (endpoint,) = pods["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "metrics" and endpoint["honorLabels"] is True
+    # Only a multi-Pod training's index 0 (global rank 0) serves metrics: Prometheus keeps the
+    # Pods of index 0 and those without the label (single-Pod Jobs), as its relabel rule
+    # matches (a fully anchored regex on the sanitised label name).
+    from kubevision_operator import naming
+
+    (keep,) = endpoint["relabelings"]
+    label = re.sub(r"[^a-zA-Z0-9_]", "_", naming.COMPLETION_INDEX_ANNOTATION)
+    assert keep["sourceLabels"] == [f"__meta_kubernetes_pod_label_{label}"]
+    assert keep["action"] == "keep"
+    assert [v for v in ("", "0", "1", "10") if re.fullmatch(keep["regex"], v)] == ["", "0"]
     scoped = one(render(helm, FULL, tmp_path), "PodMonitor")
     assert scoped["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
 
@@ -330,8 +341,10 @@ def test_pod_monitor_selects_the_rendered_trainer_pods(helm: Helm, tmp_path: Pat
             <= template["metadata"]["labels"].items()
         )
         (container,) = template["spec"]["containers"]
-        # A plan without a metrics port (metricsPort 0) has no port at all.
-        assert [p["name"] for p in container.get("ports", [])] in (["metrics"], [])
+        # A plan without a metrics port (metricsPort 0) has no metrics port; a multi-Pod
+        # training's Pods also have torchrun's rendezvous port.
+        names = [p["name"] for p in container.get("ports", []) if p["name"] != "rendezvous"]
+        assert names in (["metrics"], [])
     assert any(job["spec"]["template"]["spec"]["containers"][0].get("ports") for job in jobs)
 
 

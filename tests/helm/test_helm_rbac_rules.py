@@ -39,6 +39,10 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
     "list_namespaced_pod": {("", "pods", "list")},
     "read_namespaced_pod": {("", "pods", "get")},
     "create_namespaced_config_map": {("", "configmaps", "create")},
+    # A multi-Pod training's headless Service; not watched, so neither listed nor watched.
+    "create_namespaced_service": {("", "services", "create")},
+    "read_namespaced_service": {("", "services", "get")},
+    "delete_namespaced_service": {("", "services", "delete")},
     "create_token_review": {("authentication.k8s.io", "tokenreviews", "create")},
     "read_namespaced_secret": {("", "secrets", "get")},
     "create_namespaced_secret": {("", "secrets", "create")},

@@ -206,6 +206,32 @@ def test_valid_update_is_accepted(
     )
 
 
+@pytest.mark.parametrize(
+    ("case_id", "spec", "world"),
+    [
+        # No training and no resources: the structural defaults (32 over 1 Pod x 1 GPU) apply
+        # before the rule runs, and processesPerNode's has() guards its absence.
+        ("world-defaults", {"viewRef": {"name": "pets"}, "architecture": "resnet18"}, 1),
+        (
+            "world-cpu-2x2",
+            {
+                **model_version()["spec"],
+                "resources": {"gpus": 0, "nodes": 2, "processesPerNode": 2},
+            },
+            4,
+        ),
+        ("world-gpu-2x8", {**model_version()["spec"], "resources": {"gpus": 8, "nodes": 2}}, 16),
+    ],
+)
+def test_batch_sizes_that_divide_the_world_size_are_accepted(
+    cluster: ControlPlane, namespace: str, case_id: str, spec: dict[str, Any], world: int
+) -> None:
+    doc = {**model_version(name=case_id), "spec": spec}
+    stored = _create(cluster, namespace, doc)
+    resources = ModelVersion.model_validate(stored).spec.resources
+    assert resources.world_size() == world
+
+
 # ---- printer columns and explain --------------------------------------------------------------
 
 

@@ -362,6 +362,8 @@ def test_service_account_can_i_watched_namespaces(releases: Callable[..., Releas
         # What the operator needs.
         for verb, resource, ns in (
             ("create", "jobs.batch", watched),
+            ("create", "services", watched),
+            ("delete", "services", watched),
             ("patch", "modelversions.kubevision.dev#status", watched),
             ("get", ca, release.namespace),
             ("create", "secrets", release.namespace),
@@ -383,6 +385,10 @@ def test_service_account_can_i_watched_namespaces(releases: Callable[..., Releas
             ("get", "pods#exec", watched),
             ("get", "configmaps", watched),
             ("create", "pods", watched),
+            # A multi-Pod training's Service: made, read and deleted, never listed or changed.
+            ("list", "services", watched),
+            ("update", "services", watched),
+            ("create", "services", unwatched),
             ("delete", "jobs.batch", unwatched),
             ("delete", "pods", unwatched),
             ("deletecollection", "jobs.batch", watched),

@@ -14,6 +14,8 @@ PURE = [
     "podstate",
     "workqueue",
     "observe",
+    "situation",
+    "gang",
     "statustable",
     "status",
     "viewstatus",

@@ -36,7 +36,8 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def _case(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _case(name: str) -> tuple[dict[str, Any], ...]:
+    attempt = 1
     if name == "classification-defaults":
         v, mv = view(), modelversion()
         cfg = settings()
@@ -80,20 +81,64 @@ def _case(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg = settings(status_url=None, trainer_metrics_port=0)
         # The caller's value does not matter: a Kueue Job is always created suspended.
         suspend = False
+    elif name == "gang-2x1-cpu":
+        # Two Pods of one CPU process each, in the middle of a gang restart (attempt 2).
+        v = view()
+        mv = modelversion(
+            name="pets-ddp",
+            resources={"gpus": 0, "nodes": 2, "cpu": "2", "memory": "4Gi"},
+            training={"batchSize": 32},
+        )
+        cfg = settings()
+        suspend, attempt = False, 2
+    elif name == "single-1x2-cpu":
+        # One Pod, two processes: today's Job, plus torchrun's world size.
+        v = view()
+        mv = modelversion(
+            name="pets-2proc",
+            resources={"gpus": 0, "processesPerNode": 2, "cpu": "2", "memory": "4Gi"},
+        )
+        cfg = settings()
+        suspend = False
+    elif name == "gang-2x8-gpu":
+        # Two nodes of 8 GPUs each, admitted by Kueue as one workload.
+        v = view()
+        mv = modelversion(
+            name="pets-16gpu",
+            resources={"gpus": 8, "nodes": 2, "cpu": "64", "memory": "512Gi"},
+            training={"batchSize": 256},
+            runPolicy={"queueName": "team-a-gpu", "backoffLimit": 3},
+        )
+        cfg = settings()
+        suspend = False
     else:
         raise AssertionError(name)
     plan = plan_for(v, mv, cfg)
-    return render.render_configmap(plan, mv), render.render_job(plan, mv, cfg, suspend=suspend)
+    objects = [
+        render.render_configmap(plan, mv),
+        render.render_job(plan, mv, cfg, suspend=suspend, attempt=attempt),
+    ]
+    if mv.spec.resources.nodes > 1:
+        objects.append(render.render_service(plan, mv))
+    return tuple(objects)
 
 
-CASES = ["classification-defaults", "detection-gpu", "suspended", "kueue"]
+CASES = [
+    "classification-defaults",
+    "detection-gpu",
+    "suspended",
+    "kueue",
+    "gang-2x1-cpu",
+    "single-1x2-cpu",
+    "gang-2x8-gpu",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_golden(case: str) -> None:
-    configmap, job = _case(case)
-    text = yaml.dump_all([configmap, job], Dumper=_Dumper, sort_keys=False, width=100)
-    assert list(yaml.safe_load_all(text)) == [configmap, job]
+    objects = list(_case(case))
+    text = yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, width=100)
+    assert list(yaml.safe_load_all(text)) == objects
     path = GOLDEN / f"{case}.yaml"
     if UPDATE:
         path.write_text(text)
@@ -115,8 +160,8 @@ def test_rendering_twice_gives_the_same_bytes(case: str) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_invariants(case: str) -> None:
-    configmap, job = _case(case)
-    for obj in (configmap, job):
+    configmap, job, *rest = _case(case)
+    for obj in (configmap, job, *rest):
         (owner,) = obj["metadata"]["ownerReferences"]
         assert owner["controller"] is True and owner["blockOwnerDeletion"] is True
         assert owner["kind"] == "ModelVersion" and owner["uid"]

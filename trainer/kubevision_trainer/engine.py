@@ -23,7 +23,7 @@ from kubevision_api.modelversion import (
 )
 from kubevision_api.status import CheckpointStatus, EpochMetrics, StepState
 from kubevision_api.view import Task
-from kubevision_trainer import finite, metrics, runstate, schedule
+from kubevision_trainer import ddp, distributed, finite, metrics, runstate, schedule, sharded_eval
 from kubevision_trainer.data.torchdata import EpochBatchSampler, derive_seed
 from kubevision_trainer.report.reporter import BatchEvent, Reporter
 from kubevision_trainer.runstate import RUN_STATE_KEY, RunState
@@ -77,7 +77,11 @@ class Engine:
         reporter: receives every event.
         checkpoints: receives ``last.pt`` and ``best.pt`` states.
         meta: plain data stored in every checkpoint (plan hash, dataset hash, concepts...).
-        should_stop: polled after each batch; True saves ``last.pt`` and raises ``PreemptedError``.
+        should_stop: polled once per batch (before its backward) and at each epoch's end; True
+            on any rank saves ``last.pt`` after the batch and raises ``PreemptedError`` on all.
+        world: this process's place in a distributed training (a world of one by default: no
+            DDP, no collective). Every rank calls the same methods; only the sink and reporter
+            of rank 0 write anything (``main.run`` gives the others null ones).
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class Engine:
         checkpoints: Checkpoints,
         meta: dict[str, Any],
         should_stop: Callable[[], bool] = lambda: False,
+        world: distributed.World | None = None,
     ) -> None:
         self.task = task
         self.concepts = concepts
@@ -112,9 +117,15 @@ class Engine:
         self.steps_per_epoch = batch_sampler.epoch_batches
         self.cuda = device.type == "cuda"
         self.amp_dtype = self._amp_dtype()
-        self.model = model.to(device)
+        self.world = world or distributed.World()
+        model = model.to(device)
         if self.cuda and task is not Task.DETECTION:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)
+        # The plain module (state dicts, validation), and DDP around it for training batches.
+        self.train_model, self.model = ddp.wrap(
+            model, self.world, device, sync_batch_norm=options.sync_batch_norm
+        )
+        self.input_dtype = next(self.model.parameters()).dtype
         self.optimizer = schedule.optimizer(self.model.parameters(), options)
         self.scheduler = schedule.scheduler(self.optimizer, options, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -140,19 +151,23 @@ class Engine:
                 {k: v.to(self.device, non_blocking=nb) for k, v in t.items()} for t in targets
             ]
             return images, targets
-        images = images.to(self.device, non_blocking=nb)
+        # The model's dtype: float32, or float64 where a test builds it so (docs/distributed.md).
+        images = images.to(self.device, dtype=self.input_dtype, non_blocking=nb)
         if self.cuda:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, targets.to(self.device, non_blocking=nb)
 
     def _loss(self, images: Any, targets: Any) -> torch.Tensor:
+        """The training batch's mean loss (through DDP in a distributed run)."""
         if self.task is Task.DETECTION:
-            losses = self.model(images, targets)
+            losses = self.train_model(images, targets)
             return torch.stack([v for v in losses.values()]).sum()
-        logits = self.model(images)
+        logits = self.train_model(images)
+        # Mixed precision's float16/bfloat16 logits are widened for the loss; float64 stays.
+        logits = logits if logits.dtype == torch.float64 else logits.float()
         if self.task is Task.CLASSIFICATION:
-            return nn.functional.cross_entropy(logits.float(), targets)
-        return nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
+            return nn.functional.cross_entropy(logits, targets)
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
 
     # -- state ---------------------------------------------------------------------------
 
@@ -212,91 +227,70 @@ class Engine:
             lr = float(self.optimizer.param_groups[0]["lr"])
             with self._autocast():
                 loss = self._loss(images, targets)
-            if not torch.isfinite(loss):
+            count = len(images)
+            # Before backward, every rank learns the global loss, a stop, a non-finite loss.
+            agreed = ddp.agree(loss, count, self.should_stop())
+            if agreed.non_finite:
                 raise NonFiniteError(
-                    f"the loss is {loss.item()} at epoch {epoch}, batch {index} "
+                    f"the loss is {agreed.loss} at epoch {epoch}, batch {index} "
                     f"({self._rates(lr)}): {_ADVICE}"
                 )
+            scale = ddp.loss_scale(count, agreed.count, self.world.world_size)
+            if scale != 1.0:
+                loss = loss * scale
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            value = float(loss.detach())
-            count = len(images)
             run.batch = index + 1
-            run.loss_sum += value
+            run.loss_sum += agreed.loss
             run.loss_count += 1
             run.batches_total += 1
-            run.images_total += count
+            run.images_total += agreed.count
             self.reporter.batch(
                 BatchEvent(
                     epoch,
                     index,
                     self.steps_per_epoch,
                     lr,
-                    value,
-                    count,
+                    agreed.loss,
+                    agreed.count,
                     time.perf_counter() - started,
                 )
             )
-            if self.should_stop() and run.batch < self.steps_per_epoch:
+            if agreed.stop and run.batch < self.steps_per_epoch:
                 state = self.state(run)
                 self._check_state(state, epoch, lr)
                 self.checkpoints.save_last(state)
+                # The others wait for rank 0's last.pt: a launcher that ends the gang when one
+                # rank exits must not cut the upload short.
+                distributed.barrier()
                 raise PreemptedError(f"stopped at epoch {epoch}, batch {run.batch}")
         mean = run.loss_sum / max(1, run.loss_count)
         return mean
 
-    @torch.no_grad()
     def evaluate(self) -> tuple[float, metrics.EvalResult]:
-        """Validation loss (mean over batches of the task's loss) and metrics on the val set.
+        """Validation loss (mean over images) and metrics of the whole validation set, sharded
+        over the ranks and gathered (``sharded_eval``): every rank gets one process's figures.
 
-        Detection's val loss is computed in train mode (torchvision detectors return losses
-        only then) with every norm layer in eval mode, so the running statistics are not
-        updated by validation data."""
-        evaluator = metrics.evaluator_for(self.task, self.concepts)
-        total, batches = 0.0, 0
-        for cpu_images, cpu_targets in self.val_loader:
-            images, targets = self._to_device(cpu_images, cpu_targets)
-            with self._autocast():
-                if self.task is Task.DETECTION:
-                    self.model.train()
-                    for module in self.model.modules():
-                        if isinstance(
-                            module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm
-                        ):
-                            module.eval()
-                    total += float(self._loss(images, targets))
-                    self.model.eval()
-                    outputs = self.model(images)
-                    evaluator.update(
-                        [
-                            {
-                                k: (v.float() if v.is_floating_point() else v).cpu()
-                                for k, v in o.items()
-                            }
-                            for o in outputs
-                        ],
-                        [{k: v.cpu() for k, v in t.items()} for t in targets],
-                    )
-                else:
-                    self.model.eval()
-                    logits = self.model(images).float()
-                    if not bool(torch.isfinite(logits).all()):
-                        raise NonFiniteError(
-                            "the model's outputs on the validation set are NaN or infinite"
-                        )
-                    if self.task is Task.CLASSIFICATION:
-                        total += float(nn.functional.cross_entropy(logits, targets))
-                    else:
-                        total += float(
-                            nn.functional.binary_cross_entropy_with_logits(logits, targets)
-                        )
-                    evaluator.update(logits.cpu(), targets.cpu())
-            batches += 1
-        self.model.train()
-        return total / max(1, batches), evaluator.compute()
+        Raises:
+            NonFiniteError: the model's outputs are NaN or infinite.
+            TrainingError: the metrics could not be computed.
+        """
+        try:
+            return sharded_eval.evaluate(
+                self.model,
+                self.val_loader,
+                task=self.task,
+                concepts=self.concepts,
+                seed=self.options.seed,
+                to_device=self._to_device,
+                autocast=self._autocast,
+            )
+        except sharded_eval.ValidationFailedError as exc:
+            error = NonFiniteError if exc.non_finite else TrainingError
+            raise error(str(exc)) from exc
 
     def fit(self, run: RunState | None = None) -> FitResult:
         """Train from ``run`` (a fresh run when None) to the last epoch or an early stop.
@@ -370,7 +364,8 @@ class Engine:
                 stopped_early = True
                 log.info("early stop: no improvement for %d epochs", patience)
                 break
-            if self.should_stop() and run.epoch < epochs:
+            # Every rank asks (one all-reduce), so all stop after the same epoch.
+            if distributed.any_rank(self.should_stop()) and run.epoch < epochs:
                 raise PreemptedError(f"stopped after epoch {epoch}")
         self.reporter.step(
             StepName.TRAINING,

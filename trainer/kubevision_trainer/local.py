@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from kubevision_api import manifests
 from kubevision_api.errors import InputError
-from kubevision_api.modelversion import ModelVersion
+from kubevision_api.modelversion import ModelVersion, Resources
 from kubevision_api.plan import PlanDefaults, TrainingPlan, resolve
 from kubevision_api.view import View
-from kubevision_trainer import main, storage
+from kubevision_trainer import launch, main, storage
 from kubevision_trainer.report import factory, image, records
 from kubevision_trainer.report.progress import ProgressBarReporter
 
@@ -35,13 +37,17 @@ def plan_from_manifests(
     output: str | None = None,
     epochs: int | None = None,
     pushgateway_url: str | None = None,
+    nproc: int | None = None,
+    device: str = "auto",
 ) -> TrainingPlan:
     """Load one View and one ModelVersion from manifest files or folders and resolve them
-    into a plan, as the operator would, with local defaults.
+    into a plan, as the operator would, with local defaults. ``nproc`` > 1 makes the plan's
+    world ``nproc`` processes on one node (:func:`with_processes`).
 
     Raises:
-        InputError: not exactly one View and one ModelVersion, a bad manifest, or a plan
-            error (e.g. an architecture that does not fit the task).
+        InputError: not exactly one View and one ModelVersion, a bad manifest, a plan
+            error (e.g. an architecture that does not fit the task), or an ``nproc`` the
+            plan cannot run with.
     """
     loaded = manifests.load(paths)
     views = [item for item in loaded if isinstance(item.obj, View)]
@@ -75,6 +81,13 @@ def plan_from_manifests(
             raise InputError(
                 "--epochs", f"{epochs}: must be at least 1 (spec.training.epochs)"
             ) from exc
+    if nproc is not None and nproc < 1:
+        raise InputError("--nproc", f"{nproc}: must be at least 1 (processes on this machine)")
+    if nproc is not None and nproc > 1:
+        training = spec_update.get("training", mv.spec.training)
+        spec_update["resources"] = with_processes(
+            mv.spec.resources, nproc, training.batch_size, device
+        )
     if output is not None:
         spec_update["output"] = mv.spec.output.model_copy(
             update={"uri": _absolute(output, Path.cwd())}
@@ -88,6 +101,33 @@ def plan_from_manifests(
         pushgateway_url=pushgateway_url,
     )
     return resolve(view, mv, defaults)
+
+
+def with_processes(resources: Resources, nproc: int, batch_size: int, device: str) -> Resources:
+    """``resources`` for ``nproc`` processes on this one machine: ``gpus: nproc`` when the
+    device is CUDA (one process per GPU, NCCL), else ``gpus: 0`` and ``processesPerNode:
+    nproc`` (gloo); ``nodes: 1``. The world size is then ``nproc``.
+
+    Raises:
+        InputError: the global batch (``spec.training.batchSize``) does not divide by
+            ``nproc``, or ``nproc`` is more GPUs than a Pod may have (8) or this machine has.
+    """
+    if batch_size % nproc:
+        raise InputError(
+            "--nproc",
+            f"{nproc}: spec.training.batchSize {batch_size} does not divide by the world size "
+            f"{nproc} (the global batch is split evenly over the processes)",
+        )
+    cuda = main.device_for(device).type == "cuda"
+    if cuda and nproc > torch.cuda.device_count():
+        raise InputError(
+            "--nproc", f"{nproc}: this machine has {torch.cuda.device_count()} CUDA devices"
+        )
+    update = {"nodes": 1, "gpus": nproc if cuda else 0, "processesPerNode": None if cuda else nproc}
+    try:
+        return Resources.model_validate({**resources.model_dump(by_alias=True), **update})
+    except ValueError as exc:
+        raise InputError("--nproc", f"{nproc}: {exc}") from exc
 
 
 def run(
@@ -106,6 +146,20 @@ def run(
         InputError: bad manifests, dataset or images (one line naming file, record, field).
     """
     plan = plan_from_manifests(paths, output=output, epochs=epochs, pushgateway_url=pushgateway_url)
+    return train(plan, device=device, report=report)
+
+
+def train(plan: TrainingPlan, *, device: str = "auto", report: bool = True) -> str:
+    """Train ``plan`` in this process, as one of a launch's workers or alone; returns the
+    output URI. The progress bar, the Pushgateway, the report image and the console lines
+    are rank 0's alone (``launch.global_rank``).
+
+    Raises:
+        InputError: bad dataset or images (one line naming file, record, field).
+    """
+    if launch.global_rank() != 0:
+        main.run(plan, device=device, reporters=[])
+        return plan.output_uri
     # The progress bar shows each epoch; the engine's own line (for Jobs' logs) would repeat it.
     logging.getLogger("kubevision_trainer.engine").setLevel(logging.WARNING)
     bar = ProgressBarReporter()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import DataLoader
 
 from kubevision_api import contract
 from kubevision_api.contract import StepName, StorageRole
@@ -24,12 +24,15 @@ from kubevision_api.status import EpochMetrics, StepState
 from kubevision_api.view import Task
 from kubevision_trainer import (
     checkpoint,
+    distributed,
     engine,
+    launch,
     modelcard,
     models,
     outcome,
     preflight,
     presets,
+    ranks,
     storage,
     upload,
 )
@@ -38,10 +41,13 @@ from kubevision_trainer.data.prepare import Prepared
 from kubevision_trainer.data.torchdata import (
     EpochBatchSampler,
     EpochSampler,
+    ValidationBatchSampler,
     VisionDataset,
     collate_detection,
     derive_seed,
+    smallest_last_batch,
 )
+from kubevision_trainer.distributed import World
 from kubevision_trainer.report import factory
 from kubevision_trainer.report.records import RecordsReporter
 from kubevision_trainer.report.reporter import MultiReporter, NullReporter, Reporter
@@ -59,10 +65,15 @@ def device_for(name: str) -> torch.device:
 
 
 def loaders(
-    plan: TrainingPlan, data: Prepared, device: torch.device
+    plan: TrainingPlan, data: Prepared, device: torch.device, world: World | None = None
 ) -> tuple[DataLoader[Any], DataLoader[Any]]:
-    """Training and validation DataLoaders. Workers never share RNG state: each item seeds
-    its own augmentations (``torchdata``)."""
+    """Training and validation DataLoaders of this rank (``world``; one process by default):
+    its slice of every global training batch, its run of whole validation batches. Workers
+    never share RNG state: each item seeds its own augmentations (``torchdata``).
+
+    Raises:
+        InputError: fewer training images than processes (a rank would get none)."""
+    world = world or World()
     spec, task = plan.spec, plan.task
     options = spec.training
     num_classes = len(plan.concepts)
@@ -76,6 +87,13 @@ def loaders(
     val_ds = VisionDataset(
         data.val, task, num_classes, presets.eval_preset(task, spec.image_resizer), options.seed
     )
+    if world.world_size > 1 and len(train_ds) < smallest_last_batch(world.world_size):
+        raise InputError(
+            plan.dataset.uri,
+            f"{len(train_ds)} training images for {world.world_size} processes: every process "
+            "needs at least two (BatchNorm); add images or train on fewer processes "
+            "(spec.resources)",
+        )
     sampler = EpochSampler(len(train_ds), options.seed, shuffle=True)
     collate = collate_detection if task is Task.DETECTION else None
     common: dict[str, Any] = {
@@ -84,16 +102,15 @@ def loaders(
         "collate_fn": collate,
         "persistent_workers": options.data_loader_workers > 0,
     }
+    rank, size = world.rank, world.world_size
     train = DataLoader(
-        train_ds, batch_sampler=EpochBatchSampler(sampler, options.batch_size), **common
+        train_ds,
+        batch_sampler=EpochBatchSampler(sampler, options.batch_size, rank, size),
+        **common,
     )
     val = DataLoader(
         val_ds,
-        batch_sampler=BatchSampler(
-            EpochSampler(len(val_ds), options.seed, shuffle=False),
-            options.batch_size,
-            drop_last=False,
-        ),
+        batch_sampler=ValidationBatchSampler(len(val_ds), options.batch_size, rank, size),
         **common,
     )
     return train, val
@@ -110,21 +127,46 @@ def run(
     """Train ``plan`` to the end (or an early stop), resuming from ``last.pt`` when the
     output holds one. Returns the model card that was written.
 
+    Under torchrun (``distributed.World.from_env``: more than one process) every worker calls
+    this: it joins the process group (left again on return), trains its share of each global
+    batch, and only global rank 0 checks storage, writes the manifest, records, checkpoints and
+    the model card and tells ``reporters`` (the others ignore theirs; docs/distributed.md, "In
+    the trainer"). Every rank returns the same card.
+
     Args:
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``; a distributed
+            run on CUDA uses ``cuda:LOCAL_RANK``.
         reporters: told every event; a ``RecordsReporter`` is always added first.
-        settings: cache folder and I/O threads (default: from the environment).
-        should_stop: polled after each batch and epoch; True stops the run with ``last.pt``
-            saved.
+        settings: cache folder, I/O threads, timeouts (default: from the environment).
+        should_stop: polled once per batch and at each epoch's end; True (on any rank) stops
+            the run with ``last.pt`` saved.
 
     Raises:
         InputError: bad dataset, weights, or an output holding another plan's ``last.pt``.
         engine.TrainingError: the loss diverged.
         engine.PreemptedError: ``should_stop()`` turned True; ``last.pt`` holds the position.
         OSError: storage failed.
+        distributed.PeerFailedError: another rank failed at a step all take together.
     """
     settings = settings or TrainerSettings()
-    dev = device_for(device)
+    world = World.from_env()
+    dev = distributed.device_of(world, device_for(device))
+    distributed.init(world, dev, settings.collective_timeout_seconds)
+    try:
+        return _run(plan, world, dev, reporters, settings, should_stop)
+    finally:
+        distributed.destroy()
+
+
+def _run(
+    plan: TrainingPlan,
+    world: World,
+    dev: torch.device,
+    reporters: list[Reporter] | None,
+    settings: TrainerSettings,
+    should_stop: Callable[[], bool] | None,
+) -> dict[str, Any]:
+    main = world.is_main
     storage.configure(
         storage.Timeouts(
             connect_seconds=settings.storage_connect_timeout_seconds,
@@ -141,20 +183,22 @@ def run(
     store = checkpoint.CheckpointStore(plan.output_uri, policy)
     plan_hash = plan.training_hash()
     steps = StepTracker()
-    fanout = MultiReporter([steps, *(reporters or [])])
+    fanout = MultiReporter([steps, *((reporters or []) if main else [])])
     ok = False
     try:
         fanout.step(StepName.LOADING_DATASET, StepState.RUNNING, "checking storage")
-        preflight.check(plan)
-        data = prepare.prepare(plan, settings)
+        ranks.together(world, (lambda: preflight.check(plan)) if main else None)
+        data = ranks.prepare_once(plan, settings, world)
         fanout.dataset(data.status)
-        prepare.write_manifest(plan.output_uri, data)
+        ranks.together(
+            world, (lambda: prepare.write_manifest(plan.output_uri, data)) if main else None
+        )
         fanout.step(
             StepName.LOADING_DATASET,
             StepState.SUCCEEDED,
             f"{data.status.train} train, {data.status.val} val images",
         )
-        last = store.load_last()
+        last = ranks.read_last(store, world)
         meta = {
             "planHash": plan_hash,
             "datasetSha256": data.digest,
@@ -171,14 +215,22 @@ def run(
             plan.spec.architecture, plan.task, len(plan.concepts), plan.spec.image_resizer
         )
         if plan.spec.pretrained_weights is not None and last is None:
+            # Rank 0 reads them; DDP gives its weights to the other ranks.
             uri = plan.spec.pretrained_weights.uri
-            models.load_partial(
-                model,
-                models.state_dict_from_bytes(
-                    storage.read_bytes(uri, role=StorageRole.WEIGHTS), uri
-                ),
+            ranks.together(
+                world,
+                (
+                    lambda: models.load_partial(
+                        model,
+                        models.state_dict_from_bytes(
+                            storage.read_bytes(uri, role=StorageRole.WEIGHTS), uri
+                        ),
+                    )
+                )
+                if main
+                else None,
             )
-        train_loader, val_loader = loaders(plan, data, dev)
+        train_loader, val_loader = loaders(plan, data, dev, world)
         trainer = engine.Engine(
             task=plan.task,
             concepts=plan.concepts,
@@ -188,28 +240,29 @@ def run(
             options=plan.spec.training,
             device=dev,
             reporter=fanout,
-            checkpoints=store,
+            checkpoints=store if main else ranks.NullCheckpoints(store.best_uri),
             meta=meta,
             should_stop=should_stop or (lambda: False),
+            world=world,
         )
-        # First, so the records are written before the other reporters hear of an epoch.
-        fanout.reporters.insert(0, RecordsReporter(plan.output_uri))
+        if main:
+            # First, so the records are written before the other reporters hear of an epoch.
+            fanout.reporters.insert(0, RecordsReporter(plan.output_uri))
         state = RunState()
         if last is not None:
             # Every reporter hears where the run resumes (Reporter.resumed): counters
             # continue, progress and records start from last.pt, not from 0.
             state = trainer.restore(last)
             log.info("resuming at epoch %d, batch %d", state.epoch + 1, state.batch)
-            if state.best_epoch is not None:
+            if state.best_epoch is not None and main:
                 fanout.checkpoint(store.best_status(state.best_epoch))
         result = trainer.fit(state)
 
         fanout.step(StepName.EVALUATING, StepState.RUNNING)
-        best = store.load_best()
-        trainer.model.load_state_dict(best["model"])
+        best_epoch = ranks.load_best(trainer.model, store, world)
         val_loss, evaluation = trainer.evaluate()
         final = EpochMetrics(
-            epoch=int(best["epoch"]),
+            epoch=best_epoch,
             val_loss=val_loss,
             accuracy=evaluation.accuracy,
             map=evaluation.map,
@@ -225,7 +278,7 @@ def run(
             initial=result.run.initial,
             plan_hash=plan_hash,
         )
-        modelcard.write(plan.output_uri, card)
+        ranks.together(world, (lambda: modelcard.write(plan.output_uri, card)) if main else None)
         fanout.step(StepName.EXPORTING, StepState.SUCCEEDED)
         ok = True
         return card
@@ -291,11 +344,14 @@ class StopFlag:
 
 def _terminate(path: str, outcome: contract.Outcome, message: str) -> int:
     """Write the termination line (``contract.termination_line``) and return the outcome's
-    exit code."""
+    exit code. In a launched worker the line goes to the launcher (``launch``)."""
     line = contract.termination_line(outcome, message)
-    # Outside a Pod the termination log may not be writable; stderr still has the line.
-    with contextlib.suppress(OSError):
-        Path(path).write_text(line)
+    # A worker of a launch writes where the launcher picks the first failure's line (a peer
+    # that fails later, e.g. on the collective the first one left, must not overwrite it).
+    if not launch.record_worker_line(line):
+        # Outside a Pod the termination log may not be writable; stderr still has the line.
+        with contextlib.suppress(OSError):
+            Path(path).write_text(line)
     print(line, file=sys.stderr)  # noqa: T201  (the entry point's one line to the user)
     return outcome.exit_code
 

@@ -105,6 +105,11 @@ class ClassificationEvaluator:
         self._correct += int((predicted == labels).sum())
         self._total += int(labels.numel())
 
+    def merge(self, other: ClassificationEvaluator) -> None:
+        """Add the batches ``other`` has seen (another rank's share of the validation set)."""
+        self._correct += other._correct
+        self._total += other._total
+
     def compute(self) -> EvalResult:
         """Top-1 accuracy over every image seen; None when no image was seen."""
         accuracy = self._correct / self._total if self._total else None
@@ -159,6 +164,12 @@ class TaggingEvaluator:
         # float64 keeps distinct logits distinct for the ranking that AP depends on.
         self._logits.append(logits.detach().cpu().to(torch.float64))
         self._targets.append(targets.to(torch.bool))
+
+    def merge(self, other: TaggingEvaluator) -> None:
+        """Append the batches ``other`` has seen (another rank's share, which comes after
+        this one's in the validation order)."""
+        self._logits.extend(other._logits)
+        self._targets.extend(other._targets)
 
     def compute(self) -> EvalResult:
         """Accuracy at 0.5 and mAP over every image seen (see the class docstring)."""
@@ -284,6 +295,11 @@ class DetectionEvaluator:
                 )
             )
 
+    def merge(self, other: DetectionEvaluator) -> None:
+        """Append the images ``other`` has seen (another rank's share, which comes after this
+        one's in the validation order: image ids follow the single-process order)."""
+        self._images.extend(other._images)
+
     def _coco(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The ground truth as a COCO dataset dict, and the detections as a COCO result list.
 
@@ -361,6 +377,10 @@ class Evaluator(Protocol):
 
     def update(self, outputs: Any, targets: Any, /) -> None:
         """Add one validation batch."""
+
+    def merge(self, other: Any, /) -> None:
+        """Add what another evaluator of the same task has seen, after this one's batches
+        (the gather of a sharded validation)."""
 
     def compute(self) -> EvalResult:
         """Metrics over every batch since the last reset."""

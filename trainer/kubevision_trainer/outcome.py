@@ -9,7 +9,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from kubevision_api.contract import Outcome
 from kubevision_api.errors import InputError
-from kubevision_trainer import engine, preflight, storage, upload
+from kubevision_trainer import distributed, engine, preflight, storage, upload
 
 #: Every error a run can end with (``except HANDLED``), most specific first in :func:`classify`.
 HANDLED = (
@@ -33,8 +33,11 @@ def classify(exc: BaseException) -> tuple[Outcome, str]:
     - a checkpoint upload that failed after its retries: ``CheckpointUploadFailed``;
     - any other storage error, wrapped (``storage.StorageError``) or raw from botocore:
       ``StorageError``;
-    - anything else (CUDA out of memory, an OS error): ``Error``, with the exception's class.
+    - anything else (CUDA out of memory, an OS error): ``Error``, with the exception's class;
+    - another rank's failure at a step all ranks take together: that rank's outcome and line.
     """
+    if isinstance(exc, distributed.PeerFailedError):
+        return exc.outcome, exc.message
     if isinstance(exc, preflight.PreflightError):
         return Outcome.STORAGE_CHECK_FAILED, str(exc)
     if isinstance(exc, InputError):

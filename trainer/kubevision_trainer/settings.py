@@ -44,3 +44,37 @@ class TrainerSettings(BaseSettings):
         le=5120,
         description="Checkpoint upload part size in MiB (S3: 5 MiB to 5 GiB per part).",
     )
+    rendezvous_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description=(
+            "Distributed training: how long torchrun's rendezvous waits for every node, in "
+            "seconds (docs/distributed.md)."
+        ),
+    )
+    master_wait_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description=(
+            "Several Pods: how long each Pod waits for the master Pod's address "
+            "(PET_MASTER_ADDR) to resolve before the rendezvous, in seconds."
+        ),
+    )
+    shutdown_timeout_seconds: int = Field(
+        default=100,
+        ge=1,
+        description=(
+            "Distributed training: after a SIGTERM, how long torchrun waits for its workers to "
+            "save last.pt and end before it kills them, in seconds; keep it below the Pod's "
+            "terminationGracePeriodSeconds (the operator's default 120)."
+        ),
+    )
+    collective_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description=(
+            "Longest wait of a distributed training's collective (a barrier, the per-batch "
+            "all-reduce, gathering the validation predictions), in seconds: a rank that died "
+            "or hangs fails the others after this long instead of blocking them forever."
+        ),
+    )

@@ -24,6 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="Default: cuda if any."
     )
     parser.add_argument("--epochs", type=int, metavar="N", help="Override spec.training.epochs.")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help=(
+            "Train with N processes on this machine (torchrun: gloo on the CPU, one GPU each "
+            "with NCCL); the global batch (spec.training.batchSize) must divide by N."
+        ),
+    )
     parser.add_argument("--no-report", action="store_true", help="Skip the report image.")
     parser.add_argument(
         "--pushgateway-url",
@@ -35,24 +44,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train; returns 0, or the exit code of the run's ``contract.Outcome`` after one
     ``error: <Reason>: <message>`` line (no traceback). Raises ``InputError`` for bad
-    manifests, dataset or images (the entry point prints it)."""
+    manifests, dataset or images (the entry point prints it). With ``--nproc N`` (N > 1) this
+    process launches N workers that run this same command line, and returns the exit code of
+    the first that failed (``kubevision_trainer.launch``)."""
     import kubevision_trainer.local
+    from kubevision_api import contract
     from kubevision_api.errors import InputError
-    from kubevision_trainer import outcome
+    from kubevision_trainer import launch, outcome
 
+    plan = kubevision_trainer.local.plan_from_manifests(
+        args.filename,
+        output=args.output,
+        epochs=args.epochs,
+        pushgateway_url=args.pushgateway_url,
+        nproc=args.nproc,
+        device=args.device,
+    )
+    if args.nproc is not None and args.nproc > 1 and not launch.is_worker():
+        # The plan's world is N processes on this one machine: standalone torchrun.
+        start = launch.Launch(nodes=1, nproc_per_node=plan.spec.resources.processes())
+        return launch.run(start, launch.cli_entry(args.argv), termination_log=None)
     try:
-        kubevision_trainer.local.run(
-            args.filename,
-            output=args.output,
-            device=args.device,
-            epochs=args.epochs,
-            report=not args.no_report,
-            pushgateway_url=args.pushgateway_url,
-        )
-    except InputError:
-        raise
+        kubevision_trainer.local.train(plan, device=args.device, report=not args.no_report)
     except outcome.HANDLED as exc:
         ending, message = outcome.classify(exc)
+        # A worker tells its launcher; the launcher keeps the first failing worker's line.
+        launch.record_worker_line(contract.termination_line(ending, message))
+        if isinstance(exc, InputError):
+            raise
         print(f"error: {ending.reason}: {message}", file=sys.stderr)
         return ending.exit_code
     return 0

@@ -26,9 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the plan; returns the exit code of the run's ``contract.Outcome``."""
+    """Run the plan; returns the exit code of the run's ``contract.Outcome``. A plan whose
+    world has more than one process first starts torchrun, whose workers run this same command
+    line (``kubevision_trainer.launch``); the exit code is then the first failing worker's."""
     import kubevision_trainer.main
+    from kubevision_trainer import launch
 
+    code = launch.launch_plan_file(args.plan, args.argv, termination_log=args.termination_log)
+    if code is not None:
+        return code
     return kubevision_trainer.main.run_plan_file(
         args.plan, device=args.device, termination_log=args.termination_log
     )

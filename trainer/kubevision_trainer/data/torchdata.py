@@ -137,37 +137,72 @@ class EpochSampler(Sampler[int]):
         return max(0, self.n - self.start)
 
 
-def batches_per_epoch(n: int, batch_size: int) -> int:
-    """Batches in an epoch of ``n`` images: ceil(n / batch_size), less one when a single
-    image would be left for the last batch (it joins the batch before: BatchNorm cannot
-    normalise a batch of one image in training mode; docs/decisions.md, "Training
-    semantics"). :class:`EpochBatchSampler` batches so; nothing else counts batches."""
+def smallest_last_batch(world_size: int) -> int:
+    """The fewest images a last batch keeps for itself: two per process (one image in a
+    BatchNorm layer with a 1 x 1 feature map cannot be normalised in training mode)."""
+    per_process = 2
+    return per_process * world_size
+
+
+def batches_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Batches in an epoch of ``n`` images in global batches of ``batch_size``: ceil(n /
+    batch_size), less one when the last batch would hold fewer than
+    :func:`smallest_last_batch` images (they join the batch before: BatchNorm cannot normalise
+    one image in training mode, so every rank needs two; docs/decisions.md, "Training
+    semantics"). With more than one process, a last batch of 2 to 2 x world size - 1 images
+    is thus batched otherwise than in one process. :class:`EpochBatchSampler` batches so;
+    nothing else counts batches."""
     if n <= 0:
         return 0
-    return math.ceil(n / batch_size) - (1 if n > batch_size and n % batch_size == 1 else 0)
+    left = n % batch_size
+    joins = n > batch_size and 0 < left < smallest_last_batch(world_size)
+    return math.ceil(n / batch_size) - (1 if joins else 0)
+
+
+def shard(items: list[int], rank: int, world_size: int) -> list[int]:
+    """Rank ``rank``'s contiguous slice of ``items``: slices in rank order make ``items`` up
+    again, and their sizes differ by at most one."""
+    n = len(items)
+    return items[n * rank // world_size : n * (rank + 1) // world_size]
 
 
 class EpochBatchSampler(Sampler[list[int]]):
-    """Batches of ``batch_size`` from an ``EpochSampler``; a lone last image joins the batch
-    before (see :func:`batches_per_epoch`). Every batch but the last is full, so a restart at
-    batch k starts at image ``k * batch_size``: the one place that turns a batch position
-    into an image position (:meth:`set_epoch`)."""
+    """Global batches of ``batch_size`` from an ``EpochSampler``; this rank yields its
+    contiguous slice of each (:func:`shard`), so the ranks' slices of a batch together are the
+    single-process batch, whatever the world size. A last batch of fewer than two images per
+    process joins the batch before (see :func:`batches_per_epoch`). Every global batch but
+    the last is full, so a restart at batch k starts at image ``k * batch_size``: the one place
+    that turns a batch position into an image position (:meth:`set_epoch`).
 
-    def __init__(self, sampler: EpochSampler, batch_size: int) -> None:
+    Args:
+        sampler: the epoch's order of images (the single-process one on every rank).
+        batch_size: the GLOBAL batch (``spec.training.batchSize``).
+        rank, world_size: this process's global rank and the number of processes.
+    """
+
+    def __init__(
+        self, sampler: EpochSampler, batch_size: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size}")
         self.sampler = sampler
         self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
 
     @property
     def epoch_batches(self) -> int:
         """Batches in a whole epoch, wherever the next iteration starts."""
-        return batches_per_epoch(self.sampler.n, self.batch_size)
+        return batches_per_epoch(self.sampler.n, self.batch_size, self.world_size)
 
     def set_epoch(self, epoch: int, batch: int = 0) -> None:
         """Next iteration yields epoch ``epoch`` from its batch ``batch`` (0-based; a restart
         in the middle of an epoch passes the batches already done)."""
         self.sampler.set_epoch(epoch, batch * self.batch_size)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def global_batches(self) -> Iterator[list[int]]:
+        """The next iteration's global batches (every rank's images)."""
+        smallest = smallest_last_batch(self.world_size)
         batch: list[int] = []
         batches: list[list[int]] = []
         for index in self.sampler:
@@ -175,19 +210,50 @@ class EpochBatchSampler(Sampler[list[int]]):
             if len(batch) == self.batch_size:
                 batches.append(batch)
                 batch = []
-                # Hold one full batch back: it may still have to take a lone last image.
+                # Hold one full batch back: it may still have to take a small last batch.
                 if len(batches) == 2:
                     yield batches.pop(0)
-        if len(batch) == 1 and batches:
+        if batch and len(batch) < smallest and batches:
             batches[-1].extend(batch)
         elif batch:
             batches.append(batch)
         yield from batches
 
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches():
+            yield shard(batch, self.rank, self.world_size)
+
     def __len__(self) -> int:
         """Batches the next iteration yields (fewer than :attr:`epoch_batches` after a
         restart in the middle of an epoch)."""
-        return batches_per_epoch(len(self.sampler), self.batch_size)
+        return batches_per_epoch(len(self.sampler), self.batch_size, self.world_size)
+
+
+class ValidationBatchSampler(Sampler[list[int]]):
+    """This rank's share of the single-process validation batches: the batches of
+    ``batch_size`` over ``range(n)`` in order (the last one may be smaller), split into
+    contiguous runs of whole batches, one per rank (:func:`shard` over batch positions).
+
+    Whole batches keep each batch exactly the single-process one (a detector pads a batch to
+    its largest image, and batched kernels may round differently for another batch size), so
+    the gathered predictions, put back in rank order, are the single-process predictions and
+    the metrics equal its metrics. A rank may get no batch when there are fewer batches than
+    ranks."""
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size}")
+        #: This rank's batches' places in the single-process batch order.
+        self.positions = shard(list(range(math.ceil(n / batch_size))), rank, world_size)
+        self.batches = [
+            list(range(b * batch_size, min(n, (b + 1) * batch_size))) for b in self.positions
+        ]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from (list(b) for b in self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def collate_detection(

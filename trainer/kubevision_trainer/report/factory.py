@@ -7,6 +7,7 @@ import os
 
 from kubevision_api import contract
 from kubevision_api.plan import TrainingPlan
+from kubevision_trainer import distributed
 from kubevision_trainer.report.prometheus import PrometheusReporter
 from kubevision_trainer.report.reporter import Reporter
 from kubevision_trainer.report.status import StatusReporter
@@ -23,8 +24,11 @@ def run_id(plan: TrainingPlan) -> str:
 def job_reporters(plan: TrainingPlan) -> list[Reporter]:
     """Prometheus (``/metrics`` on the plan's port, and a Pushgateway when configured) and the
     status reporter to the operator when the plan names a status endpoint (its token file may
-    be moved by ``contract.ENV_STATUS_TOKEN_PATH``)."""
+    be moved by ``contract.ENV_STATUS_TOKEN_PATH``). None on a rank other than global rank 0
+    of a distributed training: one voice reports (and serves ``/metrics``) for the run."""
     reporters: list[Reporter] = []
+    if not distributed.World.from_env().is_main:
+        return reporters
     if plan.status_endpoint is not None:
         endpoint = plan.status_endpoint
         token_path = os.environ.get(contract.ENV_STATUS_TOKEN_PATH)

@@ -1,0 +1,172 @@
+"""Validation of a run, sharded over the ranks of a distributed training (docs/distributed.md,
+"In the trainer").
+
+Each rank evaluates its contiguous run of whole single-process validation batches
+(``torchdata.ValidationBatchSampler``) with the plain module (no DDP, no collective inside the
+model), into its own evaluator; the evaluators and the per-batch loss sums are gathered to
+rank 0, merged in rank order (which is the single-process order), and computed once; rank 0
+broadcasts the result, so every rank takes the same best-checkpoint and early-stop decisions.
+Each batch's random draws (a detector's loss samples RoIs) are seeded by the batch's position:
+the figures are those of one process, whatever the world size. With one process nothing is
+gathered."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from kubevision_api.view import Task
+from kubevision_trainer import distributed, metrics
+from kubevision_trainer.data.torchdata import derive_seed
+
+
+class ValidationFailedError(RuntimeError):
+    """Validation could not produce metrics; ``non_finite`` when the outputs were NaN/inf."""
+
+    def __init__(self, message: str, *, non_finite: bool) -> None:
+        super().__init__(message)
+        self.non_finite = non_finite
+
+
+@dataclass
+class _Share:
+    """What one rank sends to rank 0: its evaluator, sum of per-image losses and image count
+    per batch (in its batch order), and the first problem it met."""
+
+    evaluator: metrics.Evaluator
+    losses: list[tuple[float, int]]
+    problem: str | None = None
+
+
+def _norm_layers_eval(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm):
+            module.eval()
+
+
+def _batch(
+    model: nn.Module,
+    task: Task,
+    images: Any,
+    targets: Any,
+    evaluator: metrics.Evaluator,
+) -> tuple[float, str | None]:
+    """One batch: its sum of per-image losses, and a problem (non-finite logits) or None."""
+    count = len(images)
+    if task is Task.DETECTION:
+        # torchvision detectors return losses only in train mode; norm layers stay in eval
+        # mode so that validation data never updates their running statistics.
+        model.train()
+        _norm_layers_eval(model)
+        losses = model(images, targets)
+        # The detector's loss is a mean over the batch: weighted by its images.
+        total = float(torch.stack(list(losses.values())).sum()) * count
+        model.eval()
+        outputs = model(images)
+        evaluator.update(
+            [{k: (v.float() if v.is_floating_point() else v).cpu() for k, v in o.items()}
+             for o in outputs],
+            [{k: v.cpu() for k, v in t.items()} for t in targets],
+        )  # fmt: skip
+        return total, None
+    model.eval()
+    logits = model(images).float()
+    if not bool(torch.isfinite(logits).all()):
+        return 0.0, "the model's outputs on the validation set are NaN or infinite"
+    if task is Task.CLASSIFICATION:
+        total = float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
+    else:
+        # Tagging: the mean over concepts of each image, summed over the images.
+        per_image = nn.functional.binary_cross_entropy_with_logits(
+            logits, targets, reduction="none"
+        ).mean(dim=1)
+        total = float(per_image.sum())
+    evaluator.update(logits.cpu(), targets.cpu())
+    return total, None
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader[Any],
+    *,
+    task: Task,
+    concepts: list[str],
+    seed: int,
+    to_device: Callable[[Any, Any], tuple[Any, Any]],
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> tuple[float, metrics.EvalResult]:
+    """Validation loss (mean over images of the task's loss) and metrics over the whole
+    validation set, on every rank.
+
+    Args:
+        model: the plain module (never the DDP wrapper); left in train mode.
+        loader: this rank's batches; its batch sampler's ``positions`` are their places in the
+            single-process batch order (0.. when it has none).
+        seed: spec.training.seed; a batch's random draws are seeded by (seed, its position).
+        to_device, autocast: the engine's.
+
+    Raises:
+        ValidationFailedError: some rank's outputs were not finite, or rank 0 could not compute
+            the metrics; raised on every rank.
+    """
+    evaluator = metrics.evaluator_for(task, concepts)
+    share = _Share(evaluator, [])
+    positions = list(getattr(loader.batch_sampler, "positions", range(len(loader))))
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    for position, (cpu_images, cpu_targets) in zip(positions, loader, strict=True):
+        images, targets = to_device(cpu_images, cpu_targets)
+        # Every batch draws the same numbers whichever rank runs it; the global RNG is left
+        # as it was (training's draws do not depend on validation).
+        with torch.random.fork_rng(devices=cuda), autocast():
+            torch.manual_seed(derive_seed(seed, position, 0xE7A1))
+            total, problem = _batch(model, task, images, targets, evaluator)
+        if problem is not None:
+            share.problem = problem
+            break
+        share.losses.append((total, len(images)))
+    model.train()
+    shares = distributed.gather_objects(share)
+    combined: _Combined | None = None
+    if shares is not None:
+        combined = _combine(task, concepts, shares)
+    combined = distributed.broadcast_object(combined)
+    if combined.failure is not None:
+        raise ValidationFailedError(combined.failure, non_finite=combined.non_finite)
+    assert combined.result is not None
+    return combined.loss, combined.result
+
+
+@dataclass
+class _Combined:
+    """What rank 0 broadcasts: the loss and metrics, or why there are none."""
+
+    loss: float = 0.0
+    result: metrics.EvalResult | None = None
+    failure: str | None = None
+    non_finite: bool = False
+
+
+def _combine(task: Task, concepts: list[str], shares: list[_Share]) -> _Combined:
+    """Rank 0: every rank's share merged in rank order, and computed."""
+    for share in shares:
+        if share.problem is not None:
+            return _Combined(failure=share.problem, non_finite=True)
+    evaluator = metrics.evaluator_for(task, concepts)
+    loss, count = 0.0, 0
+    for share in shares:
+        evaluator.merge(share.evaluator)
+        for total, images in share.losses:
+            loss += total
+            count += images
+    try:
+        result = evaluator.compute()
+    except ValueError as exc:
+        return _Combined(failure=f"the validation metrics failed: {exc}")
+    return _Combined(loss=loss / max(1, count), result=result)
