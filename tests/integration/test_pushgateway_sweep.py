@@ -94,7 +94,9 @@ def test_the_operator_sweeps_groups_that_had_their_day(
         )
         # Retention counts from the training's completionTime (whole seconds), not from the
         # push, which may come later on a loaded machine.
-        completed = get(crds, mv_path(namespace, finished))["status"]["completionTime"]
+        obj = get(crds, mv_path(namespace, finished))
+        assert obj is not None
+        completed = obj["status"]["completionTime"]
         since = (datetime.now(UTC) - datetime.fromisoformat(completed)).total_seconds()
         assert since >= RETENTION_S - 1, (since, time.monotonic() - pushed)
         time.sleep(2)
