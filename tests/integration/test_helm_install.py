@@ -595,11 +595,19 @@ def check_dashboards(
     for panel, expr in panel_queries(boards["Operator"]):
         assert "vector(" not in expr, panel
         query = dashboards.fill(expr, {})
-        # Rates need two scrapes of a counter; the operator is scraped every second.
-        samples = prometheus.wait_for(query, timeout=15)
-        assert samples, f"Operator / {panel}: no series"
+        # Rates need two scrapes of a counter; the operator is scraped every second. The
+        # phase gauge is set just after the status write that the test saw: wait for the
+        # scrape that holds it.
         if "by (phase)" in expr:
+            samples = prometheus.wait_for(
+                query,
+                lambda found: any(s.labels["phase"] == "Succeeded" and s.value >= 1 for s in found),
+                timeout=15,
+            )
             assert any(s.labels["phase"] == "Succeeded" and s.value >= 1 for s in samples), samples
+        else:
+            samples = prometheus.wait_for(query, timeout=15)
+        assert samples, f"Operator / {panel}: no series"
     selector = ", ".join(f'{k}="{labels[k]}"' for k in ("namespace", "modelversion"))
     # The gauge is set just after the status write that the test saw: wait for a scrape.
     phase = prometheus.wait_for(
