@@ -20,6 +20,19 @@ from kubevision_operator.situation import TERMINAL, Observation, Situation
 __all__ = ["TERMINAL", "Observation", "Situation", "observe"]
 
 
+def _job_succeeded(
+    job: dict[str, Any], condition: dict[str, Any], common: dict[str, Any]
+) -> Observation:
+    """The Job's Complete condition: the training finished at the Job's completionTime (or the
+    condition's transition time)."""
+    finished = podstate.parse_time(
+        job.get("status", {}).get("completionTime")
+    ) or podstate.parse_time(condition.get("lastTransitionTime"))
+    return Observation(
+        Situation.SUCCEEDED, "The training finished.", finished_at=finished, exit_code=0, **common
+    )
+
+
 def _failed(
     job: dict[str, Any],
     cond: dict[str, Any],
@@ -200,16 +213,7 @@ def _gang(
         )
     end = job_end(job)
     if end is not None and end.succeeded:
-        finished = podstate.parse_time(
-            job.get("status", {}).get("completionTime")
-        ) or podstate.parse_time(end.condition.get("lastTransitionTime"))
-        return Observation(
-            Situation.SUCCEEDED,
-            "The training finished.",
-            finished_at=finished,
-            exit_code=0,
-            **common,
-        )
+        return _job_succeeded(job, end.condition, common)
     if end is not None and end.condition.get("reason") == "DeadlineExceeded":
         return _failed(job, end.condition, [], spec, common)
     if end is not None or any(podstate.failed(p) for p in pods):
@@ -317,16 +321,7 @@ def observe(
         common["started_at"] = podstate.started_at(pod)
     end = job_end(job)
     if end is not None and end.succeeded:
-        finished = podstate.parse_time(
-            job.get("status", {}).get("completionTime")
-        ) or podstate.parse_time(end.condition.get("lastTransitionTime"))
-        return Observation(
-            Situation.SUCCEEDED,
-            "The training finished.",
-            finished_at=finished,
-            exit_code=0,
-            **common,
-        )
+        return _job_succeeded(job, end.condition, common)
     if end is not None:
         return _failed(job, end.condition, pods, spec, common)
 
