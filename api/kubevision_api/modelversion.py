@@ -361,7 +361,13 @@ class Output(ApiModel):
 class RunPolicy(ApiModel):
     """How the training Job runs."""
 
-    backoff_limit: int = Field(default=2, ge=0, le=100, description="Retries of the Pod.")
+    backoff_limit: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="Retries: of the Pod with one Pod; of the whole gang (every Pod, from "
+        "last.pt) with several, a preempted Pod's included (docs/distributed.md).",
+    )
     active_deadline_seconds: int | None = Field(
         default=None, ge=1, description="Wall-clock limit of the Job. Mutable."
     )

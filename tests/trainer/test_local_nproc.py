@@ -100,3 +100,10 @@ def test_nproc_2_trains_with_two_workers_and_writes_once(tmp_path: Path) -> None
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = json.loads((out / "model.json").read_text())
     assert card["metrics"]["bestEpoch"] in (1, 2)
+    # The best epoch's validation, as recorded, is the saved best.pt's: every rank validated
+    # with rank 0's BatchNorm statistics (before, rank 1's own gave another valLoss).
+    best = records[card["metrics"]["bestEpoch"] - 1]
+    assert (best["valLoss"], best["accuracy"]) == (
+        card["metrics"]["valLoss"],
+        card["metrics"]["accuracy"],
+    )

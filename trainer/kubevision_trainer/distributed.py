@@ -219,3 +219,16 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
     with torch.no_grad():
         for tensor in module.state_dict().values():
             dist.broadcast(tensor, src=src)
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Overwrite every buffer of ``module`` (BatchNorm's running statistics) with rank
+    ``src``'s, in place. DDP copies rank 0's buffers to the others at the start of each
+    training forward pass only, so after an epoch's last batch each rank holds statistics
+    updated with its own slice; validation and every save must see rank 0's, the ones
+    ``best.pt`` holds. Parameters need no copy: DDP keeps them equal."""
+    if not active():
+        return
+    with torch.no_grad():
+        for tensor in module.buffers():
+            dist.broadcast(tensor, src=src)

@@ -278,6 +278,8 @@ class Engine:
             NonFiniteError: the model's outputs are NaN or infinite.
             TrainingError: the metrics could not be computed.
         """
+        # Every rank validates with rank 0's BatchNorm statistics: the ones it saves.
+        distributed.broadcast_buffers(self.model)
         try:
             return sharded_eval.evaluate(
                 self.model,

@@ -157,11 +157,12 @@ def train(plan: TrainingPlan, *, device: str = "auto", report: bool = True) -> s
     Raises:
         InputError: bad dataset or images (one line naming file, record, field).
     """
+    # The progress bar shows each epoch; the engine's own line (for Jobs' logs) would repeat
+    # it, once per rank.
+    logging.getLogger("kubevision_trainer.engine").setLevel(logging.WARNING)
     if launch.global_rank() != 0:
         main.run(plan, device=device, reporters=[])
         return plan.output_uri
-    # The progress bar shows each epoch; the engine's own line (for Jobs' logs) would repeat it.
-    logging.getLogger("kubevision_trainer.engine").setLevel(logging.WARNING)
     bar = ProgressBarReporter()
     bar.console.log(f"training {plan.namespace}/{plan.model_version} into {plan.output_uri}")
     card = main.run(plan, device=device, reporters=[bar, *factory.job_reporters(plan)])
@@ -173,8 +174,13 @@ def train(plan: TrainingPlan, *, device: str = "auto", report: bool = True) -> s
         )
         storage.write_atomic(storage.join(plan.output_uri, REPORT), png)
     metrics = card["metrics"]
+    figures = ", ".join(
+        f"{name} {metrics[key]:.4f}"
+        for key, name in (("accuracy", "accuracy"), ("mAP", "mAP"), ("ap50", "AP50"))
+        if metrics.get(key) is not None
+    )
     bar.console.log(
-        f"done: best epoch {metrics['bestEpoch']}: accuracy {metrics.get('accuracy')}, "
-        f"mAP {metrics.get('mAP')}; outputs in {plan.output_uri}"
+        f"done: best epoch {metrics['bestEpoch']}: {figures or 'no metric'}; outputs in "
+        f"{plan.output_uri}"
     )
     return plan.output_uri
