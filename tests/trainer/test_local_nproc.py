@@ -70,7 +70,8 @@ def _train(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         (
             "3",
             "error: --nproc: 3: spec.training.batchSize 8 does not divide by the world size 3 "
-            "(the global batch is split evenly over the processes)",
+            "(the global batch is split evenly over the processes): use an N that divides 8, "
+            "or another batch size (a new recipe: a new --output)",
         ),
     ],
 )

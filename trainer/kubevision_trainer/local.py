@@ -116,7 +116,8 @@ def with_processes(resources: Resources, nproc: int, batch_size: int, device: st
         raise InputError(
             "--nproc",
             f"{nproc}: spec.training.batchSize {batch_size} does not divide by the world size "
-            f"{nproc} (the global batch is split evenly over the processes)",
+            f"{nproc} (the global batch is split evenly over the processes): use an N that "
+            f"divides {batch_size}, or another batch size (a new recipe: a new --output)",
         )
     cuda = main.device_for(device).type == "cuda"
     if cuda and nproc > torch.cuda.device_count():

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=(
             "Train with N processes on this machine (torchrun: gloo on the CPU, one GPU each "
-            "with NCCL); the global batch (spec.training.batchSize) must divide by N."
+            "with NCCL) in place of spec.resources (one node); the global batch "
+            "(spec.training.batchSize) must divide by N."
         ),
     )
     parser.add_argument("--no-report", action="store_true", help="Skip the report image.")
@@ -81,7 +82,8 @@ COMMAND = Command(
     name="train",
     help="Train locally from View and ModelVersion manifests (no cluster).",
     description=(
-        "Resolve the TrainingPlan from the manifests and run the trainer in this process, "
+        "Resolve the TrainingPlan from the manifests and run the trainer in this process "
+        "(or in N processes with --nproc N), "
         "with file:// storage under ./runs/ and a progress bar. A folder stands for its "
         "*.yaml files."
     ),
