@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,12 @@ import torch
 
 from kubevision_trainer import checkpoint
 from tests.trainer import dist_helpers
-from tests.trainer.trainer_helpers import classification_plan, free_port, write_digits_imagefolder
+from tests.trainer.trainer_helpers import (
+    batches_total,
+    classification_plan,
+    free_port,
+    write_digits_imagefolder,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -137,18 +141,6 @@ def test_sharded_validation_gives_the_single_process_figures(
     assert figures[3] == figures[1]
 
 
-def _batches_total(port: int) -> float | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("kubevision_train_batches_total{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 def test_sigterm_to_one_rank_stops_both_at_the_same_batch_and_resumes_exactly(
     tmp_path: Path,
 ) -> None:
@@ -171,7 +163,7 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_batch_and_resumes_exactly(
     processes = dist_helpers.start(["plan", str(plan_file)], 2, tmp_path / "cache", work / "logs")
     per_epoch = 96 // 8  # 120 images, 24 of them for validation
     deadline = time.monotonic() + 600
-    while (_batches_total(port) or 0) < per_epoch + 3:
+    while (batches_total(port) or 0) < per_epoch + 3:
         assert time.monotonic() < deadline, dist_helpers.tail(work / "logs")
         assert all(p.poll() is None for p in processes), dist_helpers.tail(work / "logs")
         time.sleep(0.05)

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,12 @@ import pytest
 import torch
 
 from kubevision_trainer import checkpoint
-from tests.trainer.trainer_helpers import classification_plan, free_port, write_digits_imagefolder
+from tests.trainer.trainer_helpers import (
+    batches_total,
+    classification_plan,
+    free_port,
+    write_digits_imagefolder,
+)
 
 DIGITS = (0, 1, 2)
 pytestmark = pytest.mark.slow
@@ -43,18 +47,6 @@ def _trainer(plan_file: Path, cache: Path, log: Path) -> subprocess.Popen[bytes]
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
-
-
-def _batches_total(port: int) -> float | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("kubevision_train_batches_total{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -107,7 +99,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path: Path) 
     seen: float | None = None
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        seen = _batches_total(port)
+        seen = batches_total(port)
         if seen is not None and steps + 2 <= seen <= 2 * steps - 3:
             killed.send_signal(signal.SIGKILL)
             break

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def batches_total(port: int) -> float | None:
+    """``kubevision_train_batches_total`` as a trainer's ``/metrics`` on ``port`` shows it
+    now, or None while nothing answers (the tests poll it to stop a run mid-epoch)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("kubevision_train_batches_total{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
