@@ -72,7 +72,7 @@ def loaders(
     never share RNG state: each item seeds its own augmentations (``torchdata``).
 
     Raises:
-        InputError: fewer training images than processes (a rank would get none)."""
+        InputError: fewer than two training images a process (BatchNorm)."""
     world = world or World()
     spec, task = plan.spec, plan.task
     options = spec.training
@@ -187,12 +187,10 @@ def _run(
     ok = False
     try:
         fanout.step(StepName.LOADING_DATASET, StepState.RUNNING, "checking storage")
-        ranks.together(world, (lambda: preflight.check(plan)) if main else None)
+        ranks.on_main(world, lambda: preflight.check(plan))
         data = ranks.prepare_once(plan, settings, world)
         fanout.dataset(data.status)
-        ranks.together(
-            world, (lambda: prepare.write_manifest(plan.output_uri, data)) if main else None
-        )
+        ranks.on_main(world, lambda: prepare.write_manifest(plan.output_uri, data))
         fanout.step(
             StepName.LOADING_DATASET,
             StepState.SUCCEEDED,
@@ -217,18 +215,14 @@ def _run(
         if plan.spec.pretrained_weights is not None and last is None:
             # Rank 0 reads them; DDP gives its weights to the other ranks.
             uri = plan.spec.pretrained_weights.uri
-            ranks.together(
+            ranks.on_main(
                 world,
-                (
-                    lambda: models.load_partial(
-                        model,
-                        models.state_dict_from_bytes(
-                            storage.read_bytes(uri, role=StorageRole.WEIGHTS), uri
-                        ),
-                    )
-                )
-                if main
-                else None,
+                lambda: models.load_partial(
+                    model,
+                    models.state_dict_from_bytes(
+                        storage.read_bytes(uri, role=StorageRole.WEIGHTS), uri
+                    ),
+                ),
             )
         train_loader, val_loader = loaders(plan, data, dev, world)
         trainer = engine.Engine(
@@ -278,7 +272,7 @@ def _run(
             initial=result.run.initial,
             plan_hash=plan_hash,
         )
-        ranks.together(world, (lambda: modelcard.write(plan.output_uri, card)) if main else None)
+        ranks.on_main(world, lambda: modelcard.write(plan.output_uri, card))
         fanout.step(StepName.EXPORTING, StepState.SUCCEEDED)
         ok = True
         return card

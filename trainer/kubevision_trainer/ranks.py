@@ -84,6 +84,12 @@ def together(world: World, work: Callable[[], T] | None) -> list[T | None]:
     return [value for _, value in reports]
 
 
+def on_main(world: World, work: Callable[[], object]) -> None:
+    """Run ``work`` on global rank 0 alone (storage checks and writes: one voice), with its
+    failure raised on every rank (:func:`together`)."""
+    together(world, work if world.is_main else None)
+
+
 def prepare_once(plan: TrainingPlan, settings: TrainerSettings, world: World) -> Prepared:
     """The run's dataset, loaded and validated once per Pod: local rank 0 runs
     ``prepare.prepare`` and leaves the result in a scratch file of the cache folder (the Pod's
