@@ -246,6 +246,24 @@ class EvaluationArtifacts(ApiModel):
     report: str | None = Field(default=None, description="report.png (training curves).")
 
 
+class EvaluationStatus(ApiModel):
+    """The ModelVersion's ``status.evaluation``: the best checkpoint's final evaluation."""
+
+    indicator: Indicator = Field(description="The task's first indicator (docs/metrics.md).")
+    value: float | None = Field(
+        description="Its value on the validation split (the printer column and the View's "
+        "models library show it)."
+    )
+    validation: EvaluationSummary = Field(description="Headline numbers on the validation split.")
+    test: EvaluationSummary | None = Field(
+        default=None, description="Headline numbers on the test split, when the plan has one."
+    )
+    artifacts: EvaluationArtifacts = Field(description="The validation split's files.")
+    test_artifacts: EvaluationArtifacts | None = Field(
+        default=None, description="The test split's files."
+    )
+
+
 class Evaluation(ApiModel):
     """``evaluation.json``: one evaluation of one checkpoint on one set of images."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from kubevision_api.evaluation import EvaluationStatus
 from kubevision_api.meta import ApiModel
 from kubevision_api.status import CheckpointStatus, DatasetStatus, MetricsStatus, Progress, Step
 
@@ -20,6 +21,9 @@ class TrainerReport(ApiModel):
     metrics: MetricsStatus | None = None
     dataset: DatasetStatus | None = None
     checkpoint: CheckpointStatus | None = None
+    evaluation: EvaluationStatus | None = Field(
+        default=None, description="The final evaluation, once written (Evaluating step)."
+    )
     sequence: int = Field(
         ge=0,
         description=(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from kubevision_api.contract import StepName
+from kubevision_api.evaluation import Evaluation, EvaluationStatus
 from kubevision_api.status import (
     BestMetric,
     CheckpointStatus,
@@ -97,6 +98,11 @@ class Reporter(Protocol):
     def checkpoint(self, status: CheckpointStatus) -> None:
         """A new best checkpoint was written."""
 
+    def evaluation(self, status: EvaluationStatus, evaluations: Sequence[Evaluation]) -> None:
+        """The final evaluation of the best checkpoint was written: its summary and artifacts'
+        URIs (``status``), and the full figures of each evaluated split (validation first,
+        then test when the plan has one)."""
+
     def close(self, ok: bool) -> None:
         """The run ended (``ok``: successfully). Flush and release resources."""
 
@@ -135,6 +141,10 @@ class MultiReporter:
         for reporter in self.reporters:
             reporter.checkpoint(status)
 
+    def evaluation(self, status: EvaluationStatus, evaluations: Sequence[Evaluation]) -> None:
+        for reporter in self.reporters:
+            reporter.evaluation(status, evaluations)
+
     def close(self, ok: bool) -> None:
         for reporter in self.reporters:
             reporter.close(ok)
@@ -162,6 +172,9 @@ class NullReporter:
         return None
 
     def checkpoint(self, status: CheckpointStatus) -> None:
+        return None
+
+    def evaluation(self, status: EvaluationStatus, evaluations: Sequence[Evaluation]) -> None:
         return None
 
     def close(self, ok: bool) -> None:
