@@ -80,7 +80,8 @@ class PrecisionRecall(ApiModel):
     precision: float | None = Field(description="TP / (TP + FP); null without prediction.")
     recall: float | None = Field(description="TP / (TP + FN); null without ground truth.")
     f1: float | None = Field(
-        description="2PR / (P + R); 0 when P + R = 0; null when P or R is null."
+        description="2TP / (2TP + FP + FN) (= 2PR / (P + R)); 0 when never predicted; null "
+        "without ground truth."
     )
 
 

@@ -65,23 +65,23 @@ def test_hand_computed_figures() -> None:
     # dog: S = 3, Q = 3, TP = 2: P = R = 2/3, F1 = 4/6
     assert (dog.support, dog.predicted) == (3, 3)
     assert (dog.precision, dog.recall, dog.f1) == (2 / 3, 2 / 3, 2 / 3)
-    # fox: S = 1, Q = 0, TP = 0: P undefined, R = 0, F1 undefined (P is)
+    # fox: S = 1, Q = 0, TP = 0: P undefined, R = 0, F1 = 2TP / (S + Q) = 0 (never predicted)
     assert (fox.support, fox.predicted) == (1, 0)
-    assert (fox.precision, fox.recall, fox.f1) == (None, 0.0, None)
+    assert (fox.precision, fox.recall, fox.f1) == (None, 0.0, 0.0)
     # owl: S = 0 (no ground truth), Q = 1, TP = 0: P = 0, R undefined, F1 undefined
     assert (owl.support, owl.predicted) == (0, 1)
     assert (owl.precision, owl.recall, owl.f1) == (0.0, None, None)
     # Macro over cat, dog, fox (owl has no ground truth), nulls left out:
-    # P = (1/2 + 2/3) / 2 = 7/12; R = (1/2 + 2/3 + 0) / 3 = 7/18; F1 = (1/2 + 2/3) / 2 = 7/12
+    # P = (1/2 + 2/3) / 2 = 7/12; R = (1/2 + 2/3 + 0) / 3 = 7/18; F1 = (1/2 + 2/3 + 0) / 3 = 7/18
     assert figures.macro.precision == pytest.approx(7 / 12, rel=1e-15)
     assert figures.macro.recall == pytest.approx(7 / 18, rel=1e-15)
-    assert figures.macro.f1 == pytest.approx(7 / 12, rel=1e-15)
+    assert figures.macro.f1 == pytest.approx(7 / 18, rel=1e-15)
     # Weighted by S, nulls left out (with their weight):
     # P = (2 * 1/2 + 3 * 2/3) / (2 + 3) = 3/5; R = (2 * 1/2 + 3 * 2/3 + 1 * 0) / 6 = 1/2
-    # (the accuracy, as always); F1 = (2 * 1/2 + 3 * 2/3) / 5 = 3/5
+    # (the accuracy, as always); F1 = (2 * 1/2 + 3 * 2/3 + 1 * 0) / 6 = 1/2
     assert figures.weighted.precision == pytest.approx(3 / 5, rel=1e-15)
     assert figures.weighted.recall == pytest.approx(1 / 2, rel=1e-15)
-    assert figures.weighted.f1 == pytest.approx(3 / 5, rel=1e-15)
+    assert figures.weighted.f1 == pytest.approx(1 / 2, rel=1e-15)
 
 
 def test_all_wrong_gives_f1_zero() -> None:

@@ -122,14 +122,14 @@ def test_hand_computed_figures() -> None:
     assert outdoor.curve.precision == [1.0] * 51 + [0.5] * 50
 
     # people: every logit < 0, so nothing predicted at 0.5: TP 0 FP 0 FN 2, P undefined,
-    # R 0, F1 undefined. By decreasing logit: -0.5 (+), -1 (-), -1.5 (+), -2, -4, -5 (-); S = 2
+    # R 0, F1 0 (never predicted). By decreasing logit: -0.5 (+), -1 (-), -1.5 (+), -2, -4, -5 (-); S = 2
     #   t = s(-0.5): TP 1 FP 0  P 1    R 1/2  F1 2/3
     #   t = s(-1):   TP 1 FP 1  P 1/2  R 1/2  F1 2/4
     #   t = s(-1.5): TP 2 FP 1  P 2/3  R 1    F1 4/5    <- best
     #   then TP 2 with FP 2, 3, 4: F1 4/6, 4/7, 4/8
     # AP = 1/2 * 1 + 1/2 * 2/3 = 5/6
     # curve: 1 for r <= 1/2 (i = 0..50), then 2/3
-    close(people.at_half, point(0.5, 0, 0, 2, None, 0.0, None))
+    close(people.at_half, point(0.5, 0, 0, 2, None, 0.0, 0.0))
     close(people.best, point(s(-1.5), 2, 1, 0, 2 / 3, 1.0, 4 / 5))
     assert people.ap == pytest.approx(5 / 6, rel=1e-15)
     assert people.curve is not None
@@ -144,9 +144,9 @@ def test_hand_computed_figures() -> None:
     # mAP = (29/36 + 27/36 + 30/36) / 3 = 86/108
     assert figures.map == pytest.approx(86 / 108, rel=1e-15)
     # at 0.5: P (2/3 + 1/3) / 2 = 1/2 (people's null left out); R (2/3 + 1/2 + 0) / 3 = 7/18;
-    # F1 (2/3 + 2/5) / 2 = 8/15
+    # F1 (2/3 + 2/5 + 0) / 3 = 16/45 (people, never predicted, counts 0)
     assert figures.macro_at_half.model_dump() == pytest.approx(
-        {"precision": 1 / 2, "recall": 7 / 18, "f1": 8 / 15}, rel=1e-15
+        {"precision": 1 / 2, "recall": 7 / 18, "f1": 16 / 45}, rel=1e-15
     )
     # best: P (3/4 + 1 + 2/3) / 3 = 29/36; R (1 + 1/2 + 1) / 3 = 5/6;
     # F1 (6/7 + 2/3 + 4/5) / 3 = (90 + 70 + 84) / 315 = 244/315
@@ -221,19 +221,19 @@ def test_saturated_probabilities_share_a_threshold() -> None:
 
 def test_no_prediction_at_all() -> None:
     # every logit -1 < 0: nothing predicted at 0.5.
-    # a: S 1: TP 0 FP 0 FN 1: P undefined, R 0, F1 undefined; one candidate s(-1) taking both
+    # a: S 1: TP 0 FP 0 FN 1: P undefined, R 0, F1 0; one candidate s(-1) taking both
     #    images: TP 1 FP 1: P 1/2 R 1 F1 2/3; AP = 1 * 1/2
     # b: no positive: at 0.5 TP 0 FP 0 FN 0, all undefined
     figures = tagging.evaluate(
         ["a", "b"], predictions([[-1.0, -1.0], [-1.0, -1.0]], [[1, 0], [0, 0]])
     )
     a, b = figures.concepts
-    assert a.at_half == point(0.5, 0, 0, 1, None, 0.0, None)
+    assert a.at_half == point(0.5, 0, 0, 1, None, 0.0, 0.0)
     close(a.best, point(s(-1), 1, 1, 0, 0.5, 1.0, 2 / 3))
     assert a.ap == 0.5
     assert b.at_half == point(0.5, 0, 0, 0, None, None, None)
-    assert figures.macro_at_half == Averages(precision=None, recall=0.0, f1=None)
-    assert figures.micro_at_half == PrecisionRecall(precision=None, recall=0.0, f1=None)
+    assert figures.macro_at_half == Averages(precision=None, recall=0.0, f1=0.0)
+    assert figures.micro_at_half == PrecisionRecall(precision=None, recall=0.0, f1=0.0)
     assert figures.macro_best == Averages(precision=0.5, recall=1.0, f1=2 / 3)
     assert figures.micro_best == PrecisionRecall(precision=0.5, recall=1.0, f1=2 / 3)
     # 4 pairs, only (image 0, a) wrong

@@ -16,8 +16,10 @@ def precision_recall(
     """Precision, recall and F1 of one operating point.
 
     ``P = TP / (TP + FP)`` (None without prediction), ``R = TP / (TP + FN)`` (None without
-    ground truth), ``F1 = 2PR / (P + R)``, computed as ``2TP / (2TP + FP + FN)`` (the same
-    number, and scikit-learn's formula since 1.3): 0 when P + R = 0, None when P or R is None.
+    ground truth), ``F1 = 2TP / (2TP + FP + FN)`` (= 2PR / (P + R) where both are defined;
+    scikit-learn's formula since 1.3): None only without ground truth, and 0 for a concept with
+    ground truth that was never predicted (its precision is None, but missing every object is
+    a failure, not missing data: a mean of F1 must count it).
     Each is one correctly rounded division of integers, so equal fractions give equal floats
     (the F1-optimal threshold's tie rule depends on it).
 
@@ -33,11 +35,7 @@ def precision_recall(
     relevant = true_positives + false_negatives
     precision = true_positives / predicted if predicted else None
     recall = true_positives / relevant if relevant else None
-    f1 = (
-        2 * true_positives / (predicted + relevant)
-        if precision is not None and recall is not None
-        else None
-    )
+    f1 = 2 * true_positives / (predicted + relevant) if relevant else None
     return PrecisionRecall(precision=precision, recall=recall, f1=f1)
 
 
