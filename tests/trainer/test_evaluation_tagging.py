@@ -122,7 +122,8 @@ def test_hand_computed_figures() -> None:
     assert outdoor.curve.precision == [1.0] * 51 + [0.5] * 50
 
     # people: every logit < 0, so nothing predicted at 0.5: TP 0 FP 0 FN 2, P undefined,
-    # R 0, F1 0 (never predicted). By decreasing logit: -0.5 (+), -1 (-), -1.5 (+), -2, -4, -5 (-); S = 2
+    # R 0, F1 0 (never predicted). By decreasing logit: -0.5 (+), -1 (-), -1.5 (+), -2, -4,
+    # -5 (-); S = 2
     #   t = s(-0.5): TP 1 FP 0  P 1    R 1/2  F1 2/3
     #   t = s(-1):   TP 1 FP 1  P 1/2  R 1/2  F1 2/4
     #   t = s(-1.5): TP 2 FP 1  P 2/3  R 1    F1 4/5    <- best

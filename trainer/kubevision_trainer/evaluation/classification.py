@@ -72,12 +72,13 @@ def evaluate(
     """Every classification figure of ``predictions`` (docs/metrics.md, "Classification").
 
     The predicted class is the arg-max of the logits, ties to the lowest index (like
-    ``torch.argmax`` and ``np.argmax``); top-5 is :func:`_top_k`'s. Per concept: ``support`` = images of that label
-    (confusion-matrix row sum), ``predicted`` = images predicted as it (column sum),
-    ``P = TP / predicted`` (None when 0), ``R = TP / support`` (None when 0),
-    ``F1 = 2TP / (support + predicted)`` (0 when P + R = 0 or never predicted, None without support). Macro
-    averages are unweighted means over the concepts with support > 0, weighted averages are
-    means weighted by support; both leave a None out. Zero images: accuracy and top-5 None,
+    ``torch.argmax`` and ``np.argmax``); top-5 is :func:`_top_k`'s. Per concept: ``support`` =
+    images of that label (confusion-matrix row sum), ``predicted`` = images predicted as it
+    (column sum), ``P = TP / predicted`` (None when 0), ``R = TP / support`` (None when 0),
+    ``F1 = 2TP / (support + predicted)`` (0 when P + R = 0 or never predicted, None without
+    support). Macro averages are unweighted means over the concepts with support > 0,
+    weighted averages are means weighted by support; both leave a None out. Zero images:
+    accuracy and top-5 None,
     a zero matrix, every support 0.
 
     Args:
