@@ -43,15 +43,15 @@ def samples(reporter: PrometheusReporter, name: str) -> dict[tuple[str, ...], fl
 
 
 def test_classification_two_splits() -> None:
-    """Every non-null figure of every concept, per split; a concept without ground truth keeps
-    the one figure it has (a precision of 0: it was predicted) and is not counted as
-    omitted."""
+    """Every non-null figure of every concept, per split (a concept never predicted has no
+    precision series, and an F1 of 0); a concept without ground truth keeps the one figure it
+    has (a precision of 0: it was predicted) and is not counted as omitted."""
     validation = literal.classification(
         [("cat", 0.75, 0.5, 0.6, 6), ("dog", 0.5, 1.0, 2 / 3, 3), ("fox", 0.0, None, None, 0)],
         accuracy=2 / 3,
     )
     test = literal.classification(
-        [("cat", 1.0, 0.25, 0.4, 4), ("dog", None, 0.0, None, 2), ("fox", None, None, None, 0)],
+        [("cat", 1.0, 0.25, 0.4, 4), ("dog", None, 0.0, 0.0, 2), ("fox", None, None, None, 0)],
         accuracy=1 / 6,
         split=TEST,
     )
@@ -74,6 +74,7 @@ def test_classification_two_splits() -> None:
         ("test", "cat", "recall"): 0.25,
         ("test", "cat", "f1"): 0.4,
         ("test", "dog", "recall"): 0.0,
+        ("test", "dog", "f1"): 0.0,
     }
     assert samples(reporter, OMITTED) == {("validation",): 0.0, ("test",): 0.0}
     # The figures are final: pushed at once, not only at close.

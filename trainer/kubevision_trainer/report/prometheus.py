@@ -248,7 +248,8 @@ class PrometheusReporter(NullReporter):
         ``kubevision_evaluation_concept_value{concept, metric}`` for the non-null figures of
         at most ``max_concepts`` concepts (``concept_series.worst``), and
         ``kubevision_evaluation_concepts_omitted``, the concepts with figures left out (0 when
-        none).
+        none). ``status`` is not read: each evaluation's summary holds the same headline
+        values, and the URIs are the status reporter's to send.
 
         Raises:
             ValueError: two evaluations of one split, or an evaluation without its task's
