@@ -15,8 +15,15 @@ from tests.helm.helm_tool import CHART
 
 DASHBOARDS = {"Training": "training.json", "Operator": "operator.json"}
 METRIC = re.compile(r"\b(kubevision_[a-z0-9_]+)\b")
-TRAINER_PREFIXES = ("kubevision_train_", "kubevision_val_", "kubevision_best_")
-AGGREGATION = "max by (namespace, view, modelversion)"
+TRAINER_PREFIXES = (
+    "kubevision_train_",
+    "kubevision_val_",
+    "kubevision_best_",
+    "kubevision_evaluation_",
+)
+#: The aggregation rule: ``max by (namespace, view, modelversion) (``, with the metric's own
+#: labels after the three where it has some (the evaluation's split, concept, ...).
+AGGREGATION_PREFIX = re.compile(r"max by \(namespace, view, modelversion(, [a-z_]+)*\) \(")
 
 
 @dataclass(frozen=True)

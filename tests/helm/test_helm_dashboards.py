@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from tests.helm import dashboards
-from tests.helm.dashboards import AGGREGATION, TRAINER_PREFIXES
+from tests.helm.dashboards import AGGREGATION_PREFIX, TRAINER_PREFIXES
 
 TRAINING_PANELS = [
     "Learning rate",
@@ -22,7 +22,12 @@ TRAINING_PANELS = [
     "Epoch",
     "Best metric",
     "Phase",
+    "Evaluation",
+    "Concepts omitted",
+    "Per-concept evaluation",
 ]
+#: The final evaluation's panels: selected by the split variable too.
+EVALUATION_PANELS = ["Evaluation", "Concepts omitted", "Per-concept evaluation"]
 OPERATOR_PANELS = [
     "Reconciles per second",
     "Reconcile errors per second",
@@ -45,6 +50,9 @@ DRAWN = {
     "kubevision_val_accuracy",
     "kubevision_val_map",
     "kubevision_best_metric",
+    "kubevision_evaluation_value",
+    "kubevision_evaluation_concept_value",
+    "kubevision_evaluation_concepts_omitted",
     "kubevision_modelversion_phase",
     "kubevision_operator_reconciles_total",
     "kubevision_operator_reconcile_duration_seconds_bucket",
@@ -73,9 +81,9 @@ def test_panels() -> None:
 
 def test_training_variables_come_from_label_values() -> None:
     by_name = {v["name"]: v for v in dashboards.variables("Training")}
-    assert list(by_name) == ["datasource", "namespace", "view", "modelversion"]
+    assert list(by_name) == ["datasource", "namespace", "view", "modelversion", "split", "metric"]
     assert by_name["datasource"]["type"] == "datasource"
-    for name in ("namespace", "view", "modelversion"):
+    for name in ("namespace", "view", "modelversion", "split", "metric"):
         var = by_name[name]
         assert var["type"] == "query"
         query = var["query"]["query"]
@@ -84,6 +92,12 @@ def test_training_variables_come_from_label_values() -> None:
     # Each variable narrows by the ones before it.
     assert "$namespace" in by_name["view"]["query"]["query"]
     assert "$view" in by_name["modelversion"]["query"]["query"]
+    assert "$modelversion" in by_name["split"]["query"]["query"]
+    assert "$split" in by_name["metric"]["query"]["query"]
+    # Splits like the ModelVersions (several, or all); one per-concept figure at a time, so
+    # that a bar is one concept's value of one figure.
+    assert by_name["split"]["multi"] and by_name["split"]["allValue"] == ".*"
+    assert not by_name["metric"]["multi"] and not by_name["metric"]["includeAll"]
 
 
 def test_no_vector_fallback() -> None:
@@ -93,17 +107,43 @@ def test_no_vector_fallback() -> None:
 
 
 def test_trainer_metrics_follow_the_aggregation_rule() -> None:
-    """Every trainer metric is read through max by (namespace, view, modelversion), selected
-    by the three variables: scraped and pushed series draw one curve."""
+    """Every trainer metric is read through max by (namespace, view, modelversion, ...),
+    selected by the three variables: scraped and pushed series draw one curve."""
     for query in dashboards.queries("Training"):
         for metric in query.metrics():
             if metric.startswith(TRAINER_PREFIXES):
-                assert query.expr.startswith(AGGREGATION + " ("), query
+                assert AGGREGATION_PREFIX.match(query.expr), query
         for var in ("$namespace", "$view", "$modelversion"):
             assert var in query.expr, query
     # The operator's phase gauge keeps its own label too.
     (phase,) = [q for q in dashboards.queries("Training") if q.panel == "Phase"]
     assert phase.expr.startswith("max by (namespace, view, modelversion, phase) (")
+    assert not AGGREGATION_PREFIX.match("max by (namespace, view) (kubevision_val_loss)")
+
+
+def test_evaluation_panels() -> None:
+    """The evaluation's panels keep their series' own labels, select the split variable, and
+    the per-concept panel draws one bar per concept of the chosen figure."""
+    by_title = {p["title"]: p for p in dashboards.load("Training")["panels"]}
+    grouped = {
+        "Evaluation": "split, indicator",
+        "Concepts omitted": "split",
+        "Per-concept evaluation": "split, concept, metric",
+    }
+    for title in EVALUATION_PANELS:
+        (target,) = by_title[title]["targets"]
+        expr = target["expr"]
+        assert expr.startswith(f"max by (namespace, view, modelversion, {grouped[title]}) ("), expr
+        assert 'split=~"$split"' in expr and "{{split}}" in target["legendFormat"]
+        # The figures are final: read at the query's instant, not as curves.
+        assert target["instant"] and not target["range"]
+    per_concept = by_title["Per-concept evaluation"]
+    assert per_concept["type"] == "bargauge"
+    (target,) = per_concept["targets"]
+    assert 'metric=~"$metric"' in target["expr"]
+    assert target["legendFormat"].endswith("{{concept}}")
+    assert per_concept["fieldConfig"]["defaults"]["min"] == 0
+    assert per_concept["fieldConfig"]["defaults"]["max"] == 1
 
 
 def test_every_panel_metric_is_exported_by_the_code() -> None:

@@ -23,6 +23,7 @@ from kubevision_trainer.report.prometheus import PrometheusReporter
 from kubevision_trainer.report.reporter import BatchEvent
 from tests.helm import dashboards
 from tests.integration import services
+from tests.trainer import evaluation_literals as literal
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +31,14 @@ pytestmark = pytest.mark.integration
 RUN = uuid.uuid4().hex[:8]
 OURS = {"namespace": f"team-a-{RUN}", "view": "digits", "modelversion": "digits-v1"}
 OTHER = {"namespace": f"team-b-{RUN}", "view": "pets", "modelversion": "pets-v3"}
+#: The evaluation variables' choices, and what each offers once the earlier ones are chosen.
+CHOSEN = {**OURS, "split": "validation", "metric": "f1"}
+OFFERED = {name: [value] for name, value in OURS.items()} | {
+    "split": ["validation"],
+    "metric": ["f1", "precision", "recall"],
+}
+#: Series per ModelVersion of a panel (one but for one bar per concept).
+SERIES = {"Per-concept evaluation": 2}
 LABEL_VALUES = re.compile(r"label_values\((?P<selector>.+), (?P<label>\w+)\)")
 
 
@@ -47,6 +56,10 @@ def train(gateway: services.Pushgateway, labels: dict[str, str]) -> None:
         value = 0.5 + epoch / 10
         metrics = EpochMetrics(epoch=epoch, val_loss=1.0 / epoch, accuracy=value, map=value)
         reporter.epoch(metrics, BestMetric(epoch=epoch, value=value), "accuracy")
+    evaluation = literal.classification(
+        [("cat", 0.75, 0.5, 0.6, 6), ("dog", 0.5, 1.0, 2 / 3, 3)], accuracy=2 / 3
+    )
+    reporter.evaluation(literal.status([evaluation]), [evaluation])
     assert reporter.push_failures == 0
     reporter.close(ok=True)
 
@@ -94,28 +107,34 @@ def test_training_variables_and_panels(pushed: services.Prometheus) -> None:
     for var in dashboards.variables("Training"):
         if var["type"] != "query":
             continue
+        name = var["name"]
         values = label_values(pushed, dashboards.fill(var["query"]["query"], chosen))
         # Each variable offers our ModelVersion; narrowed by the earlier ones, nothing else.
-        assert OURS[var["name"]] in values, (var["name"], values)
         if chosen:
-            assert values == [OURS[var["name"]]], (var["name"], values)
-        chosen[var["name"]] = OURS[var["name"]]
-    assert chosen == OURS
+            assert values == OFFERED[name], (name, values)
+        else:
+            assert set(OFFERED[name]) <= set(values), (name, values)
+        chosen[name] = CHOSEN[name]
+    assert chosen == CHOSEN
     for query in dashboards.queries("Training"):
         samples = pushed.query(dashboards.fill(query.expr, chosen))
         assert samples, f"{query.panel}: no series for {chosen}"
         for sample in samples:
             assert {k: sample.labels.get(k) for k in OURS} == OURS, (query.panel, sample)
-    # "All" (Grafana's allValue .*) shows both ModelVersions, one series each per panel.
+    # "All" (Grafana's allValue .*) shows both ModelVersions, one series each per panel (one
+    # per concept on the per-concept panel).
     everything = {
         "namespace": f"{OURS['namespace']}|{OTHER['namespace']}",
         "view": ".*",
         "modelversion": ".*",
+        "split": ".*",
+        "metric": "f1",
     }
     for query in dashboards.queries("Training"):
         samples = pushed.query(dashboards.fill(query.expr, everything))
         found = sorted(s.labels["modelversion"] for s in samples)
-        assert found == ["digits-v1", "pets-v3"], (query.panel, found)
+        each = SERIES.get(query.panel, 1)
+        assert found == ["digits-v1"] * each + ["pets-v3"] * each, (query.panel, found)
 
 
 def test_operator_panels(pushed: services.Prometheus) -> None:

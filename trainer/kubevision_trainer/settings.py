@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubevision_api import contract
 
+#: Default of ``TrainerSettings.prometheus_max_concepts``.
+PROMETHEUS_MAX_CONCEPTS = 100
+
 
 class TrainerSettings(BaseSettings):
     """Process-level settings; what to train comes from the TrainingPlan alone."""
@@ -76,5 +79,15 @@ class TrainerSettings(BaseSettings):
             "Longest wait of a distributed training's collective (a barrier, the per-batch "
             "all-reduce, gathering the validation predictions), in seconds: a rank that died "
             "or hangs fails the others after this long instead of blocking them forever."
+        ),
+    )
+    prometheus_max_concepts: int = Field(
+        default=PROMETHEUS_MAX_CONCEPTS,
+        ge=0,
+        description=(
+            "The final evaluation's Prometheus series: at most this many concepts per evaluated "
+            "split get per-concept gauges (the worst by the first indicator's per-concept "
+            "figure); the rest are counted in kubevision_evaluation_concepts_omitted and stay "
+            "in evaluation.json (docs/metrics.md, Prometheus and Grafana)."
         ),
     )

@@ -11,6 +11,7 @@ from kubevision_trainer import distributed
 from kubevision_trainer.report.prometheus import PrometheusReporter
 from kubevision_trainer.report.reporter import Reporter
 from kubevision_trainer.report.status import StatusReporter
+from kubevision_trainer.settings import TrainerSettings
 
 
 def run_id(plan: TrainingPlan) -> str:
@@ -21,11 +22,12 @@ def run_id(plan: TrainingPlan) -> str:
     return "local-" + hashlib.sha256(plan.output_uri.encode()).hexdigest()[:12]
 
 
-def job_reporters(plan: TrainingPlan) -> list[Reporter]:
+def job_reporters(plan: TrainingPlan, settings: TrainerSettings | None = None) -> list[Reporter]:
     """Prometheus (``/metrics`` on the plan's port, and a Pushgateway when configured) and the
     status reporter to the operator when the plan names a status endpoint (its token file may
     be moved by ``contract.ENV_STATUS_TOKEN_PATH``). None on a rank other than global rank 0
-    of a distributed training: one voice reports (and serves ``/metrics``) for the run."""
+    of a distributed training: one voice reports (and serves ``/metrics``) for the run.
+    ``settings`` (default: from the environment) caps the evaluation's per-concept series."""
     reporters: list[Reporter] = []
     if not distributed.World.from_env().is_main:
         return reporters
@@ -52,6 +54,7 @@ def job_reporters(plan: TrainingPlan) -> list[Reporter]:
                 run=run_id(plan),
                 port=plan.metrics_port,
                 pushgateway_url=plan.pushgateway_url,
+                max_concepts=(settings or TrainerSettings()).prometheus_max_concepts,
             )
         )
     return reporters

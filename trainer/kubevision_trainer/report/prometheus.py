@@ -8,7 +8,8 @@ do not collide and nothing is registered at import.
 Pushes (job ``kubevision-trainer``, grouping key ``namespace`` + ``modelversion`` + ``run``,
 the ModelVersion's uid: a deleted and re-created ModelVersion of the same name pushes to a
 group of its own; a Pushgateway scraped with ``honor_labels`` keeps the pushed labels) happen
-at every epoch end, at ``close``, and on batches at most every ``push_interval`` seconds. A
+at every epoch end, after the final evaluation, at ``close``, and on batches at most every
+``push_interval`` seconds. A
 failed push is logged and never raised: a failed report never stops training. The last push
 carries the run's outcome (``kubevision_train_outcome``) and end time: the operator deletes the
 group once the ModelVersion is gone, or some time after it finished (docs/trainer.md,
@@ -19,6 +20,11 @@ The ``resumed`` event (or ``start_batches`` and ``start_images`` where the total
 when the reporter is made) adds the totals recorded in ``last.pt`` for the batches already
 done, so the pushed series (which ``rate()`` would not stitch across a Pushgateway group)
 stays monotonic across restarts and equals epochs x batches per epoch.
+
+The final evaluation (``evaluation``) adds gauges with a ``split`` label: the summary's
+headline values, and a few figures per concept for at most ``max_concepts`` concepts per split
+(``report.concept_series``: the worst ones; the rest are counted) so that a View with
+thousands of concepts cannot flood Prometheus (docs/metrics.md, "Prometheus and Grafana").
 """
 
 from __future__ import annotations
@@ -27,14 +33,17 @@ import http.client
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, start_http_server
 from typing_extensions import override  # Python 3.12's typing.override
 
+from kubevision_api.evaluation import Evaluation, EvaluationStatus, EvaluationSummary, Indicator
 from kubevision_api.status import BestMetric, EpochMetrics
+from kubevision_trainer.report import concept_series
 from kubevision_trainer.report.reporter import BatchEvent, NullReporter, ResumePoint, Selection
+from kubevision_trainer.settings import PROMETHEUS_MAX_CONCEPTS
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +71,14 @@ class PrometheusReporter(NullReporter):
         push_timeout: seconds a push may take before it counts as failed.
         start_batches, start_images: the counters' starting totals on resume (or see
             ``resumed``).
+        max_concepts: the most concepts per evaluated split with per-concept series
+            (``TrainerSettings.prometheus_max_concepts``).
         clock: monotonic seconds (tests pass a fake one).
         pusher: the push function (tests may pass a fake one).
 
     Raises:
         OSError: the ``/metrics`` server cannot bind ``port``.
+        ValueError: a negative starting total or ``max_concepts``.
     """
 
     def __init__(
@@ -83,11 +95,15 @@ class PrometheusReporter(NullReporter):
         push_timeout: float = 5.0,
         start_batches: int = 0,
         start_images: int = 0,
+        max_concepts: int = PROMETHEUS_MAX_CONCEPTS,
         clock: Callable[[], float] = time.monotonic,
         pusher: Pusher = push_to_gateway,
     ) -> None:
         if start_batches < 0 or start_images < 0:
             raise ValueError("start_batches and start_images must not be negative")
+        if max_concepts < 0:
+            raise ValueError(f"max_concepts must not be negative, got {max_concepts}")
+        self.max_concepts = max_concepts
         self.registry = CollectorRegistry(auto_describe=True)
         self.labels = {"namespace": namespace, "view": view, "modelversion": modelversion}
         self.grouping_key = {"namespace": namespace, "modelversion": modelversion, "run": run}
@@ -141,6 +157,26 @@ class PrometheusReporter(NullReporter):
         )
         self.finished = gauge(
             "kubevision_train_finished_timestamp_seconds", "Unix time the run ended."
+        )
+        self.evaluation_value = Gauge(
+            "kubevision_evaluation_value",
+            "Final evaluation of the best checkpoint: a headline value of the split "
+            "(accuracy, mAP, meanOptimalLRP).",
+            [*LABELS, "split", "indicator"],
+            registry=self.registry,
+        )
+        self.evaluation_concept = Gauge(
+            "kubevision_evaluation_concept_value",
+            "Final evaluation of the best checkpoint: one figure of one concept, for at most "
+            "max_concepts concepts per split (the worst).",
+            [*LABELS, "split", "concept", "metric"],
+            registry=self.registry,
+        )
+        self.evaluation_omitted = Gauge(
+            "kubevision_evaluation_concepts_omitted",
+            "Concepts of the split whose figures the cap left out (see evaluation.json).",
+            [*LABELS, "split"],
+            registry=self.registry,
         )
         self._continue_counters(start_batches, start_images)
 
@@ -203,6 +239,43 @@ class PrometheusReporter(NullReporter):
         self.push()
 
     @override
+    def evaluation(self, status: EvaluationStatus, evaluations: Sequence[Evaluation]) -> None:
+        """Sets the evaluation gauges of each split (those of an earlier call are removed
+        first); pushes.
+
+        Per split: ``kubevision_evaluation_value{indicator}`` for each headline value of the
+        summary that is not null (the first indicator, and detection's COCO mAP too),
+        ``kubevision_evaluation_concept_value{concept, metric}`` for the non-null figures of
+        at most ``max_concepts`` concepts (``concept_series.worst``), and
+        ``kubevision_evaluation_concepts_omitted``, the concepts with figures left out (0 when
+        none). ``status`` is not read: each evaluation's summary holds the same headline
+        values, and the URIs are the status reporter's to send.
+
+        Raises:
+            ValueError: two evaluations of one split, or an evaluation without its task's
+                figures (a caller's bug, not a transport failure).
+        """
+        splits = [e.split for e in evaluations]
+        if len(set(splits)) != len(splits):
+            raise ValueError(f"one evaluation per split, got {[s.value for s in splits]}")
+        capped = [concept_series.worst(e, self.max_concepts) for e in evaluations]
+        for gauge in (self.evaluation_value, self.evaluation_concept, self.evaluation_omitted):
+            gauge.clear()
+        for evaluation, selection in zip(evaluations, capped, strict=True):
+            split = evaluation.split.value
+            for indicator, value in headline(evaluation.summary).items():
+                self.evaluation_value.labels(
+                    **self.labels, split=split, indicator=indicator.value
+                ).set(value)
+            for figures in selection.kept:
+                for metric, value in figures.values.items():
+                    self.evaluation_concept.labels(
+                        **self.labels, split=split, concept=figures.concept, metric=metric
+                    ).set(value)
+            self.evaluation_omitted.labels(**self.labels, split=split).set(selection.omitted)
+        self.push()
+
+    @override
     def close(self, ok: bool) -> None:
         """Sets the outcome and end time, pushes a last time and stops the ``/metrics``
         server. Idempotent."""
@@ -248,3 +321,16 @@ class PrometheusReporter(NullReporter):
                 log.info("push to Pushgateway %s works again", self.pushgateway_url)
                 self._failing = False
             return True
+
+
+def headline(summary: EvaluationSummary) -> dict[Indicator, float]:
+    """The summary's headline values that are not null, by indicator: the first indicator
+    always, when it has a value; detection's COCO mAP beside its mean optimal LRP."""
+    values = {
+        Indicator.ACCURACY: summary.accuracy,
+        Indicator.MAP: summary.map,
+        Indicator.MEAN_OPTIMAL_LRP: summary.mean_optimal_lrp,
+    }
+    if summary.value is not None:
+        values[summary.indicator] = summary.value
+    return {indicator: value for indicator, value in values.items() if value is not None}
