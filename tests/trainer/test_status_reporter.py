@@ -15,6 +15,17 @@ from typing import Any
 import pytest
 
 from kubevision_api.contract import StepName
+from kubevision_api.evaluation import (
+    Averages,
+    ClassificationConcept,
+    ClassificationEvaluation,
+    EvaluatedSplit,
+    Evaluation,
+    EvaluationArtifacts,
+    EvaluationStatus,
+    EvaluationSummary,
+    Indicator,
+)
 from kubevision_api.plan import StatusEndpoint
 from kubevision_api.status import (
     BestMetric,
@@ -23,6 +34,7 @@ from kubevision_api.status import (
     EpochMetrics,
     StepState,
 )
+from kubevision_api.view import Task
 from kubevision_operator import tls
 from kubevision_trainer.report.reporter import BatchEvent, ResumePoint
 from kubevision_trainer.report.status import StatusReporter
@@ -164,6 +176,79 @@ def test_a_resumed_run_starts_where_last_pt_left_off(
         "best": {"epoch": 1, "value": 0.5},
         "last": {"epoch": 1, "valLoss": 0.75, "accuracy": 0.5},
     }
+
+
+def test_the_evaluation_summary_is_reported(
+    server: tuple[str, str, Received], tmp_path: Path
+) -> None:
+    url, pem, received = server
+    reporter = _reporter(url, pem, tmp_path, [0.0])
+    # 3 of 4 validation images right: cat 2/2, dog 1/2.
+    summary = EvaluationSummary(
+        split=EvaluatedSplit.VALIDATION,
+        images=4,
+        indicator=Indicator.ACCURACY,
+        value=0.75,
+        accuracy=0.75,
+    )
+    status = EvaluationStatus(
+        indicator=Indicator.ACCURACY,
+        value=0.75,
+        validation=summary,
+        artifacts=EvaluationArtifacts(
+            evaluation="s3://b/run/evaluation.json",
+            confusion_matrix="s3://b/run/confusion_matrix.png",
+        ),
+    )
+    figures = ClassificationEvaluation(
+        accuracy=0.75,
+        top5=None,
+        concepts=[
+            ClassificationConcept(
+                concept="cat", precision=2 / 3, recall=1.0, f1=0.8, support=2, predicted=3
+            ),
+            ClassificationConcept(
+                concept="dog", precision=1.0, recall=0.5, f1=2 / 3, support=2, predicted=1
+            ),
+        ],
+        confusion_matrix=[[2, 0], [1, 1]],
+        macro=Averages(precision=5 / 6, recall=0.75, f1=11 / 15),
+        weighted=Averages(precision=5 / 6, recall=0.75, f1=11 / 15),
+    )
+    evaluation = Evaluation(
+        task=Task.CLASSIFICATION,
+        split=EvaluatedSplit.VALIDATION,
+        images=4,
+        concepts=["cat", "dog"],
+        concepts_without_ground_truth=[],
+        summary=summary,
+        classification=figures,
+    )
+    reporter.step(StepName.EVALUATING, StepState.RUNNING)
+    reporter.evaluation(status, [evaluation])
+    reporter.step(StepName.EVALUATING, StepState.SUCCEEDED)
+    reporter.close(ok=True)
+
+    assert reporter.failures == 0
+    last = received.requests[-1][2]
+    assert last["sequence"] == 3
+    assert last["evaluation"] == {
+        "indicator": "accuracy",
+        "value": 0.75,
+        "validation": {
+            "split": "validation",
+            "images": 4,
+            "indicator": "accuracy",
+            "value": 0.75,
+            "accuracy": 0.75,
+        },
+        "artifacts": {
+            "evaluation": "s3://b/run/evaluation.json",
+            "confusionMatrix": "s3://b/run/confusion_matrix.png",
+        },
+    }
+    # The per-concept figures stay in evaluation.json: no concept name travels.
+    assert '"cat"' not in json.dumps(last) and "[2, 0]" not in json.dumps(last)
 
 
 def test_an_absent_operator_never_fails_training(tmp_path: Path) -> None:

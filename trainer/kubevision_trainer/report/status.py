@@ -3,10 +3,11 @@
 token.
 
 Snapshots are idempotent, so only the newest matters: events update one snapshot, and a
-single background thread sends the latest one (at every step change, epoch end, dataset and
-checkpoint event at once; on batches at most every ``interval`` seconds). A failed report is
-logged and never stops training; the next event retries with a fresher snapshot. A resumed
-run's first snapshot starts where ``last.pt`` left off (progress and metrics), not at 0."""
+single background thread sends the latest one (at every step change, epoch end, dataset,
+checkpoint and evaluation event at once; on batches at most every ``interval`` seconds). A
+failed report is logged and never stops training; the next event retries with a fresher
+snapshot. A resumed run's first snapshot starts where ``last.pt`` left off (progress and
+metrics), not at 0."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from typing_extensions import override
 
 from kubevision_api import contract
 from kubevision_api.contract import StepName
+from kubevision_api.evaluation import Evaluation, EvaluationStatus
 from kubevision_api.plan import StatusEndpoint
 from kubevision_api.progress import TrainerReport
 from kubevision_api.status import (
@@ -222,6 +224,13 @@ class StatusReporter(NullReporter):
     @override
     def checkpoint(self, status: CheckpointStatus) -> None:
         self.snapshot = self.snapshot.model_copy(update={"checkpoint": status})
+        self._queue()
+
+    @override
+    def evaluation(self, status: EvaluationStatus, evaluations: Sequence[Evaluation]) -> None:
+        """Only the summary and the artifacts' URIs travel (``status``): the full figures stay
+        in evaluation.json, whose size grows with the concepts."""
+        self.snapshot = self.snapshot.model_copy(update={"evaluation": status})
         self._queue()
 
     @override
