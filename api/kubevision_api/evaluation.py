@@ -228,7 +228,9 @@ class EvaluationSummary(ApiModel):
     split: EvaluatedSplit = Field(description="Which images were scored.")
     images: int = Field(ge=0, description="Images scored.")
     indicator: Indicator = Field(description="The task's first indicator (docs/metrics.md).")
-    value: float | None = Field(description="Value of the first indicator.")
+    # The default makes the field optional in the CRD: a null is pruned there, so a required
+    # one would refuse the status of an evaluation whose indicator is undefined.
+    value: float | None = Field(default=None, description="Value of the first indicator.")
     accuracy: float | None = Field(default=None, description="Classification top-1 accuracy.")
     map: float | None = Field(
         default=None, alias="mAP", description="Tagging macro mAP; detection COCO mAP@[.5:.95]."
@@ -252,8 +254,9 @@ class EvaluationStatus(ApiModel):
 
     indicator: Indicator = Field(description="The task's first indicator (docs/metrics.md).")
     value: float | None = Field(
+        default=None,
         description="Its value on the validation split (the printer column and the View's "
-        "models library show it)."
+        "models library show it).",
     )
     validation: EvaluationSummary = Field(description="Headline numbers on the validation split.")
     test: EvaluationSummary | None = Field(

@@ -484,6 +484,21 @@ class ModelVersion(ApiModel):
             PrinterColumn(
                 "Best", ".status.metrics.best.value", "number", "Best validation metric."
             ),
+            # The indicator is the same for every ModelVersion of a View (it follows the
+            # task): shown with -o wide only, to keep the default table narrow.
+            PrinterColumn(
+                "Indicator",
+                ".status.evaluation.indicator",
+                description="The task's first indicator: accuracy, mAP or meanOptimalLRP.",
+                priority=1,
+            ),
+            PrinterColumn(
+                "Score",
+                ".status.evaluation.value",
+                "number",
+                "The first indicator's value on the validation split (meanOptimalLRP: lower "
+                "is better).",
+            ),
             PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
         ),
     )

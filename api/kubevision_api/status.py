@@ -1,6 +1,6 @@
 """A ModelVersion's status: what the operator observes and the trainer reports (steps,
-progress, metrics, dataset counts, the best checkpoint, attempts), written by the operator
-alone. The trainer's reports (``progress.TrainerReport``) carry the same parts."""
+progress, metrics, dataset counts, the best checkpoint, its evaluation, attempts), written by
+the operator alone. The trainer's reports (``progress.TrainerReport``) carry the same parts."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from kubevision_api.contract import StepName
+from kubevision_api.evaluation import EvaluationStatus
 from kubevision_api.meta import ApiModel, Condition, list_map
 
 
@@ -230,6 +231,23 @@ class ModelVersionStatus(ApiModel):
     )
     checkpoint: CheckpointStatus | None = Field(
         default=None, description="The best checkpoint in storage."
+    )
+    evaluation: EvaluationStatus | None = Field(
+        default=None,
+        description=(
+            "The best checkpoint's final evaluation, set when the Evaluating step has written "
+            "it: the task's first indicator and its value on the validation split (the Score "
+            "column), headline numbers per split (test too when the plan has one), and the "
+            "URIs of evaluation.json and its figures. The first indicator is, for "
+            "classification, accuracy (top-1 share of images right; higher is better); for "
+            "tagging, mAP (macro mean over concepts of the average precision; higher is "
+            "better); for detection, meanOptimalLRP (mean over concepts of the optimal "
+            "Localisation Recall Precision, an error in [0, 1] over localisation, false "
+            "positives and false negatives, Oksuz et al. 2018; lower is better). A number "
+            "that cannot be defined (no concept with ground truth, no prediction) is absent "
+            "here and null in evaluation.json, never 0 or 1; concepts without ground truth "
+            "are left out of every mean. Definitions: docs/metrics.md."
+        ),
     )
     job_name: str | None = Field(default=None, description="Name of the training Job.")
     start_time: datetime | None = Field(default=None, description="When training started.")

@@ -218,6 +218,17 @@ class ModelSummary(ApiModel):
     model_version: str = Field(max_length=253, description="ModelVersion name.")
     phase: str | None = Field(default=None, max_length=64, description="Its phase.")
     best: float | None = Field(default=None, description="Its best validation metric.")
+    indicator: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Its task's first indicator (status.evaluation.indicator): accuracy, mAP "
+        "or meanOptimalLRP (docs/metrics.md); absent until the evaluation is written.",
+    )
+    value: float | None = Field(
+        default=None,
+        description="The first indicator's value on the validation split "
+        "(status.evaluation.value); meanOptimalLRP is lower-better, the others higher-better.",
+    )
 
 
 class ModelEntry(ApiModel):

@@ -154,7 +154,14 @@ def test_names_and_subresources() -> None:
     columns = [
         c["name"] for c in _crd(ModelVersion)["spec"]["versions"][0]["additionalPrinterColumns"]
     ]
-    assert columns == ["View", "Phase", "Step", "Progress", "Best", "Age"]
+    assert columns == ["View", "Phase", "Step", "Progress", "Best", "Indicator", "Score", "Age"]
+    # The indicator follows the View's task: only -o wide shows it.
+    wide = [
+        c["name"]
+        for c in _crd(ModelVersion)["spec"]["versions"][0]["additionalPrinterColumns"]
+        if c.get("priority")
+    ]
+    assert wide == ["Indicator"]
     columns = [c["name"] for c in _crd(View)["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert columns == ["Task", "Concepts", "Model", "Age"]
 

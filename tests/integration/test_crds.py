@@ -20,10 +20,17 @@ import yaml
 from pydantic import ValidationError
 
 from kubevision_api import crdgen
+from kubevision_api.evaluation import (
+    EvaluatedSplit,
+    EvaluationArtifacts,
+    EvaluationStatus,
+    EvaluationSummary,
+    Indicator,
+)
 from kubevision_api.meta import GROUP, VERSION
 from kubevision_api.modelversion import ModelVersion
 from kubevision_api.status import ModelVersionStatus
-from kubevision_api.view import View, ViewStatus
+from kubevision_api.view import ModelEntry, ModelSummary, View, ViewStatus
 from testenv.controlplane import ControlPlane
 from tests.api.invalid_manifests import (
     CASES,
@@ -235,8 +242,10 @@ def test_batch_sizes_that_divide_the_world_size_are_accepted(
 # ---- printer columns and explain --------------------------------------------------------------
 
 
-def _columns(cluster: ControlPlane, namespace: str, resource: str, name: str) -> dict[str, str]:
-    lines = cluster.kubectl("get", resource, name, "-n", namespace).stdout.splitlines()
+def _columns(
+    cluster: ControlPlane, namespace: str, resource: str, name: str, *extra: str
+) -> dict[str, str]:
+    lines = cluster.kubectl("get", resource, name, "-n", namespace, *extra).stdout.splitlines()
     header, row = lines[0], lines[1]
     # Columns are left-aligned under their header: cut the row at the header's offsets.
     starts = [m.start() for m in re.finditer(r"\S+", header)]
@@ -282,6 +291,87 @@ def test_printer_columns_show_status_values(cluster: ControlPlane, namespace: st
     vw = _columns(cluster, namespace, "views", "columns")
     assert vw == vw | {"TASK": "classification", "CONCEPTS": "2", "MODEL": "m36291f4fc53d"}
     assert vw["AGE"]
+
+
+def _olrp_evaluation(value: float | None) -> EvaluationStatus:
+    """A detection evaluation with a test split, as the trainer reports it."""
+
+    def summary(split: EvaluatedSplit, images: int) -> EvaluationSummary:
+        return EvaluationSummary(
+            split=split,
+            images=images,
+            indicator=Indicator.MEAN_OPTIMAL_LRP,
+            value=value,
+            map=0.25,
+            mean_optimal_lrp=value,
+        )
+
+    runs = "s3://kv-runs/crds/evaluated"
+    return EvaluationStatus(
+        indicator=Indicator.MEAN_OPTIMAL_LRP,
+        value=value,
+        validation=summary(EvaluatedSplit.VALIDATION, 20),
+        test=summary(EvaluatedSplit.TEST, 10),
+        artifacts=EvaluationArtifacts(
+            evaluation=f"{runs}/evaluation.json",
+            pr_curves=f"{runs}/pr_curves.png",
+            report=f"{runs}/report.png",
+        ),
+        test_artifacts=EvaluationArtifacts(
+            evaluation=f"{runs}/test/evaluation.json", pr_curves=f"{runs}/test/pr_curves.png"
+        ),
+    )
+
+
+@pytest.mark.parametrize("value", [0.6125, None], ids=["defined", "undefined"])
+def test_status_evaluation_round_trips(
+    cluster: ControlPlane, namespace: str, value: float | None
+) -> None:
+    name = f"evaluated-{'defined' if value is not None else 'undefined'}"
+    stored_view = _create(cluster, namespace, view(name=name))
+    stored_mv = _create(cluster, namespace, model_version(name=name))
+    mv_status = ModelVersionStatus(phase="Succeeded", evaluation=_olrp_evaluation(value))
+    code, answer = _replace(
+        cluster, namespace, stored_mv, {**stored_mv, "status": mv_status.wire()}, sub="status"
+    )
+    assert code == 200, answer.get("message", answer)
+    read = _call(cluster, "GET", _path("ModelVersion", namespace, name))[1]
+    assert ModelVersion.model_validate(read).status == mv_status
+    assert read["status"]["evaluation"] == mv_status.wire()["evaluation"]
+
+    summary = ModelSummary(
+        model_version=name, phase="Succeeded", indicator="meanOptimalLRP", value=value
+    )
+    view_status = ViewStatus(
+        model="m36291f4fc53d",
+        concept_count=2,
+        models=[ModelEntry(model="m36291f4fc53d", concept_count=2, model_versions=[summary])],
+    )
+    code, answer = _replace(
+        cluster, namespace, stored_view, {**stored_view, "status": view_status.wire()}, "status"
+    )
+    assert code == 200, answer.get("message", answer)
+    read = _call(cluster, "GET", _path("View", namespace, name))[1]
+    assert View.model_validate(read).status == view_status
+
+    # The score by default, the indicator with -o wide (it follows the View's task).
+    score = "0.6125" if value is not None else ""  # kubectl leaves a missing value blank
+    narrow = _columns(cluster, namespace, "modelversions", name)
+    assert "INDICATOR" not in narrow and narrow["SCORE"] == score, narrow
+    wide = _columns(cluster, namespace, "modelversions", name, "-o", "wide")
+    assert (wide["INDICATOR"], wide["SCORE"]) == ("meanOptimalLRP", score), wide
+    assert list(wide)[-3:] == ["INDICATOR", "SCORE", "AGE"]
+
+
+def test_explain_shows_the_evaluation(cluster: ControlPlane) -> None:
+    text = cluster.kubectl("explain", "modelversions.status.evaluation").stdout
+    flat = " ".join(text.split())
+    field = crdgen.schema(ModelVersion)["properties"]["status"]["properties"]["evaluation"]
+    assert " ".join(field["description"].split()) in flat
+    for words in ("meanOptimalLRP", "lower is better", "docs/metrics.md", "never 0 or 1"):
+        assert words in flat, words
+    for name in ("indicator", "value", "validation", "test", "artifacts", "testArtifacts"):
+        assert re.search(rf"^\s*{name}\s", text, re.M), name
 
 
 def test_explain_shows_the_descriptions(cluster: ControlPlane) -> None:
