@@ -240,7 +240,7 @@ class Reconciler:
             if written is not None and new.phase != (previous.phase if previous else None):
                 self._phase_event(obj, new.phase or "", observation)
             if written is not None:
-                self._failure_event(obj, previous, new)
+                self._status_events(obj, previous, new)
         if job is not None and observation.restart and stored:
             self._restart_gang(namespace, name, job)
         if job is not None and observation.lingering:
@@ -300,22 +300,15 @@ class Reconciler:
             )
             self.kube.delete_pod(namespace, observation.pod_name)
 
-    def _failure_event(
+    def _status_events(
         self, obj: Obj, previous: ModelVersionStatus | None, new: ModelVersionStatus
     ) -> None:
-        """A Warning event for each failed attempt, when the status first shows it."""
-        failure = new.last_failure
-        before = previous.last_failure if previous is not None else None
-        if failure is None or (before is not None and before.attempt >= failure.attempt):
-            return
-        body = render.render_event(
-            obj,
-            "Warning",
-            failure.reason,
-            f"Attempt {failure.attempt} failed: {failure.message}",
-            _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-        )
-        self.kube.post_event(body)
+        """The Events that the status written is worth (``status.status_events``)."""
+        now = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        for event in status.status_events(previous, new):
+            self.kube.post_event(
+                render.render_event(obj, event.type, event.reason, event.message, now)
+            )
 
     def _phase_event(self, obj: Obj, phase: str, observation: observe.Observation) -> None:
         body = render.render_event(

@@ -3,16 +3,18 @@
 The row of ``statustable.TABLE`` for the observation's situation says what each condition
 becomes and what happens to the steps; this module applies it, merges the report and carries
 over what the previous status knew (docs/operator-status.md, Rules of ``compose_status``).
-Nothing branches on ``phase``; it exists for the printer column. Pure: the caller passes
-``now``.
+Nothing branches on ``phase``; it exists for the printer column. :func:`status_events` says
+which Events a new status is worth. Pure: the caller passes ``now``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
 from kubevision_api.contract import StepName
+from kubevision_api.evaluation import HIGHER_IS_BETTER, EvaluationStatus, EvaluationSummary
 from kubevision_api.meta import Condition
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.progress import TrainerReport
@@ -232,11 +234,12 @@ def compose_status(
     conditions = _conditions(row, observation, prev.conditions, generation, now)
     before = {s.name: s for s in prev.steps}
     trainer_steps = {name: before.get(name) or Step(name=name) for name in TRAINER_STEPS}
-    progress, metrics, dataset, checkpoint = (
+    progress, metrics, dataset, checkpoint, evaluation = (
         prev.progress,
         prev.metrics,
         prev.dataset,
         prev.checkpoint,
+        prev.evaluation,
     )
     if report is not None and _accepts(report, report_pod, cursor, observation):
         # A report is a whole snapshot: its steps replace ours; fields it does not know yet
@@ -250,6 +253,7 @@ def compose_status(
         metrics = report.metrics or metrics
         dataset = report.dataset or dataset
         checkpoint = report.checkpoint or checkpoint
+        evaluation = report.evaluation or evaluation
         cursor = ReportCursor(pod=report_pod, sequence=report.sequence)
     if progress is None and plan is not None:
         epochs = plan.spec.training.epochs
@@ -270,6 +274,7 @@ def compose_status(
         metrics=metrics,
         dataset=dataset,
         checkpoint=checkpoint,
+        evaluation=evaluation,
         job_name=observation.job_name or prev.job_name,
         start_time=min(start) if start else None,
         completion_time=observation.finished_at if observation.terminal else None,
@@ -295,3 +300,57 @@ def _last_failure(
         exit_code=seen.failure.exit_code,
         finished_at=seen.failed_at,
     )
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """An Event that a status change is worth (``render.render_event`` makes it).
+
+    Attributes:
+        type: Normal or Warning.
+        reason: CamelCase.
+        message: one or two sentences for people.
+    """
+
+    type: str
+    reason: str
+    message: str
+
+
+def status_events(
+    previous: ModelVersionStatus | None, new: ModelVersionStatus
+) -> list[StatusEvent]:
+    """The Events of the change from ``previous`` to ``new`` (phase events aside, which need
+    the observation): a Warning for a failed attempt the status shows for the first time
+    (its reason, "Attempt N failed: ..."), and ``Evaluated`` when an evaluation lands or
+    changes (a retried attempt evaluates again); a report that repeats it posts nothing."""
+    events = []
+    failure = new.last_failure
+    before = previous.last_failure if previous is not None else None
+    if failure is not None and (before is None or before.attempt < failure.attempt):
+        events.append(
+            StatusEvent(
+                "Warning", failure.reason, f"Attempt {failure.attempt} failed: {failure.message}"
+            )
+        )
+    evaluation = new.evaluation
+    if evaluation is not None and (previous is None or previous.evaluation != evaluation):
+        events.append(StatusEvent("Normal", "Evaluated", evaluated_message(evaluation)))
+    return events
+
+
+def _figure(summary: EvaluationSummary) -> str:
+    value = "undefined" if summary.value is None else f"{summary.value:.4f}"
+    return f"{summary.indicator.value} {value} on {summary.images} {summary.split.value} images"
+
+
+def evaluated_message(evaluation: EvaluationStatus) -> str:
+    """The ``Evaluated`` Event's message, e.g. "meanOptimalLRP 0.6125 on 20 validation images
+    (lower is better); test: meanOptimalLRP 0.6400 on 10 test images. Figures in
+    s3://runs/v1/evaluation.json." Values with 4 decimals; "undefined" for a null value."""
+    message = _figure(evaluation.validation)
+    if not HIGHER_IS_BETTER[evaluation.indicator]:
+        message += " (lower is better)"
+    if evaluation.test is not None:
+        message += f"; test: {_figure(evaluation.test)}"
+    return f"{message}. Figures in {evaluation.artifacts.evaluation}."

@@ -1,7 +1,7 @@
 """A View's status, composed from the View and its ModelVersions: the model id of its
 concepts now, their count, a Ready condition and the models library (every model seen, with
-its ModelVersions, their phase and best metric). Pure: the caller passes ``now``; the
-ModelVersion's own status is ``status.compose_status``.
+its ModelVersions, their phase, best metric and first indicator). Pure: the caller passes
+``now``; the ModelVersion's own status is ``status.compose_status``.
 """
 
 from __future__ import annotations
@@ -38,11 +38,14 @@ def compose_view_status(
         count = len(mv_status.concepts) if mv_status and mv_status.concepts else len(names)
         entry = library.setdefault(model, ModelEntry(model=model, concept_count=count))
         best = mv_status.metrics.best if mv_status and mv_status.metrics else None
+        evaluation = mv_status.evaluation if mv_status else None
         entry.model_versions.append(
             ModelSummary(
                 model_version=mv.metadata.name,
                 phase=mv_status.phase if mv_status else None,
                 best=best.value if best else None,
+                indicator=evaluation.indicator.value if evaluation else None,
+                value=evaluation.value if evaluation else None,
             )
         )
     previous = view.status
