@@ -142,10 +142,10 @@ def assert_models_library(env: E2E, view: str, name: str, status: EvaluationStat
         obj = get(env.cp, path) or {}
         for model in (obj.get("status") or {}).get("models", []):
             for summary in model.get("modelVersions", []):
-                if summary["modelVersion"] == name and "indicator" in summary:
+                # The evaluation lands before the phase turns Succeeded: wait for both.
+                if summary["modelVersion"] == name and summary.get("phase") == "Succeeded":
                     return dict(summary)
         return None
 
-    summary = wait_for(f"{name} in View {view}'s models library", entry, timeout=30)
-    assert summary["phase"] == "Succeeded"
+    summary = wait_for(f"{name}, Succeeded, in View {view}'s models library", entry, timeout=30)
     assert (summary["indicator"], summary.get("value")) == (status.indicator.value, status.value)
