@@ -175,24 +175,33 @@ class TaggingEvaluation(ApiModel):
 class Lrp(ApiModel):
     """Localisation Recall Precision at one score threshold (Oksuz et al., ECCV 2018; TPAMI
     2022): ``LRP = (sum over TP of (1 - IoU) / (1 - tau) + FP + FN) / (TP + FP + FN)``, tau = 0.5,
-    in [0, 1], lower is better."""
+    in [0, 1], lower is better. Counts are of the detections with score >= ``threshold``; the
+    components are vernier's (``vernier.instance.optimal_lrp``), and
+    ``LRP = (TP * localisation + FP + FN) / (TP + FP + FN)``."""
 
     lrp: float = Field(ge=0, le=1)
     localisation: float | None = Field(
-        description="Mean (1 - IoU) / (1 - tau) over the true positives; null without TP."
+        description="Mean (1 - IoU) / (1 - tau) over the true positives, in [0, 1]; null "
+        "without TP."
     )
-    false_positive: float | None = Field(description="FP / (TP + FP) = 1 - precision.")
+    false_positive: float | None = Field(
+        description="FP / (TP + FP) = 1 - precision; null without any detection kept."
+    )
     false_negative: float = Field(description="FN / (TP + FN) = 1 - recall.")
     threshold: float | None = Field(
-        description="Score threshold: detections with score >= it count; null for oLRP of a "
-        "concept that no threshold gives a TP."
+        description="Score threshold: detections with score >= it count. For optimal LRP, the "
+        "largest of the thresholds that minimise LRP (searched exactly, over every detection "
+        "score); null when none does better than keeping no detection (optimal LRP 1.0)."
     )
 
 
 class DetectionConcept(PrecisionRecall):
     """One concept of a detection View. A true positive is a detection matched, greedily in
-    score order, to a still unmatched annotated box of the concept with IoU > 0.5. Precision,
-    recall, F1 and IoU score are read at the LRP-optimal threshold (the one kept for serving)."""
+    score order (per image, the best-IoU annotated box of the concept still unmatched), with
+    IoU >= 0.5: pycocotools' COCOeval matching at its IoU 0.5, which vernier follows too (the
+    product page says "> 0.5"; the two differ only for an IoU of exactly 0.5). Precision,
+    recall, F1 and IoU score are read at the LRP-optimal threshold (the one kept for serving);
+    they are null for a concept without ground truth, which has none."""
 
     concept: str
     support: int = Field(ge=0, description="Annotated boxes of this concept.")

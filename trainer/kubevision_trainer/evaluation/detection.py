@@ -1,11 +1,108 @@
-"""Detection figures of an evaluation (docs/metrics.md). To be built (issue 12)."""
+"""Detection figures of an evaluation (docs/metrics.md, "Detection").
+
+One pycocotools COCOeval run (:mod:`.coco`) gives the COCO summary, the per-concept AP and
+AP50, the precision-recall curves at IoU 0.5 and its greedy matching at IoU 0.5, from which
+:mod:`.lrp` computes each concept's optimal LRP and the operating point kept for serving.
+Nothing is matched twice, so the whole costs little more than COCOeval alone
+(``benchmarks/evaluation.py``).
+"""
 
 from __future__ import annotations
 
-from kubevision_api.evaluation import DetectionEvaluation
+from collections.abc import Sequence
+
+import numpy as np
+
+from kubevision_api.evaluation import Curve, DetectionConcept, DetectionEvaluation
+from kubevision_trainer.evaluation import coco, lrp
 from kubevision_trainer.evaluation.predictions import DetectionPredictions
 
 
+def _mean(values: Sequence[float | None]) -> float | None:
+    """Mean of the defined values; None when none is."""
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def _check(concepts: list[str], predictions: DetectionPredictions) -> None:
+    """Raises ValueError on shapes that disagree or labels outside ``1..C``."""
+    if not concepts:
+        raise ValueError("concepts must not be empty")
+    count = len(concepts)
+    for index, image in enumerate(predictions.images, start=1):
+        gt, dt = len(image.gt_boxes), len(image.dt_boxes)
+        if (
+            image.gt_boxes.shape != (gt, 4)
+            or image.dt_boxes.shape != (dt, 4)
+            or image.gt_labels.shape != (gt,)
+            or image.dt_labels.shape != (dt,)
+            or image.dt_scores.shape != (dt,)
+        ):
+            raise ValueError(f"image {index}: boxes (K, 4), labels and scores (K,) disagree")
+        labels = np.concatenate((image.gt_labels, image.dt_labels))
+        if len(labels) and (labels.min() < 1 or labels.max() > count):
+            raise ValueError(f"image {index}: labels must lie in 1..{count}")
+
+
+def _concept(
+    name: str, index: int, predictions: DetectionPredictions, figures: coco.CocoFigures
+) -> DetectionConcept:
+    """One concept's figures; precision, recall, F1 and IoU score at its LRP-optimal
+    threshold (all None without ground truth: there is no such threshold)."""
+    label = index + 1
+    support = sum(int(np.count_nonzero(im.gt_labels == label)) for im in predictions.images)
+    detections = sum(int(np.count_nonzero(im.dt_labels == label)) for im in predictions.images)
+    best = lrp.optimal_lrp(figures.matches[index])
+    precision = recall = f1 = iou_score = None
+    if best is not None:
+        tp, fp, fn = best.true_positives, best.false_positives, best.false_negatives
+        precision = tp / (tp + fp) if tp + fp else None
+        recall = tp / (tp + fn)
+        if precision is not None:
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        iou_score = best.iou_sum / tp if tp else None
+    curve = figures.curves[index]
+    return DetectionConcept(
+        concept=name,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        support=support,
+        detections=detections,
+        iou_score=iou_score,
+        optimal_lrp=best.lrp if best is not None else None,
+        ap=figures.ap[index],
+        ap50=figures.ap50_per_category[index],
+        curve=Curve(precision=curve) if curve is not None else None,
+    )
+
+
 def evaluate(concepts: list[str], predictions: DetectionPredictions) -> DetectionEvaluation:
-    """Every detection figure of predictions; see docs/metrics.md."""
-    raise NotImplementedError
+    """Every detection figure of ``predictions`` (docs/metrics.md, "Detection").
+
+    Args:
+        concepts: names in label order (label k is ``concepts[k - 1]``), C >= 1.
+        predictions: per image, ground truth and detections, labels in ``1..C``.
+
+    Raises:
+        ValueError: no concept, shapes that disagree, or labels outside ``1..C``.
+
+    The means follow vernier's ``LrpReport``: optimal LRP and the FN part over the concepts
+    with ground truth (a concept that keeps no detection counts with 1.0 and 1.0); the
+    localisation and FP parts over the concepts where they are defined (a true positive at
+    the optimal threshold). A mean over no concept is None.
+    """
+    _check(concepts, predictions)
+    figures = coco.evaluate(predictions, len(concepts))
+    rows = [_concept(name, k, predictions, figures) for k, name in enumerate(concepts)]
+    optimal = [r.optimal_lrp for r in rows if r.optimal_lrp is not None]
+    return DetectionEvaluation(
+        mean_optimal_lrp=_mean([o.lrp for o in optimal]),
+        mean_localisation=_mean([o.localisation for o in optimal]),
+        mean_false_positive=_mean([o.false_positive for o in optimal]),
+        mean_false_negative=_mean([o.false_negative for o in optimal]),
+        map=figures.map,
+        ap50=figures.ap50,
+        nms_iou=predictions.nms_iou,
+        concepts=rows,
+    )
