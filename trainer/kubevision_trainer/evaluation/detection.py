@@ -10,6 +10,7 @@ Nothing is matched twice, so the whole costs little more than COCOeval alone
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,14 +45,17 @@ def _check(concepts: list[str], predictions: DetectionPredictions) -> None:
             raise ValueError(f"image {index}: labels must lie in 1..{count}")
 
 
+def _counts(labels: list[np.ndarray[Any, Any]], count: int) -> list[int]:
+    """How many of ``labels`` (arrays of labels 1..count) are each label."""
+    joined = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+    return [int(n) for n in np.bincount(joined, minlength=count + 1)[1:]]
+
+
 def _concept(
-    name: str, index: int, predictions: DetectionPredictions, figures: coco.CocoFigures
+    name: str, index: int, support: int, detections: int, figures: coco.CocoFigures
 ) -> DetectionConcept:
     """One concept's figures; precision, recall, F1 and IoU score at its LRP-optimal
     threshold (all None without ground truth: there is no such threshold)."""
-    label = index + 1
-    support = sum(int(np.count_nonzero(im.gt_labels == label)) for im in predictions.images)
-    detections = sum(int(np.count_nonzero(im.dt_labels == label)) for im in predictions.images)
     best = lrp.optimal_lrp(figures.matches[index])
     precision = recall = f1 = iou_score = None
     if best is not None:
@@ -94,7 +98,11 @@ def evaluate(concepts: list[str], predictions: DetectionPredictions) -> Detectio
     """
     _check(concepts, predictions)
     figures = coco.evaluate(predictions, len(concepts))
-    rows = [_concept(name, k, predictions, figures) for k, name in enumerate(concepts)]
+    supports = _counts([im.gt_labels for im in predictions.images], len(concepts))
+    detections = _counts([im.dt_labels for im in predictions.images], len(concepts))
+    rows = [
+        _concept(name, k, supports[k], detections[k], figures) for k, name in enumerate(concepts)
+    ]
     optimal = [r.optimal_lrp for r in rows if r.optimal_lrp is not None]
     return DetectionEvaluation(
         mean_optimal_lrp=_mean([o.lrp for o in optimal]),
