@@ -14,8 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from kubevision_api.evaluation import Curve, DetectionConcept, DetectionEvaluation
-from kubevision_trainer.evaluation import coco, lrp
+from kubevision_api.evaluation import (
+    Curve,
+    DetectionConcept,
+    DetectionEvaluation,
+    PrecisionRecall,
+)
+from kubevision_trainer.evaluation import coco, lrp, rates
 from kubevision_trainer.evaluation.predictions import DetectionPredictions
 
 
@@ -54,23 +59,23 @@ def _counts(labels: list[np.ndarray[Any, Any]], count: int) -> list[int]:
 def _concept(
     name: str, index: int, support: int, detections: int, figures: coco.CocoFigures
 ) -> DetectionConcept:
-    """One concept's figures; precision, recall, F1 and IoU score at its LRP-optimal
-    threshold (all None without ground truth: there is no such threshold)."""
+    """One concept's figures; precision, recall, F1 (``rates.precision_recall``) and IoU score
+    at its LRP-optimal threshold (all None without ground truth: there is no such threshold).
+    Where the optimum keeps no detection, precision is None, recall and F1 are 0."""
     best = lrp.optimal_lrp(figures.matches[index])
-    precision = recall = f1 = iou_score = None
+    point = PrecisionRecall(precision=None, recall=None, f1=None)
+    iou_score = None
     if best is not None:
-        tp, fp, fn = best.true_positives, best.false_positives, best.false_negatives
-        precision = tp / (tp + fp) if tp + fp else None
-        recall = tp / (tp + fn)
-        if precision is not None:
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        iou_score = best.iou_sum / tp if tp else None
+        point = rates.precision_recall(
+            best.true_positives, best.false_positives, best.false_negatives
+        )
+        iou_score = best.iou_sum / best.true_positives if best.true_positives else None
     curve = figures.curves[index]
     return DetectionConcept(
         concept=name,
-        precision=precision,
-        recall=recall,
-        f1=f1,
+        precision=point.precision,
+        recall=point.recall,
+        f1=point.f1,
         support=support,
         detections=detections,
         iou_score=iou_score,
