@@ -181,6 +181,6 @@ def evaluate_plans(plans: list[str], cache: str) -> list[tuple[float, dict[str, 
             meta={},
             world=world,
         )
-        loss, result = trainer.evaluate()
-        results.append((loss, dataclasses.asdict(result)))
+        validation = trainer.evaluate()
+        results.append((validation.loss, dataclasses.asdict(validation.result)))
     return results
