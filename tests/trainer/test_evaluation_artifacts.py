@@ -5,12 +5,10 @@ thresholds are the ones the Evaluation holds."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from kubevision_api.evaluation import (
     RECALL_POINTS,
@@ -33,6 +31,7 @@ from kubevision_api.evaluation import (
 from kubevision_api.view import Task
 from kubevision_trainer import modelcard
 from kubevision_trainer.evaluation import artifacts, plots
+from tests.trainer.trainer_helpers import assert_drawn
 
 AVERAGES = Averages(precision=0.5, recall=0.5, f1=0.5)
 
@@ -183,19 +182,6 @@ def detection() -> Evaluation:
         summary=_summary(Task.DETECTION, Indicator.MEAN_OPTIMAL_LRP, 0.6, 20),
         detection=figures,
     )
-
-
-def assert_drawn(png: bytes, min_width: int, min_height: int) -> tuple[int, int]:
-    """A PNG of at least the size, with more than 50 distinct colours and some contrast."""
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    with Image.open(io.BytesIO(png)) as image:
-        rgb = np.asarray(image.convert("RGB"))
-    height, width = rgb.shape[:2]
-    assert width >= min_width and height >= min_height, (width, height)
-    colours = len(np.unique(rgb.reshape(-1, 3), axis=0))
-    assert colours > 50, colours
-    assert float(rgb.std()) > 10.0
-    return width, height
 
 
 @pytest.mark.parametrize(
