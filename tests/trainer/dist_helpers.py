@@ -146,9 +146,26 @@ def example_plan(examples: Path, folder: str, output: Path, **training: Any) -> 
     )
 
 
-def evaluate_plans(plans: list[str], cache: str) -> list[tuple[float, dict[str, Any]]]:
+def predictions_digest(predictions: Any) -> str:
+    """sha256 over every array of ``predictions`` (``evaluation.predictions``), in order."""
+    import dataclasses
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    images = getattr(predictions, "images", [predictions])
+    for item in images:
+        for field in dataclasses.fields(item):
+            value = getattr(item, field.name)
+            digest.update(np.ascontiguousarray(value).tobytes() + str(value.shape).encode())
+    return digest.hexdigest()
+
+
+def evaluate_plans(plans: list[str], cache: str) -> list[tuple[float, dict[str, Any], str | None]]:
     """On every rank: the validation loss and metrics of each plan's untrained model (weights
-    from the plan's seed alone), through the engine's sharded evaluation."""
+    from the plan's seed alone), through the engine's sharded evaluation, and on rank 0 the
+    digest of the predictions it keeps (None on the others)."""
     import dataclasses
 
     import torch
@@ -181,6 +198,8 @@ def evaluate_plans(plans: list[str], cache: str) -> list[tuple[float, dict[str, 
             meta={},
             world=world,
         )
-        validation = trainer.evaluate()
-        results.append((validation.loss, dataclasses.asdict(validation.result)))
+        validation = trainer.evaluate(keep_predictions=True)
+        kept = validation.predictions
+        digest = None if kept is None else predictions_digest(kept)
+        results.append((validation.loss, dataclasses.asdict(validation.result), digest))
     return results
