@@ -9,6 +9,7 @@ import contextlib
 import functools
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -152,3 +153,12 @@ def test_nms_iou_of_each_detector_kind() -> None:
         model = models.build(architecture, Task.DETECTION, 2, size)
         assert models.nms_iou(model) == expected, architecture
     assert models.nms_iou(nn.Linear(2, 2)) is None
+
+
+def test_an_epoch_evaluator_keeps_no_classification_logits() -> None:
+    evaluator = metrics.evaluator_for(Task.CLASSIFICATION, ["a", "b", "c"], keep_predictions=False)
+    evaluator.update(LOGITS, LABELS)
+    assert evaluator.compute().accuracy == 0.5
+    assert isinstance(evaluator, metrics.ClassificationEvaluator) and evaluator._logits == []
+    with pytest.raises(ValueError, match="keeps no predictions"):
+        evaluator.predictions()

@@ -79,20 +79,23 @@ class ClassificationEvaluator:
     Ties between logits go to the lowest class index (``torch.argmax``).
     """
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, *, keep_predictions: bool = True) -> None:
         """Args:
         num_classes: C, the number of concepts (>= 1).
+        keep_predictions: keep every image's logits and label for ``predictions()``; without,
+            two counters suffice for top-1 and nothing grows with the validation set (nor
+            travels in a sharded validation's gather: N x C float64 a pass).
         """
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1; got {num_classes}")
         self.num_classes = num_classes
+        self.keep_predictions = keep_predictions
         self.reset()
 
     def reset(self) -> None:
         """Forget every batch seen."""
         self._correct = 0
         self._total = 0
-        # Kept for predictions() (the final evaluation); N x C float64, small beside images.
         self._logits: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
 
@@ -116,8 +119,9 @@ class ClassificationEvaluator:
         predicted = logits.argmax(dim=1)
         self._correct += int((predicted == labels).sum())
         self._total += int(labels.numel())
-        self._logits.append(logits.to(torch.float64))
-        self._labels.append(labels.clone())
+        if self.keep_predictions:
+            self._logits.append(logits.to(torch.float64))
+            self._labels.append(labels.clone())
 
     def merge(self, other: ClassificationEvaluator) -> None:
         """Add the batches ``other`` has seen (another rank's share of the validation set,
@@ -128,7 +132,13 @@ class ClassificationEvaluator:
         self._labels.extend(other._labels)
 
     def predictions(self) -> ClassificationPredictions:
-        """Every image's logits and label, in the order seen (merged shares in rank order)."""
+        """Every image's logits and label, in the order seen (merged shares in rank order).
+
+        Raises:
+            ValueError: the evaluator was made without ``keep_predictions``.
+        """
+        if not self.keep_predictions:
+            raise ValueError("this evaluator keeps no predictions (keep_predictions=False)")
         if not self._logits:
             return ClassificationPredictions(
                 logits=np.zeros((0, self.num_classes)), labels=np.zeros(0, dtype=np.int64)
@@ -424,15 +434,19 @@ class Evaluator(Protocol):
         """Forget every batch seen."""
 
 
-def evaluator_for(task: Task, concepts: Sequence[str]) -> Evaluator:
+def evaluator_for(
+    task: Task, concepts: Sequence[str], *, keep_predictions: bool = True
+) -> Evaluator:
     """The evaluator of ``task``.
 
     Args:
         task: the View's task.
         concepts: concept names in class-index order (the status snapshot, sorted by name).
+        keep_predictions: False spares classification's evaluator its logits (an epoch's
+            validation needs only top-1); tagging and detection keep them anyway (AP needs them).
     """
     if task == Task.CLASSIFICATION:
-        return ClassificationEvaluator(len(concepts))
+        return ClassificationEvaluator(len(concepts), keep_predictions=keep_predictions)
     if task == Task.TAGGING:
         return TaggingEvaluator(concepts)
     if task == Task.DETECTION:

@@ -153,7 +153,7 @@ def evaluate(
         ValidationFailedError: some rank's outputs were not finite, or rank 0 could not compute
             the metrics; raised on every rank.
     """
-    evaluator = metrics.evaluator_for(task, concepts)
+    evaluator = metrics.evaluator_for(task, concepts, keep_predictions=keep_predictions)
     share = _Share(evaluator, [])
     positions = list(getattr(loader.batch_sampler, "positions", range(len(loader))))
     cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -173,7 +173,7 @@ def evaluate(
     combined: _Combined | None = None
     predictions: Predictions | None = None
     if shares is not None:
-        combined, merged = _combine(task, concepts, shares)
+        combined, merged = _combine(task, concepts, shares, keep_predictions)
         if keep_predictions and merged is not None:
             # Rank 0's alone: broadcasting them would cost every epoch for nothing.
             predictions = merged.predictions()
@@ -195,14 +195,14 @@ class _Combined:
 
 
 def _combine(
-    task: Task, concepts: list[str], shares: list[_Share]
+    task: Task, concepts: list[str], shares: list[_Share], keep_predictions: bool
 ) -> tuple[_Combined, metrics.Evaluator | None]:
     """Rank 0: every rank's share merged in rank order, and computed; the merged evaluator
     (None when some rank failed)."""
     for share in shares:
         if share.problem is not None:
             return _Combined(failure=share.problem, non_finite=True), None
-    evaluator = metrics.evaluator_for(task, concepts)
+    evaluator = metrics.evaluator_for(task, concepts, keep_predictions=keep_predictions)
     loss, count = 0.0, 0
     for share in shares:
         evaluator.merge(share.evaluator)
