@@ -6,6 +6,7 @@ thresholds are the ones the Evaluation holds."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ from kubevision_api.evaluation import (
     TaggingEvaluation,
 )
 from kubevision_api.view import Task
-from kubevision_trainer import modelcard
+from kubevision_trainer import local, modelcard
 from kubevision_trainer.evaluation import artifacts, plots
 from tests.trainer.trainer_helpers import assert_drawn
 
@@ -268,3 +269,18 @@ def test_serving_thresholds_of_each_task() -> None:
         "thresholdOf": None,
         "nmsIou": None,
     }
+
+
+def test_the_done_line_leads_with_the_first_indicator() -> None:
+    card: dict[str, Any] = {
+        "metrics": {"bestEpoch": 3, "accuracy": None, "mAP": 0.41234, "ap50": 0.7},
+        "evaluation": {"summary": {"indicator": "meanOptimalLRP", "value": 0.61239}},
+    }
+    assert local.done_line(card, "file:///o/") == (
+        "done: best epoch 3: meanOptimalLRP 0.6124, mAP 0.4123, AP50 0.7000; outputs in file:///o/"
+    )
+    # Tagging's first indicator is mAP: not repeated; a card without evaluation falls back.
+    card["evaluation"]["summary"] = {"indicator": "mAP", "value": 0.9}
+    assert local.done_line(card, "x").startswith("done: best epoch 3: mAP 0.9000, AP50 0.7000;")
+    del card["evaluation"]
+    assert local.done_line(card, "x") == "done: best epoch 3: mAP 0.4123, AP50 0.7000; outputs in x"
