@@ -14,9 +14,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from kubevision_api.evaluation import EvaluatedSplit
 from kubevision_api.modelversion import ImageResizer
 from kubevision_api.view import Task
-from kubevision_trainer import metrics, models, sharded_eval
+from kubevision_trainer import metrics, models, scoring, sharded_eval
 from kubevision_trainer.data.torchdata import ValidationBatchSampler
 from kubevision_trainer.evaluation.predictions import (
     ClassificationPredictions,
@@ -162,3 +163,36 @@ def test_an_epoch_evaluator_keeps_no_classification_logits() -> None:
     assert isinstance(evaluator, metrics.ClassificationEvaluator) and evaluator._logits == []
     with pytest.raises(ValueError, match="keeps no predictions"):
         evaluator.predictions()
+
+
+def test_score_a_plain_model_as_kubevision_evaluate_does() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).double()
+    images = torch.randn(7, 3, 2, 2)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
+        TensorDataset(images, labels), batch_sampler=ValidationBatchSampler(7, 3, 0, 1)
+    )
+    scored = scoring.score(
+        model,
+        loader,
+        task=Task.CLASSIFICATION,
+        concepts=["a", "b", "c"],
+        split=EvaluatedSplit.DATASET,
+        model_version="ns/mv",
+    )
+    with torch.no_grad():
+        # Run in the model's own dtype (float64); the validation pass keeps logits as float32.
+        expected = model(images.double()).float().double().numpy()
+    assert isinstance(scored.predictions, ClassificationPredictions)
+    np.testing.assert_allclose(scored.predictions.logits, expected, rtol=1e-6)
+    evaluation = scored.evaluation
+    assert evaluation is not None and evaluation.classification is not None
+    assert (evaluation.split, evaluation.images, evaluation.model_version) == (
+        EvaluatedSplit.DATASET,
+        7,
+        "ns/mv",
+    )
+    right = int((expected.argmax(axis=1) == labels.numpy()).sum())
+    assert evaluation.classification.accuracy == scored.result.accuracy == right / 7
+    assert sum(map(sum, evaluation.classification.confusion_matrix)) == 7
