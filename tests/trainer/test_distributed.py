@@ -152,7 +152,7 @@ def test_sharded_validation_gives_the_single_process_figures(
     assert classification[1]["accuracy"] is not None and tagging[1]["map"] is not None
     assert detection[1]["map"] is not None
     # Exactly, not approximately: the same batches, merged in the single-process order (the
-    # predictions too: the same arrays in the same image order).
+    # predictions too: the same images in the same order; dist_helpers.predictions_digest).
     assert figures[2] == figures[1]
     assert figures[3] == figures[1]
 
