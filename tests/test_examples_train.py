@@ -5,6 +5,9 @@
 - The tagging and detection examples are measured against their untrained model in the same
   run (``model.json`` keeps the validation before training): tagging val mAP at least 0.2
   above it, detection val AP50 at least 0.1 above it.
+- Every run writes its final evaluation (docs/metrics.md, "Artifacts"): ``evaluation.json``
+  read back through its schema, the task's figure and ``report.png`` opened (size, not blank),
+  and ``model.json``'s serving thresholds, which are the evaluation's.
 
 Each prints its figures (``-s`` shows them)."""
 
@@ -21,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from kubevision_api.evaluation import Evaluation
+from tests.trainer.trainer_helpers import assert_drawn
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -46,6 +52,47 @@ def _env(work: Path) -> dict[str, str]:
 def _card(work: Path, name: str) -> dict[str, Any]:
     card: dict[str, Any] = json.loads((work / "runs" / "default" / name / "model.json").read_text())
     return card
+
+
+def check_evaluation(work: Path, name: str) -> Evaluation:
+    """The run's evaluation artifacts and the model card's part of them; returns the
+    evaluation."""
+    out = work / "runs" / "default" / name
+    card = _card(work, name)
+    evaluation = Evaluation.model_validate_json((out / "evaluation.json").read_text())
+    assert evaluation.split.value == "validation"
+    assert evaluation.best_epoch == card["metrics"]["bestEpoch"]
+    assert evaluation.concepts == card["concepts"]
+    figure = "confusion_matrix.png" if evaluation.classification else "pr_curves.png"
+    assert card["evaluation"]["artifacts"] == {
+        "evaluation": "evaluation.json",
+        "confusionMatrix" if evaluation.classification else "prCurves": figure,
+        "report": "report.png",
+    }
+    assert card["evaluation"]["summary"] == evaluation.summary.model_dump(
+        mode="json", by_alias=True
+    )
+    assert_drawn((out / figure).read_bytes(), 400, 300)
+    assert_drawn((out / "report.png").read_bytes(), 800, 200)
+    serving = card["serving"]
+    if evaluation.tagging is not None:
+        expected = {
+            c.concept: None if c.best is None else c.best.threshold
+            for c in evaluation.tagging.concepts
+        }
+        assert serving["thresholds"] == expected and serving["thresholdOf"] == "probability"
+        assert any(value is not None for value in expected.values())
+    elif evaluation.detection is not None:
+        boxes = evaluation.detection
+        expected = {
+            c.concept: None if c.optimal_lrp is None else c.optimal_lrp.threshold
+            for c in boxes.concepts
+        }
+        assert serving["thresholds"] == expected and serving["thresholdOf"] == "score"
+        assert serving["nmsIou"] == boxes.nms_iou == 0.5  # Faster R-CNN's box NMS
+    else:
+        assert serving == {"thresholds": None, "thresholdOf": None, "nmsIou": None}
+    return evaluation
 
 
 def readme_first_command() -> str:
@@ -86,6 +133,9 @@ def test_readme_first_command_trains_digits(workdir: Path) -> None:
         assert (out / name).stat().st_size > 0, name
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = _card(workdir, "digits-resnet18")
+    evaluation = check_evaluation(workdir, "digits-resnet18")
+    assert evaluation.summary.value == pytest.approx(card["metrics"]["accuracy"])
+    assert f"accuracy {card['metrics']['accuracy']:.4f}" in done.stdout + done.stderr
     print(
         f"\ndigits: val accuracy {card['metrics']['accuracy']:.4f} "
         f"(before training {card['metrics']['initial']['accuracy']:.4f}), {seconds:.0f} s"
@@ -127,5 +177,13 @@ def test_example_beats_its_untrained_model(
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = _card(workdir, name)["metrics"]
     before, after = metrics["initial"][metric], metrics[metric]
-    print(f"\n{folder}: val {metric} {after:.4f} vs {before:.4f} untrained, {seconds:.0f} s")
+    evaluation = check_evaluation(workdir, name)
+    summary = evaluation.summary
+    print(
+        f"\n{folder}: val {metric} {after:.4f} vs {before:.4f} untrained, {seconds:.0f} s; "
+        f"final evaluation {summary.indicator.value} {summary.value}"
+    )
     assert after >= before + margin
+    # The console's last line leads with the first indicator.
+    line = f"done: best epoch {metrics['bestEpoch']}: {summary.indicator.value} "
+    assert line in done.stdout + done.stderr

@@ -146,9 +146,36 @@ def example_plan(examples: Path, folder: str, output: Path, **training: Any) -> 
     )
 
 
-def evaluate_plans(plans: list[str], cache: str) -> list[tuple[float, dict[str, Any]]]:
+def predictions_digest(predictions: Any) -> str:
+    """sha256 over every array of ``predictions`` (``evaluation.predictions``), in order. For
+    detection, the ground truth and each image's detection count only: a detector's float32
+    scores move by an ulp with the intra-op thread count (each world size has its own share of
+    the cores), which reorders near-tied boxes without changing any figure."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    images = getattr(predictions, "images", None)
+    if images is None:
+        arrays = [predictions.logits, getattr(predictions, "labels", None)]
+        arrays.append(getattr(predictions, "targets", None))
+    else:
+        arrays = [
+            a
+            for image in images
+            for a in (image.gt_boxes, image.gt_labels, np.array(len(image.dt_scores)))
+        ]
+    for value in arrays:
+        if value is not None:
+            digest.update(np.ascontiguousarray(value).tobytes() + str(value.shape).encode())
+    return digest.hexdigest()
+
+
+def evaluate_plans(plans: list[str], cache: str) -> list[tuple[float, dict[str, Any], str | None]]:
     """On every rank: the validation loss and metrics of each plan's untrained model (weights
-    from the plan's seed alone), through the engine's sharded evaluation."""
+    from the plan's seed alone), through the engine's sharded evaluation, and on rank 0 the
+    digest of the predictions it keeps (None on the others)."""
     import dataclasses
 
     import torch
@@ -181,6 +208,8 @@ def evaluate_plans(plans: list[str], cache: str) -> list[tuple[float, dict[str, 
             meta={},
             world=world,
         )
-        loss, result = trainer.evaluate()
-        results.append((loss, dataclasses.asdict(result)))
+        validation = trainer.evaluate(keep_predictions=True)
+        kept = validation.predictions
+        digest = None if kept is None else predictions_digest(kept)
+        results.append((validation.loss, dataclasses.asdict(validation.result), digest))
     return results

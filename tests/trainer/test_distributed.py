@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 
+from kubevision_api.evaluation import Evaluation
 from kubevision_trainer import checkpoint
 from tests.trainer import dist_helpers
 from tests.trainer.trainer_helpers import (
@@ -104,6 +105,15 @@ def test_two_processes_train_the_digits_example_like_one(examples: Path, tmp_pat
     assert close, f"max relative parameter difference {worst:.3g} at {where}"
     assert worst_metric[1] <= 1e-6, f"metrics differ by {worst_metric[1]:.3g} ({worst_metric[0]})"
     assert one["progress"]["images_total"] == two["progress"]["images_total"]
+    # The final evaluation of best.pt: sharded over 2 processes, the same file as 1 process's,
+    # and its files written once, by rank 0.
+    evaluations = [(outputs[w] / "evaluation.json").read_text() for w in (1, 2)]
+    assert Evaluation.model_validate_json(evaluations[1]) == Evaluation.model_validate_json(
+        evaluations[0]
+    )
+    assert evaluations[1] == evaluations[0]
+    for name in ("confusion_matrix.png", "report.png"):
+        assert (outputs[2] / name).read_bytes()[:4] == b"\x89PNG", name
 
 
 def test_sharded_validation_gives_the_single_process_figures(
@@ -129,14 +139,20 @@ def test_sharded_validation_gives_the_single_process_figures(
             world_size,
             tmp_path / f"w{world_size}",
         )
-        # Every rank got rank 0's figures.
-        assert all(r == results[0] for r in results)
+        # Every rank got rank 0's figures; rank 0 alone the predictions.
+        assert all(
+            [(loss, m) for loss, m, _ in r] == [(loss, m) for loss, m, _ in results[0]]
+            for r in results
+        )
+        assert all(digest is not None for _, _, digest in results[0])
+        assert all(digest is None for r in results[1:] for _, _, digest in r)
         figures[world_size] = results[0]
     print(f"\nsharded validation (loss, metrics) per task: {figures[1]}")
     (classification, tagging, detection) = figures[1]
     assert classification[1]["accuracy"] is not None and tagging[1]["map"] is not None
     assert detection[1]["map"] is not None
-    # Exactly, not approximately: the same batches, merged in the single-process order.
+    # Exactly, not approximately: the same batches, merged in the single-process order (the
+    # predictions too: the same images in the same order; dist_helpers.predictions_digest).
     assert figures[2] == figures[1]
     assert figures[3] == figures[1]
 

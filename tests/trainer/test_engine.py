@@ -4,6 +4,7 @@ and an exact resume from a stop in the middle of an epoch (the SIGTERM path)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 
 from kubevision_api.contract import StepName
 from kubevision_api.errors import InputError
+from kubevision_api.evaluation import Evaluation, EvaluationStatus
 from kubevision_api.status import BestMetric, CheckpointStatus, EpochMetrics, StepState
 from kubevision_trainer import checkpoint, engine, main
 from kubevision_trainer.report.prometheus import PrometheusReporter
@@ -36,6 +38,7 @@ class Recorder(NullReporter):
         self.epochs: list[tuple[EpochMetrics, BestMetric | None]] = []
         self.checkpoints: list[CheckpointStatus] = []
         self.resumed_at: list[ResumePoint] = []
+        self.evaluations: list[tuple[EvaluationStatus, list[Evaluation]]] = []
         self.batches = 0
 
     def step(self, name: StepName, state: StepState, message: str | None = None) -> None:
@@ -52,6 +55,9 @@ class Recorder(NullReporter):
 
     def checkpoint(self, status: CheckpointStatus) -> None:
         self.checkpoints.append(status)
+
+    def evaluation(self, status: EvaluationStatus, evaluations: Sequence[Evaluation]) -> None:
+        self.evaluations.append((status, list(evaluations)))
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +108,37 @@ def test_records_best_checkpoint_and_steps(digits: Path, tmp_path: Path) -> None
     assert card["metrics"]["initial"]["accuracy"] is not None
     assert card["concepts"] == ["one", "zero"]
     assert len((tmp_path / "out" / "batches.jsonl").read_text().splitlines()) == 2 * steps
+
+    # The final evaluation of best.pt on the validation split: its files, the reporters' event
+    # and the model card's summary agree with each other and with the final metrics.
+    out = f"file://{tmp_path}/out"
+    [(status, [evaluation])] = rec.evaluations
+    written = Evaluation.model_validate_json((tmp_path / "out/evaluation.json").read_text())
+    assert written == evaluation
+    assert evaluation.split.value == "validation" and evaluation.best_epoch == best_epoch
+    assert evaluation.model_version == "tests/digits-test"
+    assert evaluation.images == len(dataset["images"]) - train
+    assert evaluation.classification is not None
+    matrix = evaluation.classification.confusion_matrix
+    assert sum(map(sum, matrix)) == evaluation.images
+    assert evaluation.summary.value == evaluation.classification.accuracy
+    assert evaluation.classification.accuracy == pytest.approx(card["metrics"]["accuracy"])
+    assert status.indicator.value == "accuracy" and status.value == evaluation.summary.value
+    assert status.artifacts.evaluation == f"{out}/evaluation.json"
+    assert status.artifacts.confusion_matrix == f"{out}/confusion_matrix.png"
+    assert status.artifacts.report == f"{out}/report.png" and status.artifacts.pr_curves is None
+    for png in ("confusion_matrix.png", "report.png"):
+        assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert card["serving"] == {"thresholds": None, "thresholdOf": None, "nmsIou": None}
+    assert card["evaluation"] == {
+        "summary": evaluation.summary.model_dump(mode="json", by_alias=True),
+        "artifacts": {
+            "evaluation": "evaluation.json",
+            "confusionMatrix": "confusion_matrix.png",
+            "report": "report.png",
+        },
+    }
+    assert json.loads((tmp_path / "out/model.json").read_text()) == card
 
 
 def test_early_stopping(digits: Path, tmp_path: Path) -> None:

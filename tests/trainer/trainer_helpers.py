@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import urllib.request
 from pathlib import Path
@@ -90,3 +91,17 @@ def batches_total(port: int) -> float | None:
         if line.startswith("kubevision_train_batches_total{"):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def assert_drawn(png: bytes, min_width: int, min_height: int) -> tuple[int, int]:
+    """``png`` is a PNG of at least that size in pixels, not blank: more than 50 distinct
+    colours and a standard deviation of its channel values above 10. Returns its size."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(io.BytesIO(png)) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    height, width = rgb.shape[:2]
+    assert width >= min_width and height >= min_height, (width, height)
+    colours = len(np.unique(rgb.reshape(-1, 3), axis=0))
+    assert colours > 50, colours
+    assert float(rgb.std()) > 10.0
+    return width, height

@@ -23,7 +23,7 @@ from kubevision_api.modelversion import (
 )
 from kubevision_api.status import CheckpointStatus, EpochMetrics, StepState
 from kubevision_api.view import Task
-from kubevision_trainer import ddp, distributed, finite, metrics, runstate, schedule, sharded_eval
+from kubevision_trainer import ddp, distributed, finite, runstate, schedule, sharded_eval
 from kubevision_trainer.data.torchdata import EpochBatchSampler, derive_seed
 from kubevision_trainer.report.reporter import BatchEvent, Reporter
 from kubevision_trainer.runstate import RUN_STATE_KEY, RunState
@@ -144,18 +144,7 @@ class Engine:
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
     def _to_device(self, images: Any, targets: Any) -> tuple[Any, Any]:
-        nb = self.cuda
-        if self.task is Task.DETECTION:
-            images = [img.to(self.device, non_blocking=nb) for img in images]
-            targets = [
-                {k: v.to(self.device, non_blocking=nb) for k, v in t.items()} for t in targets
-            ]
-            return images, targets
-        # The model's dtype: float32, or float64 where a test builds it so (docs/distributed.md).
-        images = images.to(self.device, dtype=self.input_dtype, non_blocking=nb)
-        if self.cuda:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images, targets.to(self.device, non_blocking=nb)
+        return sharded_eval.to_device(self.task, self.device, self.input_dtype, images, targets)
 
     def _loss(self, images: Any, targets: Any) -> torch.Tensor:
         """The training batch's mean loss (through DDP in a distributed run)."""
@@ -270,9 +259,13 @@ class Engine:
         mean = run.loss_sum / max(1, run.loss_count)
         return mean
 
-    def evaluate(self) -> tuple[float, metrics.EvalResult]:
-        """Validation loss (mean over images) and metrics of the whole validation set, sharded
-        over the ranks and gathered (``sharded_eval``): every rank gets one process's figures.
+    def evaluate(
+        self, loader: DataLoader[Any] | None = None, *, keep_predictions: bool = False
+    ) -> sharded_eval.Validation:
+        """Validation loss (mean over images) and metrics of the whole validation set (or of
+        ``loader``'s, batched by a ``ValidationBatchSampler``), sharded over the ranks and
+        gathered (``sharded_eval``): every rank gets one process's figures, and rank 0 the
+        predictions when ``keep_predictions``.
 
         Raises:
             NonFiniteError: the model's outputs are NaN or infinite.
@@ -283,12 +276,13 @@ class Engine:
         try:
             return sharded_eval.evaluate(
                 self.model,
-                self.val_loader,
+                self.val_loader if loader is None else loader,
                 task=self.task,
                 concepts=self.concepts,
                 seed=self.options.seed,
                 to_device=self._to_device,
                 autocast=self._autocast,
+                keep_predictions=keep_predictions,
             )
         except sharded_eval.ValidationFailedError as exc:
             error = NonFiniteError if exc.non_finite else TrainingError
@@ -303,7 +297,8 @@ class Engine:
         run = run or RunState()
         if run.initial is None and run.epoch == 0 and run.batch == 0:
             # The untrained (or pretrained) model's metrics: the baseline every epoch beats.
-            val_loss, result = self.evaluate()
+            first = self.evaluate()
+            val_loss, result = first.loss, first.result
             run.initial = EpochMetrics(
                 epoch=1,
                 val_loss=val_loss,
@@ -321,10 +316,11 @@ class Engine:
             train_loss = self.train_one_epoch(epoch, run)
             lr = float(self.optimizer.param_groups[0]["lr"])
             try:
-                val_loss, result = self.evaluate()
+                validation = self.evaluate()
             except NonFiniteError as exc:
                 detail = f"{exc} after epoch {epoch} ({self._rates(lr)}): {_ADVICE}"
                 raise NonFiniteError(detail) from exc
+            val_loss, result = validation.loss, validation.result
             record = EpochMetrics(
                 epoch=epoch,
                 learning_rate=lr,

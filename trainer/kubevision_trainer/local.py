@@ -1,5 +1,6 @@
 """Local mode (``kubevision train``): the same TrainingPlan and trainer as a Job, in this
-process, with ``file://`` storage under ``./runs/``, a progress bar and a report image."""
+process, with ``file://`` storage under ``./runs/`` and a progress bar; the run writes its
+report image and evaluation as a Job does (``final``)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,11 @@ from kubevision_api.errors import InputError
 from kubevision_api.modelversion import ModelVersion, Resources
 from kubevision_api.plan import PlanDefaults, TrainingPlan, resolve
 from kubevision_api.view import View
-from kubevision_trainer import launch, main, storage
-from kubevision_trainer.report import factory, image, records
+from kubevision_trainer import launch, main
+from kubevision_trainer.report import factory
 from kubevision_trainer.report.progress import ProgressBarReporter
 
 log = logging.getLogger(__name__)
-
-REPORT = "report.png"
 
 
 def _absolute(uri: str, base: Path) -> str:
@@ -152,8 +151,8 @@ def run(
 
 def train(plan: TrainingPlan, *, device: str = "auto", report: bool = True) -> str:
     """Train ``plan`` in this process, as one of a launch's workers or alone; returns the
-    output URI. The progress bar, the Pushgateway, the report image and the console lines
-    are rank 0's alone (``launch.global_rank``).
+    output URI. The progress bar, the Pushgateway and the console lines are rank 0's alone
+    (``launch.global_rank``); ``report`` False writes no ``report.png``.
 
     Raises:
         InputError: bad dataset or images (one line naming file, record, field).
@@ -162,26 +161,31 @@ def train(plan: TrainingPlan, *, device: str = "auto", report: bool = True) -> s
     # it, once per rank.
     logging.getLogger("kubevision_trainer.engine").setLevel(logging.WARNING)
     if launch.global_rank() != 0:
-        main.run(plan, device=device, reporters=[])
+        main.run(plan, device=device, reporters=[], report_image=report)
         return plan.output_uri
     bar = ProgressBarReporter()
     bar.console.log(f"training {plan.namespace}/{plan.model_version} into {plan.output_uri}")
-    card = main.run(plan, device=device, reporters=[bar, *factory.job_reporters(plan)])
-    if report:
-        png = image.render(
-            records.read_jsonl(storage.join(plan.output_uri, records.BATCHES)),
-            records.read_jsonl(storage.join(plan.output_uri, records.METRICS)),
-            f"{plan.namespace}/{plan.model_version} ({plan.spec.architecture}, {plan.task.value})",
-        )
-        storage.write_atomic(storage.join(plan.output_uri, REPORT), png)
-    metrics = card["metrics"]
-    figures = ", ".join(
-        f"{name} {metrics[key]:.4f}"
-        for key, name in (("accuracy", "accuracy"), ("mAP", "mAP"), ("ap50", "AP50"))
-        if metrics.get(key) is not None
+    card = main.run(
+        plan, device=device, reporters=[bar, *factory.job_reporters(plan)], report_image=report
     )
-    bar.console.log(
-        f"done: best epoch {metrics['bestEpoch']}: {figures or 'no metric'}; outputs in "
-        f"{plan.output_uri}"
-    )
+    bar.console.log(done_line(card, plan.output_uri))
     return plan.output_uri
+
+
+def done_line(card: dict[str, Any], output_uri: str) -> str:
+    """The console's last line: the best epoch, the first indicator of the final evaluation
+    (docs/metrics.md) before the other figures, and where the outputs are."""
+    metrics = card["metrics"]
+    summary = card.get("evaluation", {}).get("summary", {})
+    first = summary.get("indicator")
+    figures = [f"{first} {summary['value']:.4f}"] if summary.get("value") is not None else []
+    keys = (("accuracy", "accuracy"), ("mAP", "mAP"), ("ap50", "AP50"))
+    figures += [
+        f"{name} {metrics[key]:.4f}"
+        for key, name in keys
+        if metrics.get(key) is not None and name != first
+    ]
+    return (
+        f"done: best epoch {metrics['bestEpoch']}: {', '.join(figures) or 'no metric'}; "
+        f"outputs in {output_uri}"
+    )

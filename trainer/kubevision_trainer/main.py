@@ -20,12 +20,13 @@ from kubevision_api import contract
 from kubevision_api.contract import StepName, StorageRole
 from kubevision_api.errors import InputError
 from kubevision_api.plan import TrainingPlan
-from kubevision_api.status import EpochMetrics, StepState
+from kubevision_api.status import StepState
 from kubevision_api.view import Task
 from kubevision_trainer import (
     checkpoint,
     distributed,
     engine,
+    final,
     launch,
     modelcard,
     models,
@@ -123,15 +124,18 @@ def run(
     reporters: list[Reporter] | None = None,
     settings: TrainerSettings | None = None,
     should_stop: Callable[[], bool] | None = None,
+    report_image: bool = True,
 ) -> dict[str, Any]:
     """Train ``plan`` to the end (or an early stop), resuming from ``last.pt`` when the
-    output holds one. Returns the model card that was written.
+    output holds one, then evaluate the best checkpoint (``final``: ``evaluation.json``, its
+    figures, ``report.png``). Returns the model card that was written.
 
     Under torchrun (``distributed.World.from_env``: more than one process) every worker calls
     this: it joins the process group (left again on return), trains its share of each global
     batch, and only global rank 0 checks storage, writes the manifest, records, checkpoints and
     the model card and tells ``reporters`` (the others ignore theirs; docs/distributed.md, "In
-    the trainer"). Every rank returns the same card.
+    the trainer"). Every rank returns the same card, less the evaluation's parts (serving
+    thresholds, summary) that rank 0 alone computes.
 
     Args:
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``; a distributed
@@ -140,6 +144,7 @@ def run(
         settings: cache folder, I/O threads, timeouts (default: from the environment).
         should_stop: polled once per batch and at each epoch's end; True (on any rank) stops
             the run with ``last.pt`` saved.
+        report_image: write ``report.png`` (``kubevision train --no-report`` does not).
 
     Raises:
         InputError: bad dataset, weights, or an output holding another plan's ``last.pt``.
@@ -153,7 +158,7 @@ def run(
     dev = distributed.device_of(world, device_for(device))
     distributed.init(world, dev, settings.collective_timeout_seconds)
     try:
-        return _run(plan, world, dev, reporters, settings, should_stop)
+        return _run(plan, world, dev, reporters, settings, should_stop, report_image)
     finally:
         distributed.destroy()
 
@@ -165,6 +170,7 @@ def _run(
     reporters: list[Reporter] | None,
     settings: TrainerSettings,
     should_stop: Callable[[], bool] | None,
+    report_image: bool,
 ) -> dict[str, Any]:
     main = world.is_main
     storage.configure(
@@ -239,9 +245,10 @@ def _run(
             should_stop=should_stop or (lambda: False),
             world=world,
         )
-        if main:
+        records = RecordsReporter(plan.output_uri) if main else None
+        if records is not None:
             # First, so the records are written before the other reporters hear of an epoch.
-            fanout.reporters.insert(0, RecordsReporter(plan.output_uri))
+            fanout.reporters.insert(0, records)
         state = RunState()
         if last is not None:
             # Every reporter hears where the run resumes (Reporter.resumed): counters
@@ -254,23 +261,20 @@ def _run(
 
         fanout.step(StepName.EVALUATING, StepState.RUNNING)
         best_epoch = ranks.load_best(trainer.model, store, world)
-        val_loss, evaluation = trainer.evaluate()
-        final = EpochMetrics(
-            epoch=best_epoch,
-            val_loss=val_loss,
-            accuracy=evaluation.accuracy,
-            map=evaluation.map,
-            ap50=evaluation.ap50,
+        evaluated = final.evaluate_best(
+            plan, trainer, best_epoch, fanout, records if report_image else None
         )
-        fanout.step(StepName.EVALUATING, StepState.SUCCEEDED, f"best epoch {final.epoch}")
+        fanout.step(StepName.EVALUATING, StepState.SUCCEEDED, f"best epoch {best_epoch}")
 
         fanout.step(StepName.EXPORTING, StepState.RUNNING)
         card = modelcard.build(
             plan,
-            final,
+            evaluated.metrics,
             best_epoch=result.run.best_epoch,
             initial=result.run.initial,
             plan_hash=plan_hash,
+            evaluation=evaluated.validation,
+            artifacts=None if evaluated.status is None else evaluated.status.artifacts,
         )
         ranks.on_main(world, lambda: modelcard.write(plan.output_uri, card))
         fanout.step(StepName.EXPORTING, StepState.SUCCEEDED)

@@ -4,8 +4,10 @@ libraries: pycocotools' ``COCOeval`` for detection, scikit-learn's
 
 Every evaluator follows the same cycle: ``update`` once per validation batch (tensors may live on
 any device; they are copied to the CPU at once, so no GPU memory is held), ``compute`` at the end
-of the epoch, ``reset`` before the next one. ``compute`` never returns the ``-1`` placeholder
-that COCOeval uses for "no ground truth": a metric that cannot be defined is ``None``.
+of the epoch, ``reset`` before the next one; ``predictions`` gives what was seen in the shapes
+of ``evaluation.predictions``, for the final evaluation (docs/metrics.md). ``compute`` never
+returns the ``-1`` placeholder that COCOeval uses for "no ground truth": a metric that cannot
+be defined is ``None``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from pycocotools.cocoeval import COCOeval
 from sklearn.metrics import average_precision_score
 
 from kubevision_api.view import Task
+from kubevision_trainer.evaluation.predictions import (
+    ClassificationPredictions,
+    DetectionImage,
+    DetectionPredictions,
+    Predictions,
+    TaggingPredictions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,20 +79,25 @@ class ClassificationEvaluator:
     Ties between logits go to the lowest class index (``torch.argmax``).
     """
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, *, keep_predictions: bool = True) -> None:
         """Args:
         num_classes: C, the number of concepts (>= 1).
+        keep_predictions: keep every image's logits and label for ``predictions()``; without,
+            two counters suffice for top-1 and nothing grows with the validation set (nor
+            travels in a sharded validation's gather: N x C float64 a pass).
         """
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1; got {num_classes}")
         self.num_classes = num_classes
+        self.keep_predictions = keep_predictions
         self.reset()
 
     def reset(self) -> None:
         """Forget every batch seen."""
-        # Two counters suffice for top-1, so nothing grows with the validation set.
         self._correct = 0
         self._total = 0
+        self._logits: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """Add one batch.
@@ -101,14 +115,37 @@ class ClassificationEvaluator:
         labels = labels.detach().cpu()
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f"labels must lie in 0..{self.num_classes - 1}")
-        predicted = logits.detach().cpu().argmax(dim=1)
+        logits = logits.detach().cpu()
+        predicted = logits.argmax(dim=1)
         self._correct += int((predicted == labels).sum())
         self._total += int(labels.numel())
+        if self.keep_predictions:
+            self._logits.append(logits.to(torch.float64))
+            self._labels.append(labels.clone())
 
     def merge(self, other: ClassificationEvaluator) -> None:
-        """Add the batches ``other`` has seen (another rank's share of the validation set)."""
+        """Add the batches ``other`` has seen (another rank's share of the validation set,
+        which comes after this one's in the validation order)."""
         self._correct += other._correct
         self._total += other._total
+        self._logits.extend(other._logits)
+        self._labels.extend(other._labels)
+
+    def predictions(self) -> ClassificationPredictions:
+        """Every image's logits and label, in the order seen (merged shares in rank order).
+
+        Raises:
+            ValueError: the evaluator was made without ``keep_predictions``.
+        """
+        if not self.keep_predictions:
+            raise ValueError("this evaluator keeps no predictions (keep_predictions=False)")
+        if not self._logits:
+            return ClassificationPredictions(
+                logits=np.zeros((0, self.num_classes)), labels=np.zeros(0, dtype=np.int64)
+            )
+        return ClassificationPredictions(
+            logits=torch.cat(self._logits).numpy(), labels=torch.cat(self._labels).numpy()
+        )
 
     def compute(self) -> EvalResult:
         """Top-1 accuracy over every image seen; None when no image was seen."""
@@ -171,6 +208,17 @@ class TaggingEvaluator:
         self._logits.extend(other._logits)
         self._targets.extend(other._targets)
 
+    def predictions(self) -> TaggingPredictions:
+        """Every image's logits and targets, in the order seen (merged shares in rank order)."""
+        if not self._logits:
+            count = len(self.concepts)
+            return TaggingPredictions(
+                logits=np.zeros((0, count)), targets=np.zeros((0, count), dtype=np.bool_)
+            )
+        return TaggingPredictions(
+            logits=torch.cat(self._logits).numpy(), targets=torch.cat(self._targets).numpy()
+        )
+
     def compute(self) -> EvalResult:
         """Accuracy at 0.5 and mAP over every image seen (see the class docstring)."""
         if not self._logits:
@@ -193,17 +241,6 @@ class TaggingEvaluator:
             precisions.append(float(average_precision_score(truth[:, index], scores[:, index])))
         mean_ap = float(np.mean(precisions)) if precisions else None
         return EvalResult(accuracy=accuracy, map=mean_ap, concepts_without_positives=without)
-
-
-@dataclass(frozen=True)
-class _DetectionImage:
-    """One validation image, on the CPU: ground truth and detections in model labels."""
-
-    gt_boxes: FloatArray
-    gt_labels: IntArray
-    dt_boxes: FloatArray
-    dt_labels: IntArray
-    dt_scores: FloatArray
 
 
 def _boxes(value: torch.Tensor, where: str) -> FloatArray:
@@ -254,7 +291,7 @@ class DetectionEvaluator:
 
     def reset(self) -> None:
         """Forget every image seen."""
-        self._images: list[_DetectionImage] = []
+        self._images: list[DetectionImage] = []
 
     def _labels(self, value: torch.Tensor, rows: int, where: str) -> IntArray:
         labels = _vector(value, rows, where)
@@ -286,7 +323,7 @@ class DetectionEvaluator:
             dt_boxes = _boxes(output["boxes"], f"{where} output")
             scores = _vector(output["scores"], len(dt_boxes), f"{where} output scores")
             self._images.append(
-                _DetectionImage(
+                DetectionImage(
                     gt_boxes=gt_boxes,
                     gt_labels=self._labels(target["labels"], len(gt_boxes), f"{where} target"),
                     dt_boxes=dt_boxes,
@@ -299,6 +336,11 @@ class DetectionEvaluator:
         """Append the images ``other`` has seen (another rank's share, which comes after this
         one's in the validation order: image ids follow the single-process order)."""
         self._images.extend(other._images)
+
+    def predictions(self) -> DetectionPredictions:
+        """Every image's ground truth and detections, in the order seen (merged shares in rank
+        order); ``nms_iou`` is left None (the evaluator does not know the detector)."""
+        return DetectionPredictions(images=list(self._images))
 
     def _coco(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The ground truth as a COCO dataset dict, and the detections as a COCO result list.
@@ -385,19 +427,26 @@ class Evaluator(Protocol):
     def compute(self) -> EvalResult:
         """Metrics over every batch since the last reset."""
 
+    def predictions(self) -> Predictions:
+        """Every image seen since the last reset, in order (``evaluation.predictions``)."""
+
     def reset(self) -> None:
         """Forget every batch seen."""
 
 
-def evaluator_for(task: Task, concepts: Sequence[str]) -> Evaluator:
+def evaluator_for(
+    task: Task, concepts: Sequence[str], *, keep_predictions: bool = True
+) -> Evaluator:
     """The evaluator of ``task``.
 
     Args:
         task: the View's task.
         concepts: concept names in class-index order (the status snapshot, sorted by name).
+        keep_predictions: False spares classification's evaluator its logits (an epoch's
+            validation needs only top-1); tagging and detection keep them anyway (AP needs them).
     """
     if task == Task.CLASSIFICATION:
-        return ClassificationEvaluator(len(concepts))
+        return ClassificationEvaluator(len(concepts), keep_predictions=keep_predictions)
     if task == Task.TAGGING:
         return TaggingEvaluator(concepts)
     if task == Task.DETECTION:

@@ -1,7 +1,9 @@
 """The model card (``model.json`` under the output URI): what a consumer of the best
 checkpoint needs to use it (concepts in class-index order, input size, resizer, normalisation,
-detection's label offset), how well it did (metrics before training and at the best epoch),
-and how it was made (the plan as the recipe, its hash, package versions)."""
+detection's label offset, the per-concept thresholds and NMS IoU for serving), how well it did
+(metrics before training and at the best epoch, the final evaluation's summary and files), and
+how it was made (the plan as the recipe, its hash, package versions). docs/trainer.md, "The
+model card"."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import torch
 import torchvision
 
+from kubevision_api.evaluation import Evaluation, EvaluationArtifacts
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.status import EpochMetrics
 from kubevision_api.view import Task
@@ -28,6 +31,8 @@ def build(
     best_epoch: int | None,
     initial: dict[str, Any] | None,
     plan_hash: str,
+    evaluation: Evaluation | None = None,
+    artifacts: EvaluationArtifacts | None = None,
 ) -> dict[str, Any]:
     """The model card of ``plan``'s run.
 
@@ -36,9 +41,13 @@ def build(
         best_epoch: the epoch of the best checkpoint.
         initial: validation metrics of the model before any training (JSON form).
         plan_hash: ``plan.training_hash()``.
+        evaluation: the final evaluation on the validation split (its thresholds are the
+            serving ones: chosen on validation, never on the test split); None leaves out
+            ``serving`` and ``evaluation``.
+        artifacts: the evaluation's files, recorded relative to the output URI.
     """
     spec = plan.spec
-    return {
+    card: dict[str, Any] = {
         "apiVersion": plan.api_version,
         "kind": "ModelCard",
         "namespace": plan.namespace,
@@ -67,6 +76,51 @@ def build(
             "torch": torch.__version__,
             "torchvision": torchvision.__version__,
         },
+    }
+    if evaluation is not None:
+        card["serving"] = serving(evaluation)
+        card["evaluation"] = {
+            "summary": evaluation.summary.model_dump(mode="json", by_alias=True),
+            "artifacts": _relative(artifacts, plan.output_uri) if artifacts is not None else {},
+        }
+    return card
+
+
+def serving(evaluation: Evaluation) -> dict[str, Any]:
+    """What a server applies to the model's outputs, from the validation evaluation.
+
+    - ``thresholds``: per concept, by name, in class-index order; a concept is reported when
+      its score reaches its threshold. Tagging: the F1-optimal probability (sigmoid of the
+      logit) of ``TaggingConcept.best``; detection: the LRP-optimal box score of
+      ``DetectionConcept.optimal_lrp``; null when none could be chosen (no ground truth in the
+      validation split). Classification has none (the arg-max class): ``thresholds`` is null.
+    - ``thresholdOf``: what the thresholds apply to (``probability``, ``score``, or null).
+    - ``nmsIou``: detection: the detector's NMS IoU; null for the other tasks.
+    """
+    thresholds: dict[str, float | None] | None = None
+    kind: str | None = None
+    if evaluation.tagging is not None:
+        kind = "probability"
+        thresholds = {
+            c.concept: None if c.best is None else c.best.threshold
+            for c in evaluation.tagging.concepts
+        }
+    elif evaluation.detection is not None:
+        kind = "score"
+        thresholds = {
+            c.concept: None if c.optimal_lrp is None else c.optimal_lrp.threshold
+            for c in evaluation.detection.concepts
+        }
+    nms = evaluation.detection.nms_iou if evaluation.detection is not None else None
+    return {"thresholds": thresholds, "thresholdOf": kind, "nmsIou": nms}
+
+
+def _relative(artifacts: EvaluationArtifacts, output_uri: str) -> dict[str, str]:
+    """The artifacts' names relative to the output URI (the card travels with its folder)."""
+    base = output_uri.rstrip("/") + "/"
+    return {
+        key: uri[len(base) :] if uri.startswith(base) else uri
+        for key, uri in artifacts.model_dump(by_alias=True, exclude_none=True).items()
     }
 
 

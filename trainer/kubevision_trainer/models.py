@@ -150,3 +150,14 @@ def load_partial(model: nn.Module, source: dict[str, torch.Tensor]) -> LoadRepor
         len(report.unused),
     )
     return report
+
+
+def nms_iou(model: nn.Module) -> float | None:
+    """The IoU above which a torchvision detector's non-maximum suppression drops the lower
+    scored of two boxes of one class: ``roi_heads.nms_thresh`` for the R-CNNs, ``nms_thresh``
+    for RetinaNet, FCOS and SSD; None for a classifier."""
+    for owner in (getattr(model, "roi_heads", None), model):
+        value = getattr(owner, "nms_thresh", None)
+        if isinstance(value, int | float):
+            return float(value)
+    return None

@@ -5,7 +5,8 @@ Each rank evaluates its contiguous run of whole single-process validation batche
 (``torchdata.ValidationBatchSampler``) with the plain module (no DDP, no collective inside the
 model), into its own evaluator; the evaluators and the per-batch loss sums are gathered to
 rank 0, merged in rank order (which is the single-process order), and computed once; rank 0
-broadcasts the result, so every rank takes the same best-checkpoint and early-stop decisions.
+broadcasts the result, so every rank takes the same best-checkpoint and early-stop decisions;
+the merged predictions, when asked for (the final evaluation), stay on rank 0.
 Each batch's random draws (a detector's loss samples RoIs) are seeded by the batch's position:
 the figures are those of one process, whatever the world size. With one process nothing is
 gathered."""
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader
 from kubevision_api.view import Task
 from kubevision_trainer import distributed, metrics
 from kubevision_trainer.data.torchdata import derive_seed
+from kubevision_trainer.evaluation.predictions import Predictions
 
 
 class ValidationFailedError(RuntimeError):
@@ -32,6 +34,39 @@ class ValidationFailedError(RuntimeError):
     def __init__(self, message: str, *, non_finite: bool) -> None:
         super().__init__(message)
         self.non_finite = non_finite
+
+
+@dataclass(frozen=True)
+class Validation:
+    """One validation pass.
+
+    Attributes:
+        loss: mean over images of the task's loss (every rank).
+        result: the epoch metrics (every rank).
+        predictions: every image's predictions in the single-process order, on rank 0 when
+            asked for (``keep_predictions``); None otherwise and on the other ranks.
+    """
+
+    loss: float
+    result: metrics.EvalResult
+    predictions: Predictions | None = None
+
+
+def to_device(
+    task: Task, device: torch.device, dtype: torch.dtype, images: Any, targets: Any
+) -> tuple[Any, Any]:
+    """A loader's batch on ``device``: a detector's lists of images and target dicts as they
+    are, a classifier's image tensor in ``dtype`` (the model's: float32, or float64 where a
+    test builds it so), channels-last on CUDA."""
+    nb = device.type == "cuda"
+    if task is Task.DETECTION:
+        images = [img.to(device, non_blocking=nb) for img in images]
+        targets = [{k: v.to(device, non_blocking=nb) for k, v in t.items()} for t in targets]
+        return images, targets
+    images = images.to(device, dtype=dtype, non_blocking=nb)
+    if nb:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets.to(device, non_blocking=nb)
 
 
 @dataclass
@@ -101,9 +136,11 @@ def evaluate(
     seed: int,
     to_device: Callable[[Any, Any], tuple[Any, Any]],
     autocast: Callable[[], contextlib.AbstractContextManager[Any]],
-) -> tuple[float, metrics.EvalResult]:
+    keep_predictions: bool = False,
+) -> Validation:
     """Validation loss (mean over images of the task's loss) and metrics over the whole
-    validation set, on every rank.
+    validation set, on every rank; with ``keep_predictions``, rank 0 also gets every image's
+    predictions in the single-process order (the others get None).
 
     Args:
         model: the plain module (never the DDP wrapper); left in train mode.
@@ -116,7 +153,7 @@ def evaluate(
         ValidationFailedError: some rank's outputs were not finite, or rank 0 could not compute
             the metrics; raised on every rank.
     """
-    evaluator = metrics.evaluator_for(task, concepts)
+    evaluator = metrics.evaluator_for(task, concepts, keep_predictions=keep_predictions)
     share = _Share(evaluator, [])
     positions = list(getattr(loader.batch_sampler, "positions", range(len(loader))))
     cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -134,13 +171,17 @@ def evaluate(
     model.train()
     shares = distributed.gather_objects(share)
     combined: _Combined | None = None
+    predictions: Predictions | None = None
     if shares is not None:
-        combined = _combine(task, concepts, shares)
+        combined, merged = _combine(task, concepts, shares, keep_predictions)
+        if keep_predictions and merged is not None:
+            # Rank 0's alone: broadcasting them would cost every epoch for nothing.
+            predictions = merged.predictions()
     combined = distributed.broadcast_object(combined)
     if combined.failure is not None:
         raise ValidationFailedError(combined.failure, non_finite=combined.non_finite)
     assert combined.result is not None
-    return combined.loss, combined.result
+    return Validation(combined.loss, combined.result, predictions)
 
 
 @dataclass
@@ -153,12 +194,15 @@ class _Combined:
     non_finite: bool = False
 
 
-def _combine(task: Task, concepts: list[str], shares: list[_Share]) -> _Combined:
-    """Rank 0: every rank's share merged in rank order, and computed."""
+def _combine(
+    task: Task, concepts: list[str], shares: list[_Share], keep_predictions: bool
+) -> tuple[_Combined, metrics.Evaluator | None]:
+    """Rank 0: every rank's share merged in rank order, and computed; the merged evaluator
+    (None when some rank failed)."""
     for share in shares:
         if share.problem is not None:
-            return _Combined(failure=share.problem, non_finite=True)
-    evaluator = metrics.evaluator_for(task, concepts)
+            return _Combined(failure=share.problem, non_finite=True), None
+    evaluator = metrics.evaluator_for(task, concepts, keep_predictions=keep_predictions)
     loss, count = 0.0, 0
     for share in shares:
         evaluator.merge(share.evaluator)
@@ -168,5 +212,5 @@ def _combine(task: Task, concepts: list[str], shares: list[_Share]) -> _Combined
     try:
         result = evaluator.compute()
     except ValueError as exc:
-        return _Combined(failure=f"the validation metrics failed: {exc}")
-    return _Combined(loss=loss / max(1, count), result=result)
+        return _Combined(failure=f"the validation metrics failed: {exc}"), None
+    return _Combined(loss=loss / max(1, count), result=result), evaluator
