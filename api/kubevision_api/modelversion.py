@@ -140,19 +140,63 @@ class Balancing(ApiModel):
     )
 
 
+#: What the API server (and pydantic) say when the validation and test splits leave no image
+#: to train on.
+SPLIT_FRACTIONS_MESSAGE: Final = (
+    "spec.datasetSplit.validationFraction + spec.datasetSplit.testFraction must be under 1: "
+    "the rest of the images is the training split"
+)
+
+
 class DatasetSplit(ApiModel):
-    """Train/validation split. An image's side depends only on (seed, image path), so adding
-    images never moves an existing one."""
+    """Train/validation/test split. An image's side depends only on (seed, image path), so
+    adding images never moves an existing one, and adding a test split never moves a
+    validation image."""
+
+    model_config = ConfigDict(
+        json_schema_extra=ObjectRules(
+            rules=(
+                # In an object both fields hold a value (structural defaults, applied before
+                # validation); the API server also checks the rule on datasetSplit's own
+                # default, {}, where they are absent: hence has().
+                Rule(
+                    rule="!has(self.validationFraction) || !has(self.testFraction) || "
+                    "self.validationFraction + self.testFraction < 1.0",
+                    message=SPLIT_FRACTIONS_MESSAGE,
+                    field_path=".testFraction",
+                ),
+            )
+        )
+    )
 
     validation_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="Share of images in the validation split."
     )
+    test_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Share of images in the held-out test split, scored once with the best "
+        "checkpoint (chosen on validation) and reported apart; 0: no test split. "
+        "validationFraction + testFraction must be under 1.",
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the split.")
     stratified: bool = Field(
         default=True,
-        description="Guarantee every concept with 2+ images one validation and one training image.",
+        description="Guarantee every concept with 2+ training or validation images one "
+        "validation and one training image; test images are never moved.",
     )
     balancing: Balancing = Field(default_factory=Balancing)
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_images(self) -> DatasetSplit:
+        # The pydantic twin of the CEL rule above.
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise field_error(
+                "testFraction",
+                f"{SPLIT_FRACTIONS_MESSAGE}; got {self.validation_fraction} + {self.test_fraction}",
+            )
+        return self
 
 
 class AugmentationName(StrEnum):

@@ -112,6 +112,10 @@ class TrainingPlan(ApiModel):
         # the same (SyncBatchNorm changes the weights trained; the world size alone does not).
         if not spec["training"].get("syncBatchNorm"):
             spec["training"].pop("syncBatchNorm", None)
+        # A test split takes images from training; left out at 0 (no test split), so that the
+        # hash of a plan written before it existed stays the same.
+        if not spec["datasetSplit"].get("testFraction"):
+            spec["datasetSplit"].pop("testFraction", None)
         # The box options change the boxes trained on; left out at their defaults, so that
         # the hash of a plan written before they existed stays the same.
         dataset = self.dataset.model_dump(mode="json", by_alias=True, include={"uri", "format"})

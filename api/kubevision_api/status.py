@@ -120,6 +120,12 @@ class DatasetStatus(ApiModel):
 
     train: int = Field(ge=0, description="Training images (before balancing).")
     val: int = Field(ge=0, description="Validation images.")
+    test: int = Field(
+        default=0,
+        ge=0,
+        description="Held-out test images (spec.datasetSplit.testFraction; 0 without a test "
+        "split).",
+    )
     train_balanced: int | None = Field(default=None, ge=0, description="After balancing.")
     skipped: list[SkippedImages] = Field(
         default_factory=list,

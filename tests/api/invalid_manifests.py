@@ -215,6 +215,31 @@ CASES: tuple[Case, ...] = (
         why="exclusive minimum",
     ),
     _create(
+        "mv-test-fraction-one",
+        edit(model_version(), "spec.datasetSplit", {"testFraction": 1}),
+        "spec.datasetSplit.testFraction",
+        why="exclusive maximum",
+    ),
+    _create(
+        "mv-test-fraction-negative",
+        edit(model_version(), "spec.datasetSplit", {"testFraction": -0.1}),
+        "spec.datasetSplit.testFraction",
+    ),
+    _create(
+        "mv-fractions-leave-no-training-image",
+        edit(
+            model_version(), "spec.datasetSplit", {"validationFraction": 0.4, "testFraction": 0.6}
+        ),
+        "spec.datasetSplit.testFraction",
+        why="CEL on datasetSplit: validationFraction + testFraction < 1",
+    ),
+    _create(
+        "mv-test-fraction-over-the-default-validation",
+        edit(model_version(), "spec.datasetSplit", {"testFraction": 0.8}),
+        "spec.datasetSplit.testFraction",
+        why="CEL on datasetSplit, after the structural default validationFraction 0.2",
+    ),
+    _create(
         "mv-learning-rate-zero",
         edit(model_version(), "spec.training.learningRate", 0),
         "spec.training.learningRate",

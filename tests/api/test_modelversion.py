@@ -242,6 +242,24 @@ def test_processes_per_node_is_for_cpu_training_only() -> None:
     assert paths == ["resources.processesPerNode"]
 
 
+def test_validation_and_test_fractions_leave_training_images() -> None:
+    paths, message = _message(spec(datasetSplit={"validationFraction": 0.5, "testFraction": 0.5}))
+    assert paths == ["datasetSplit.testFraction"]
+    assert message == (
+        "spec.datasetSplit.validationFraction + spec.datasetSplit.testFraction must be under 1: "
+        "the rest of the images is the training split; got 0.5 + 0.5"
+    )
+    # The default validation fraction (0.2) counts too.
+    paths, _ = _message(spec(datasetSplit={"testFraction": 0.8}))
+    assert paths == ["datasetSplit.testFraction"]
+    parsed = ModelVersionSpec.model_validate(spec(datasetSplit={"testFraction": 0.79}))
+    assert parsed.dataset_split.test_fraction == 0.79
+    assert ModelVersionSpec.model_validate(spec()).dataset_split.test_fraction == 0.0
+    assert errors_at(spec(datasetSplit={"testFraction": -0.1})) == [
+        ("datasetSplit", "testFraction")
+    ]
+
+
 def test_a_gang_name_leaves_room_for_the_pod_index() -> None:
     def mv(name: str, nodes: int) -> dict[str, Any]:
         return {"metadata": {"name": name}, "spec": spec(resources={"gpus": 0, "nodes": nodes})}

@@ -158,6 +158,17 @@ def test_training_hash_changes_with_what_decides_the_weights() -> None:
     assert len(set(hashes)) == len(hashes)
 
 
+def test_training_hash_of_a_split_without_test_fraction_is_todays() -> None:
+    # The hash of plan_of() computed before testFraction existed (main at 7bc9708): an output
+    # trained then still resumes, whether the spec leaves testFraction out or writes 0.
+    today = "54c1284f81d0afe42737f049795dd1bc37931b6878d86a1dc7c1d49b0114511b"
+    assert plan_of().training_hash() == today
+    assert plan_of(mv=make_mv(datasetSplit={"testFraction": 0})).training_hash() == today
+    with_test = plan_of(mv=make_mv(datasetSplit={"testFraction": 0.1})).training_hash()
+    other_test = plan_of(mv=make_mv(datasetSplit={"testFraction": 0.2})).training_hash()
+    assert len({today, with_test, other_test}) == 3
+
+
 def test_training_hash_ignores_concept_order() -> None:
     reordered = plan_of(view=make_view(concepts=("bird", "dog", "cat")))
     assert reordered.training_hash() == plan_of().training_hash()

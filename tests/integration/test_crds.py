@@ -28,7 +28,7 @@ from kubevision_api.evaluation import (
     Indicator,
 )
 from kubevision_api.meta import GROUP, VERSION
-from kubevision_api.modelversion import ModelVersion
+from kubevision_api.modelversion import SPLIT_FRACTIONS_MESSAGE, ModelVersion
 from kubevision_api.status import ModelVersionStatus
 from kubevision_api.view import ModelEntry, ModelSummary, View, ViewStatus
 from testenv.controlplane import ControlPlane
@@ -237,6 +237,33 @@ def test_batch_sizes_that_divide_the_world_size_are_accepted(
     stored = _create(cluster, namespace, doc)
     resources = ModelVersion.model_validate(stored).spec.resources
     assert resources.world_size() == world
+
+
+def test_split_fractions_rule_message_and_accepted_fractions(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    doc = model_version(name="split-too-much")
+    doc["spec"]["datasetSplit"] = {"validationFraction": 0.5, "testFraction": 0.5}
+    code, answer = _call(cluster, "POST", _path("ModelVersion", namespace), doc)
+    assert code == 422, answer
+    assert "spec.datasetSplit.testFraction: Invalid value: " in answer["message"]
+    assert SPLIT_FRACTIONS_MESSAGE in answer["message"]
+    # Integers are numbers to CEL's double arithmetic too; 0.2 + 0.79 is under 1.
+    for name, split in (
+        ("split-int-zero", {"testFraction": 0}),
+        ("split-just-under", {"testFraction": 0.79}),
+    ):
+        stored = _create(
+            cluster,
+            namespace,
+            {
+                **model_version(name=name),
+                "spec": {**model_version()["spec"], "datasetSplit": split},
+            },
+        )
+        parsed = ModelVersion.model_validate(stored).spec.dataset_split
+        assert parsed.test_fraction == split["testFraction"]
+        assert parsed.validation_fraction == 0.2
 
 
 # ---- printer columns and explain --------------------------------------------------------------

@@ -38,6 +38,7 @@ from kubevision_trainer import (
     upload,
 )
 from kubevision_trainer.data import prepare
+from kubevision_trainer.data.loading import CachedImage
 from kubevision_trainer.data.prepare import Prepared
 from kubevision_trainer.data.torchdata import (
     EpochBatchSampler,
@@ -65,6 +66,40 @@ def device_for(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _loader_options(plan: TrainingPlan, device: torch.device) -> dict[str, Any]:
+    """The DataLoader keywords every loader of a run shares."""
+    workers = plan.spec.training.data_loader_workers
+    return {
+        "num_workers": workers,
+        "pin_memory": device.type == "cuda",
+        "collate_fn": collate_detection if plan.task is Task.DETECTION else None,
+        "persistent_workers": workers > 0,
+    }
+
+
+def _evaluation_loader(
+    plan: TrainingPlan, images: list[CachedImage], device: torch.device, world: World
+) -> DataLoader[Any]:
+    """This rank's run of whole batches of ``images``, with the evaluation preset (no
+    augmentation): ``ValidationBatchSampler``'s sharding, so the gathered predictions are the
+    single-process ones."""
+    spec = plan.spec
+    dataset = VisionDataset(
+        images,
+        plan.task,
+        len(plan.concepts),
+        presets.eval_preset(plan.task, spec.image_resizer),
+        spec.training.seed,
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=ValidationBatchSampler(
+            len(dataset), spec.training.batch_size, world.rank, world.world_size
+        ),
+        **_loader_options(plan, device),
+    )
+
+
 def loaders(
     plan: TrainingPlan, data: Prepared, device: torch.device, world: World | None = None
 ) -> tuple[DataLoader[Any], DataLoader[Any]]:
@@ -77,16 +112,12 @@ def loaders(
     world = world or World()
     spec, task = plan.spec, plan.task
     options = spec.training
-    num_classes = len(plan.concepts)
     train_ds = VisionDataset(
         data.train,
         task,
-        num_classes,
+        len(plan.concepts),
         presets.train_preset(task, spec.image_resizer, spec.augmentation),
         options.seed,
-    )
-    val_ds = VisionDataset(
-        data.val, task, num_classes, presets.eval_preset(task, spec.image_resizer), options.seed
     )
     if world.world_size > 1 and len(train_ds) < smallest_last_batch(world.world_size):
         raise InputError(
@@ -96,25 +127,23 @@ def loaders(
             "(spec.resources)",
         )
     sampler = EpochSampler(len(train_ds), options.seed, shuffle=True)
-    collate = collate_detection if task is Task.DETECTION else None
-    common: dict[str, Any] = {
-        "num_workers": options.data_loader_workers,
-        "pin_memory": device.type == "cuda",
-        "collate_fn": collate,
-        "persistent_workers": options.data_loader_workers > 0,
-    }
-    rank, size = world.rank, world.world_size
     train = DataLoader(
         train_ds,
-        batch_sampler=EpochBatchSampler(sampler, options.batch_size, rank, size),
-        **common,
+        batch_sampler=EpochBatchSampler(sampler, options.batch_size, world.rank, world.world_size),
+        **_loader_options(plan, device),
     )
-    val = DataLoader(
-        val_ds,
-        batch_sampler=ValidationBatchSampler(len(val_ds), options.batch_size, rank, size),
-        **common,
-    )
-    return train, val
+    return train, _evaluation_loader(plan, data.val, device, world)
+
+
+def held_out_loader(
+    plan: TrainingPlan, data: Prepared, device: torch.device, world: World | None = None
+) -> DataLoader[Any] | None:
+    """The test split's DataLoader of this rank, built and sharded as the validation loader
+    (whole batches, evaluation preset), or None when the plan has no test split. (Not
+    ``test_loader``: pytest would collect that name wherever a test imports it.)"""
+    if not data.test:
+        return None
+    return _evaluation_loader(plan, data.test, device, world or World())
 
 
 def run(
@@ -200,7 +229,9 @@ def _run(
         fanout.step(
             StepName.LOADING_DATASET,
             StepState.SUCCEEDED,
-            f"{data.status.train} train, {data.status.val} val images",
+            f"{data.status.train} train, {data.status.val} val"
+            + (f", {data.status.test} test" if data.status.test else "")
+            + " images",
         )
         last = ranks.read_last(store, world)
         meta = {

@@ -107,7 +107,7 @@ def test_one_training_image_is_an_input_error_said_before_training(tmp_path: Pat
     assert _error(training, tmp_path) == (
         f"{uri}: the training split has 1 image; training needs at least 2 (BatchNorm "
         "cannot normalise a batch of one image): add images or lower "
-        "spec.datasetSplit.validationFraction"
+        "spec.datasetSplit.validationFraction or testFraction"
     )
 
 

@@ -77,7 +77,7 @@ def check(
             result.source,
             f"the training split has {len(train)} {what}; training needs at least "
             f"{MIN_TRAINING_IMAGES} (BatchNorm cannot normalise a batch of one image): add "
-            "images or lower spec.datasetSplit.validationFraction",
+            "images or lower spec.datasetSplit.validationFraction or testFraction",
         )
     in_train, in_val = _positives(train), _positives(val)
     without_train = [name for i, name in enumerate(concepts) if not in_train[i]]

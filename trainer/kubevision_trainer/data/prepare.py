@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubevision_api.errors import InputError
@@ -34,6 +34,8 @@ class Prepared:
         manifest: ``dataset.json``'s content (every image, its split, sha256, concepts, boxes).
         digest: sha256 of the manifest's images (``last.pt`` records it; a resume with other
             images is refused).
+        test: the held-out test images (``spec.datasetSplit.testFraction``), empty without a
+            test split; carried as the validation images are (background images kept).
     """
 
     train: list[CachedImage]
@@ -41,28 +43,46 @@ class Prepared:
     status: DatasetStatus
     manifest: dict[str, Any]
     digest: str
+    test: list[CachedImage] = field(default_factory=list)
 
 
 def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
-    """Read the annotations, split, balance, and load every image (validated and cached in
+    """Read the annotations, split (train, val and the test split when the plan has one),
+    balance, and load every image (validated and cached in
     ``settings.cache_dir`` with ``settings.io_threads`` concurrent reads).
 
     Raises:
-        InputError: bad annotations or images, or an empty train or val split.
+        InputError: bad annotations or images, or an empty train, val or (asked for) test
+            split.
     """
     result = readers.read_dataset(plan.dataset, plan.task, plan.concepts)
     options = plan.spec.dataset_split
-    train, val = split.split(
-        result.samples, options.validation_fraction, options.seed, options.stratified
+    train, val, test = split.split(
+        result.samples,
+        options.validation_fraction,
+        options.seed,
+        options.stratified,
+        options.test_fraction,
     )
     train = split.leave_out_background(train, plan.task, result.skipped)
-    if not train or not val:
+    empty = [
+        name
+        for name, side, wanted in (
+            ("training", train, True),
+            ("validation", val, True),
+            ("test", test, options.test_fraction > 0),
+        )
+        if wanted and not side
+    ]
+    if empty:
         raise InputError(
             result.source,
-            f"the {'training' if not train else 'validation'} split is empty "
-            f"({len(result.samples)} images); add images or change "
-            "spec.datasetSplit.validationFraction",
+            f"the {empty[0]} split is empty ({len(result.samples)} images); add images or "
+            "change spec.datasetSplit.validationFraction"
+            + (" or testFraction" if options.test_fraction > 0 else ""),
         )
+    # Test images are checked by no coverage rule: a concept without test image is listed by
+    # the test evaluation (conceptsWithoutGroundTruth), as the product's rule for validation.
     # Before reading any image, then again once boxes under 1 px at the resizer's size are gone.
     check = functools.partial(
         coverage.check,
@@ -73,13 +93,15 @@ def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
     )
     check(train, val)
     loaded = loading.load_images(
-        train + val,
+        train + val + test,
         settings.cache_dir,
         threads=settings.io_threads,
         options=loading.LoadOptions.of(plan),
     )
     result.boxes.drop(boxes.UNDER_ONE_PIXEL, sum(item.small_boxes for item in loaded))
-    train_items, val_items = loaded[: len(train)], loaded[len(train) :]
+    train_items = loaded[: len(train)]
+    val_items = loaded[len(train) : len(train) + len(val)]
+    test_items = loaded[len(train) + len(val) :]
     train_items = split.leave_out_background(train_items, plan.task, result.skipped)
     covered = check([item.sample for item in train_items], [item.sample for item in val_items])
     balanced = train_items
@@ -100,7 +122,7 @@ def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
             "concepts": [plan.concepts[i] for i in item.sample.labels],
             "boxes": len(item.sample.boxes),
         }
-        for side, items in (("train", train_items), ("val", val_items))
+        for side, items in (("train", train_items), ("val", val_items), ("test", test_items))
         for item in items
     ]
     manifest: dict[str, Any] = {
@@ -120,6 +142,7 @@ def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
     status = DatasetStatus(
         train=len(train_items),
         val=len(val_items),
+        test=len(test_items),
         train_balanced=len(balanced) if options.balancing.enabled else None,
         skipped=[SkippedImages(reason=r, count=c) for r, c in sorted(result.skipped.items())],
         ignored_annotations=sum(result.ignored_annotations.values()),
@@ -128,7 +151,7 @@ def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
         background_val=background_val,
         boxes=result.boxes.status() if detection else None,
     )
-    return Prepared(balanced, val_items, status, manifest, digest)
+    return Prepared(balanced, val_items, status, manifest, digest, test_items)
 
 
 def write_manifest(output_uri: str, prepared: Prepared) -> None:
