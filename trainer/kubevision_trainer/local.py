@@ -38,10 +38,13 @@ def plan_from_manifests(
     pushgateway_url: str | None = None,
     nproc: int | None = None,
     device: str = "auto",
+    any_view: bool = False,
 ) -> TrainingPlan:
     """Load one View and one ModelVersion from manifest files or folders and resolve them
     into a plan, as the operator would, with local defaults. ``nproc`` > 1 makes the plan's
-    world ``nproc`` processes on one node (:func:`with_processes`).
+    world ``nproc`` processes on one node (:func:`with_processes`). With ``any_view``, the
+    ModelVersion is resolved against the View given, whatever its ``viewRef`` names
+    (``kubevision evaluate``: a trained version scored on another View's dataset).
 
     Raises:
         InputError: not exactly one View and one ModelVersion, a bad manifest, a plan
@@ -91,6 +94,8 @@ def plan_from_manifests(
         spec_update["output"] = mv.spec.output.model_copy(
             update={"uri": _absolute(output, Path.cwd())}
         )
+    if any_view:
+        spec_update["view_ref"] = mv.spec.view_ref.model_copy(update={"name": view.metadata.name})
     if spec_update:
         mv = mv.model_copy(update={"spec": mv.spec.model_copy(update=spec_update)})
     # Local runs have no operator: no status endpoint, no metrics port; they may push.

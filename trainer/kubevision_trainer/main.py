@@ -77,12 +77,13 @@ def _loader_options(plan: TrainingPlan, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _evaluation_loader(
+def evaluation_loader(
     plan: TrainingPlan, images: list[CachedImage], device: torch.device, world: World
 ) -> DataLoader[Any]:
-    """This rank's run of whole batches of ``images``, with the evaluation preset (no
-    augmentation): ``ValidationBatchSampler``'s sharding, so the gathered predictions are the
-    single-process ones."""
+    """This rank's run of whole batches of ``images`` (``spec.training.batchSize`` each), with
+    the evaluation preset (no augmentation): ``ValidationBatchSampler``'s sharding, so the
+    gathered predictions are the single-process ones. The validation and test loaders, and
+    ``kubevision evaluate``'s."""
     spec = plan.spec
     dataset = VisionDataset(
         images,
@@ -132,7 +133,7 @@ def loaders(
         batch_sampler=EpochBatchSampler(sampler, options.batch_size, world.rank, world.world_size),
         **_loader_options(plan, device),
     )
-    return train, _evaluation_loader(plan, data.val, device, world)
+    return train, evaluation_loader(plan, data.val, device, world)
 
 
 def held_out_loader(
@@ -143,7 +144,7 @@ def held_out_loader(
     ``test_loader``: pytest would collect that name wherever a test imports it.)"""
     if not data.test:
         return None
-    return _evaluation_loader(plan, data.test, device, world or World())
+    return evaluation_loader(plan, data.test, device, world or World())
 
 
 def run(

@@ -10,10 +10,14 @@ import pytest
 import torch
 
 from kubevision_api.errors import InputError
+from kubevision_api.evaluation import EvaluatedSplit
 from kubevision_api.plan import TrainingPlan
 from kubevision_trainer import main
+from kubevision_trainer.data import prepare as data_prepare
 from kubevision_trainer.data import split
+from kubevision_trainer.data.loading import CachedImage
 from kubevision_trainer.distributed import World
+from kubevision_trainer.settings import TrainerSettings
 from tests.trainer.data import bad_data_helpers as bad
 from tests.trainer.data import test_data_detection_bad as detection
 
@@ -92,3 +96,26 @@ def test_an_empty_test_split_is_refused(tmp_path: Path) -> None:
     uri = detection._write(tmp_path, boxes)
     with pytest.raises(InputError, match=r"the test split is empty .* or testFraction"):
         bad.prepare(_plan(tmp_path, uri, tiny), tmp_path)
+
+
+def test_scoring_images_are_the_splits_a_training_scores(tmp_path: Path) -> None:
+    boxes = _boxes()
+    uri = detection._write(tmp_path, boxes)
+    training = _plan(tmp_path, uri, TEST)
+    prepared = bad.prepare(training, tmp_path)
+    settings = TrainerSettings(cache_dir=tmp_path / "cache", io_threads=2)
+
+    def seen(items: list[CachedImage]) -> list[tuple[str, str, int]]:
+        return [(i.sample.path, i.sha256, len(i.sample.boxes)) for i in items]
+
+    validation = data_prepare.scoring_images(training, settings, EvaluatedSplit.VALIDATION)
+    assert seen(validation) == seen(prepared.val)
+    test = data_prepare.scoring_images(training, settings, EvaluatedSplit.TEST)
+    assert seen(test) == seen(prepared.test)
+    every = data_prepare.scoring_images(training, settings, EvaluatedSplit.DATASET)
+    assert [i.sample.path for i in every] == sorted(boxes)  # background images too
+
+    plain = _plan(tmp_path, uri, 0.0)
+    with pytest.raises(InputError, match="has no test split") as info:
+        data_prepare.scoring_images(plain, settings, EvaluatedSplit.TEST)
+    assert info.value.field == "spec.datasetSplit.testFraction"

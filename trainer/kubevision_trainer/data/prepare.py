@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubevision_api.errors import InputError
+from kubevision_api.evaluation import EvaluatedSplit
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.status import DatasetStatus, SkippedImages
 from kubevision_api.view import Task
@@ -152,6 +153,52 @@ def prepare(plan: TrainingPlan, settings: TrainerSettings) -> Prepared:
         boxes=result.boxes.status() if detection else None,
     )
     return Prepared(balanced, val_items, status, manifest, digest, test_items)
+
+
+def scoring_images(
+    plan: TrainingPlan, settings: TrainerSettings, which: EvaluatedSplit
+) -> list[CachedImage]:
+    """The images ``kubevision evaluate`` scores, read, validated and cached as
+    :func:`prepare` does, sorted by path: the plan's validation or test split (the same
+    images, in the same order, as a training of this plan scores), or every image of the
+    dataset (``EvaluatedSplit.DATASET``). No coverage or training-side rule applies: a
+    concept without ground truth is listed by the evaluation.
+
+    Raises:
+        InputError: bad annotations or images, or no image to score (an empty split, a test
+            split the plan does not have).
+    """
+    result = readers.read_dataset(plan.dataset, plan.task, plan.concepts)
+    options = plan.spec.dataset_split
+    if which is EvaluatedSplit.TEST and options.test_fraction == 0:
+        raise InputError(
+            f"ModelVersion {plan.namespace}/{plan.model_version}",
+            "has no test split (spec.datasetSplit.testFraction is 0): score the validation "
+            "split or every image (--split all)",
+            field="spec.datasetSplit.testFraction",
+        )
+    if which is EvaluatedSplit.DATASET:
+        samples = sorted(result.samples, key=lambda s: s.path)
+    else:
+        sides = split.split(
+            result.samples,
+            options.validation_fraction,
+            options.seed,
+            options.stratified,
+            options.test_fraction,
+        )
+        samples = sides.val if which is EvaluatedSplit.VALIDATION else sides.test
+    if not samples:
+        raise InputError(
+            result.source,
+            f"no image to score in the {which.value} split ({len(result.samples)} images)",
+        )
+    return loading.load_images(
+        samples,
+        settings.cache_dir,
+        threads=settings.io_threads,
+        options=loading.LoadOptions.of(plan),
+    )
 
 
 def write_manifest(output_uri: str, prepared: Prepared) -> None:
