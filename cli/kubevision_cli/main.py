@@ -12,9 +12,15 @@ from collections.abc import Sequence
 from kubevision_api import contract
 from kubevision_api.errors import InputError
 from kubevision_cli.command import Command
-from kubevision_cli.commands import crds, operator, train, trainer
+from kubevision_cli.commands import crds, evaluate, operator, train, trainer
 
-COMMANDS: tuple[Command, ...] = (train.COMMAND, trainer.COMMAND, operator.COMMAND, crds.COMMAND)
+COMMANDS: tuple[Command, ...] = (
+    train.COMMAND,
+    evaluate.COMMAND,
+    trainer.COMMAND,
+    operator.COMMAND,
+    crds.COMMAND,
+)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from kubevision_trainer.report.progress import ProgressBarReporter
 log = logging.getLogger(__name__)
 
 
-def _absolute(uri: str, base: Path) -> str:
+def absolute_uri(uri: str, base: Path) -> str:
     """A scheme-less URI is a path relative to the manifest's folder."""
     if "://" in uri:
         return uri
@@ -64,14 +64,14 @@ def plan_from_manifests(
     view, mv = view_item.obj, mv_item.obj
     assert isinstance(view, View) and isinstance(mv, ModelVersion)
     dataset = view.spec.dataset.model_copy(
-        update={"uri": _absolute(view.spec.dataset.uri, view_item.source.parent)}
+        update={"uri": absolute_uri(view.spec.dataset.uri, view_item.source.parent)}
     )
     view = view.model_copy(update={"spec": view.spec.model_copy(update={"dataset": dataset})})
     spec_update: dict[str, Any] = {}
     if mv.spec.pretrained_weights is not None:
         weights = mv.spec.pretrained_weights
         spec_update["pretrained_weights"] = weights.model_copy(
-            update={"uri": _absolute(weights.uri, mv_item.source.parent)}
+            update={"uri": absolute_uri(weights.uri, mv_item.source.parent)}
         )
     if epochs is not None:
         # Validated as the manifest's own value would be (model_copy would not check it).
@@ -92,7 +92,7 @@ def plan_from_manifests(
         )
     if output is not None:
         spec_update["output"] = mv.spec.output.model_copy(
-            update={"uri": _absolute(output, Path.cwd())}
+            update={"uri": absolute_uri(output, Path.cwd())}
         )
     if any_view:
         spec_update["view_ref"] = mv.spec.view_ref.model_copy(update={"name": view.metadata.name})
