@@ -1,15 +1,20 @@
 """The EVALUATING step of a run (docs/metrics.md): the best checkpoint, already loaded, scored
-on the validation split with every image's predictions; ``evaluation.json`` and its figures
-written under the output URI, ``report.png`` (the training curves) at its root, the
+on the validation split with every image's predictions, then once on the test split when the
+plan has one; ``evaluation.json`` and its figures written under the output URI (the test
+split's under ``<output>/test/``), ``report.png`` (the training curves) at its root, the
 ``EvaluationStatus`` told to the reporters. Every rank takes part in the scoring (it is
 sharded); rank 0 alone computes the figures and writes the files (``ranks.on_main``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from torch.utils.data import DataLoader
 
 from kubevision_api.evaluation import (
     REPORT_PNG,
+    TEST_FOLDER,
     EvaluatedSplit,
     Evaluation,
     EvaluationArtifacts,
@@ -62,6 +67,7 @@ def evaluate_best(
     best_epoch: int,
     reporter: Reporter,
     records: RecordsReporter | None,
+    test_loader: DataLoader[Any] | None = None,
 ) -> FinalEvaluation:
     """Score the best checkpoint (loaded into ``trainer.model`` on every rank), write the
     artifacts and tell ``reporter`` (``Reporter.evaluation``). Called on every rank.
@@ -70,6 +76,10 @@ def evaluate_best(
         best_epoch: the epoch of ``best.pt``.
         records: rank 0's records reporter (its lists draw ``report.png``); None on the other
             ranks, or to write no ``report.png`` (``kubevision train --no-report``).
+        test_loader: this rank's batches of the test split (``main.held_out_loader``), or
+            None without one. The same checkpoint is scored on it once, after validation;
+            its files go under ``<output>/test/``, its summary in ``status.test``, its
+            ``Evaluation`` after the validation one in ``Reporter.evaluation``.
 
     Raises:
         engine.NonFiniteError, engine.TrainingError: scoring failed (on every rank).
@@ -93,26 +103,45 @@ def evaluate_best(
         map=validation.result.map,
         ap50=validation.result.ap50,
     )
-    # The test split goes here: scored once with the same call (split=EvaluatedSplit.TEST, its
-    # own loader), its files under storage.join(plan.output_uri, TEST_FOLDER), its summary in
-    # status.test and status.test_artifacts, its Evaluation after the validation one.
+    # The test split: scored once, with the checkpoint validation chose; reported apart.
+    test = (
+        scoring.score(
+            trainer,
+            test_loader,
+            task=plan.task,
+            concepts=plan.concepts,
+            split=EvaluatedSplit.TEST,
+            model_version=model_version,
+            best_epoch=best_epoch,
+        )
+        if test_loader is not None
+        else None
+    )
     written: list[EvaluationArtifacts] = []
 
     def write() -> None:
         assert validation.evaluation is not None  # rank 0's
         report = write_report(plan, records) if records is not None else None
         written.append(artifacts.write(plan.output_uri, validation.evaluation, report_uri=report))
+        if test is not None:
+            assert test.evaluation is not None
+            folder = storage.join(plan.output_uri, TEST_FOLDER) + "/"
+            written.append(artifacts.write(folder, test.evaluation))
 
     ranks.on_main(world, write)
     if not world.is_main:
         return FinalEvaluation(final, None, None)
     evaluation = validation.evaluation
     assert evaluation is not None
+    test_evaluation = test.evaluation if test is not None else None
     status = EvaluationStatus(
         indicator=evaluation.summary.indicator,
         value=evaluation.summary.value,
         validation=evaluation.summary,
         artifacts=written[0],
+        test=test_evaluation.summary if test_evaluation is not None else None,
+        test_artifacts=written[1] if test_evaluation is not None else None,
     )
-    reporter.evaluation(status, [evaluation])
+    evaluations = [evaluation] + ([test_evaluation] if test_evaluation is not None else [])
+    reporter.evaluation(status, evaluations)
     return FinalEvaluation(final, evaluation, status)

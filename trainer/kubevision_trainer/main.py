@@ -294,7 +294,12 @@ def _run(
         fanout.step(StepName.EVALUATING, StepState.RUNNING)
         best_epoch = ranks.load_best(trainer.model, store, world)
         evaluated = final.evaluate_best(
-            plan, trainer, best_epoch, fanout, records if report_image else None
+            plan,
+            trainer,
+            best_epoch,
+            fanout,
+            records if report_image else None,
+            test_loader=held_out_loader(plan, data, dev, world),
         )
         fanout.step(StepName.EVALUATING, StepState.SUCCEEDED, f"best epoch {best_epoch}")
 
