@@ -5,6 +5,8 @@
 - The tagging and detection examples are measured against their untrained model in the same
   run (``model.json`` keeps the validation before training): tagging val mAP at least 0.2
   above it, detection val AP50 at least 0.1 above it.
+- On the trained detection example, optimal LRP per concept agrees with vernier, and
+  ``kubevision evaluate`` of its best checkpoint reproduces the run's ``evaluation.json``.
 - Every run writes its final evaluation (docs/metrics.md, "Artifacts"): ``evaluation.json``
   read back through its schema, the task's figure and ``report.png`` opened (size, not blank),
   and ``model.json``'s serving thresholds, which are the evaluation's.
@@ -20,12 +22,20 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from kubevision_api.evaluation import Evaluation
+from kubevision_api.plan import TrainingPlan
+from kubevision_trainer import checkpoint, local, main, models
+from kubevision_trainer.data import prepare
+from kubevision_trainer.evaluation.predictions import DetectionImage, DetectionPredictions
+from kubevision_trainer.settings import TrainerSettings
+from tests.trainer.test_evaluation_detection import shown_gaps, compare_with_vernier
 from tests.trainer.trainer_helpers import assert_drawn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +153,38 @@ def test_readme_first_command_trains_digits(workdir: Path) -> None:
     assert card["metrics"]["accuracy"] >= 0.95
 
 
+@pytest.fixture(scope="module")
+def train_example(workdir: Path) -> Callable[[str], tuple[subprocess.CompletedProcess[str], float]]:
+    """``kubevision train -f examples/FOLDER`` in ``workdir``, once per folder in this module:
+    the run and its wall time in seconds."""
+    runs: dict[str, tuple[subprocess.CompletedProcess[str], float]] = {}
+
+    def train(folder: str) -> tuple[subprocess.CompletedProcess[str], float]:
+        if folder not in runs:
+            prepare = subprocess.run(
+                [sys.executable, "examples/prepare.py"],
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert prepare.returncode == 0, prepare.stderr
+            started = time.monotonic()
+            done = subprocess.run(
+                ["kubevision", "train", "-f", f"examples/{folder}"],
+                cwd=workdir,
+                env=_env(workdir),
+                capture_output=True,
+                text=True,
+                timeout=2400,
+                check=False,
+            )
+            runs[folder] = (done, time.monotonic() - started)
+        return runs[folder]
+
+    return train
+
+
 # Detection trains ~5 minutes alone on 2 cores; a busy machine can triple that.
 @pytest.mark.timeout(2700)
 @pytest.mark.parametrize(
@@ -153,27 +195,14 @@ def test_readme_first_command_trains_digits(workdir: Path) -> None:
     ],
 )
 def test_example_beats_its_untrained_model(
-    workdir: Path, folder: str, name: str, metric: str, margin: float
+    workdir: Path,
+    train_example: Callable[[str], tuple[subprocess.CompletedProcess[str], float]],
+    folder: str,
+    name: str,
+    metric: str,
+    margin: float,
 ) -> None:
-    prepare = subprocess.run(
-        [sys.executable, "examples/prepare.py"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert prepare.returncode == 0, prepare.stderr
-    started = time.monotonic()
-    done = subprocess.run(
-        ["kubevision", "train", "-f", f"examples/{folder}"],
-        cwd=workdir,
-        env=_env(workdir),
-        capture_output=True,
-        text=True,
-        timeout=2400,
-        check=False,
-    )
-    seconds = time.monotonic() - started
+    done, seconds = train_example(folder)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = _card(workdir, name)["metrics"]
     before, after = metrics["initial"][metric], metrics[metric]
@@ -187,3 +216,82 @@ def test_example_beats_its_untrained_model(
     # The console's last line leads with the first indicator.
     line = f"done: best epoch {metrics['bestEpoch']}: {summary.indicator.value} "
     assert line in done.stdout + done.stderr
+
+
+def _detections(plan: TrainingPlan, settings: TrainerSettings) -> DetectionPredictions:
+    """The trained detector's detections on the validation split (its own score threshold),
+    from its best checkpoint."""
+    data = prepare.prepare(plan, settings)
+    model = models.build(
+        plan.spec.architecture, plan.task, len(plan.concepts), plan.spec.image_resizer
+    )
+    model.load_state_dict(checkpoint.CheckpointStore(plan.output_uri).load_best()["model"])
+    model.eval()
+    _, val = main.loaders(plan, data, torch.device("cpu"))
+    images: list[DetectionImage] = []
+    with torch.no_grad():
+        for batch, targets in val:
+            for output, target in zip(model(list(batch)), targets, strict=True):
+                images.append(
+                    DetectionImage(
+                        gt_boxes=target["boxes"].double().numpy(),
+                        gt_labels=target["labels"].numpy(),
+                        dt_boxes=output["boxes"].double().numpy(),
+                        dt_labels=output["labels"].numpy(),
+                        dt_scores=output["scores"].double().numpy(),
+                    )
+                )
+    return DetectionPredictions(images=images)
+
+
+@pytest.mark.timeout(2700)
+def test_detection_example_evaluation_agrees_with_vernier_and_evaluate(
+    workdir: Path,
+    train_example: Callable[[str], tuple[subprocess.CompletedProcess[str], float]],
+    tmp_path: Path,
+) -> None:
+    """On the trained detection example: optimal LRP per concept agrees with vernier
+    (``compare_with_vernier``'s bounds), and ``kubevision evaluate`` of its best checkpoint on
+    its validation split reproduces the run's own ``evaluation.json`` byte for byte."""
+    folder = "03-detection-digits"
+    done, _ = train_example(folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = workdir / "runs" / "default" / "digits-on-canvas-frcnn"
+    plan = local.plan_from_manifests([workdir / "examples" / folder], output=str(out))
+    predictions = _detections(plan, TrainerSettings(cache_dir=workdir / "cache"))
+    gaps = compare_with_vernier(predictions, len(plan.concepts))
+    detections = sum(len(image.dt_scores) for image in predictions.images)
+    print(
+        f"\ndetector: {len(predictions.images)} images, {detections} detections; "
+        f"(exact oLRP, vernier - exact) per concept {shown_gaps(gaps)}"
+    )
+    assert len(gaps) == len(plan.concepts)
+    # A trained detector: every concept has true positives at its optimum.
+    assert max(exact for exact, _ in gaps) < 1.0
+
+    evaluate = subprocess.run(
+        [
+            "kubevision",
+            "evaluate",
+            "-f",
+            f"examples/{folder}",
+            "--model",
+            str(out / "checkpoints" / "best.pt"),
+            "--output",
+            str(tmp_path / "again"),
+            "--device",
+            "cpu",
+        ],
+        cwd=workdir,
+        env=_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    again = (tmp_path / "again" / "evaluation.json").read_bytes()
+    assert again == (out / "evaluation.json").read_bytes()
+    ours = Evaluation.model_validate_json(again)
+    assert ours.detection is not None and ours.detection.mean_optimal_lrp is not None
+    assert ours.detection.mean_optimal_lrp < 1.0

@@ -1,8 +1,9 @@
 """Detection evaluation (``kubevision_trainer.evaluation.detection``, docs/metrics.md,
 "Detection"): hand-computed cases with exact values, pycocotools' per-category AP against
 COCOeval runs restricted to one category, and optimal LRP against vernier (0.5.4,
-``vernier.instance.optimal_lrp``, a 0.01 threshold grid) on synthetic predictions and on a
-real detector's.
+``vernier.instance.optimal_lrp``, a 0.01 threshold grid) on synthetic predictions
+(:func:`compare_with_vernier`; tests/test_examples_train.py runs it on the trained detection
+example's predictions).
 
 Boxes are ``x1, y1, x2, y2``; the ground-truth box of the hand cases is ``[0, 0, 10, 10]``
 (area 100), so a detection ``[0, 0, 10, h]`` has IoU ``h / 10``; the values are chosen dyadic
@@ -13,23 +14,16 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import vernier.instance
 
 from kubevision_api.evaluation import EvaluatedSplit, Evaluation, Lrp
 from kubevision_api.view import Task
-from kubevision_trainer import checkpoint, local, main, models
-from kubevision_trainer.data import prepare
 from kubevision_trainer.evaluation import coco, detection, evaluate, lrp
 from kubevision_trainer.evaluation.predictions import DetectionImage, DetectionPredictions
-from kubevision_trainer.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -332,73 +326,13 @@ def compare_with_vernier(
     return gaps
 
 
-def _shown(gaps: list[tuple[float, float]]) -> str:
+def shown_gaps(gaps: list[tuple[float, float]]) -> str:
     return ", ".join(f"({exact:.6f}, {gap:.2e})" for exact, gap in gaps)
 
 
 def test_optimal_lrp_agrees_with_vernier_on_synthetic_predictions() -> None:
     gaps = compare_with_vernier(synthetic(300, 5, seed=1), 5)
     assert len(gaps) == 4
-    print(f"\nsynthetic: (exact oLRP, vernier - exact) per concept {_shown(gaps)}")
+    print(f"\nsynthetic: (exact oLRP, vernier - exact) per concept {shown_gaps(gaps)}")
     # The exact search finds a better threshold than the grid for some concept.
     assert max(gap for _, gap in gaps) > 0
-
-
-@pytest.fixture(scope="module")
-def detector_predictions(tmp_path_factory: pytest.TempPathFactory) -> DetectionPredictions:
-    """The detection example (examples/03-detection-digits) trained 1 epoch on 300 of its
-    canvases, on the CPU; its best checkpoint's detections on the validation split, every
-    score kept (``score_thresh`` 0: after one epoch the scores are low)."""
-    work = tmp_path_factory.mktemp("detector")
-    shutil.copytree(ROOT / "examples", work / "examples", ignore=shutil.ignore_patterns("data"))
-    done = subprocess.run(
-        [sys.executable, "examples/prepare.py", "--only", "digits-detection", "--limit", "300"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    settings = TrainerSettings(cache_dir=work / "cache")
-    plan = local.plan_from_manifests(
-        [work / "examples" / "03-detection-digits"], output=str(work / "run"), epochs=1
-    )
-    main.run(plan, device="cpu", settings=settings)
-    data = prepare.prepare(plan, settings)
-    model = models.build(
-        plan.spec.architecture, plan.task, len(plan.concepts), plan.spec.image_resizer
-    )
-    model.load_state_dict(checkpoint.CheckpointStore(plan.output_uri).load_best()["model"])
-    model.roi_heads.score_thresh = 0.0  # type: ignore[union-attr]
-    model.eval()
-    _, val = main.loaders(plan, data, torch.device("cpu"))
-    images: list[DetectionImage] = []
-    with torch.no_grad():
-        for batch, targets in val:
-            for output, target in zip(model(list(batch)), targets, strict=True):
-                images.append(
-                    DetectionImage(
-                        gt_boxes=target["boxes"].double().numpy(),
-                        gt_labels=target["labels"].numpy(),
-                        dt_boxes=output["boxes"].double().numpy(),
-                        dt_labels=output["labels"].numpy(),
-                        dt_scores=output["scores"].double().numpy(),
-                    )
-                )
-    return DetectionPredictions(images=images)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_optimal_lrp_agrees_with_vernier_on_a_trained_detector(
-    detector_predictions: DetectionPredictions,
-) -> None:
-    gaps = compare_with_vernier(detector_predictions, 3)
-    detections = sum(len(im.dt_scores) for im in detector_predictions.images)
-    print(
-        f"\ndetector: {len(detector_predictions.images)} images, {detections} detections; "
-        f"(exact oLRP, vernier - exact) per concept {_shown(gaps)}"
-    )
-    assert len(gaps) == 3
-    # Some concept has a true positive at its optimum (else only the all-FN rule is compared).
-    assert min(exact for exact, _ in gaps) < 1.0
