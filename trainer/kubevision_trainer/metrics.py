@@ -12,9 +12,6 @@ be defined is ``None``.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,11 +19,10 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from sklearn.metrics import average_precision_score
 
 from kubevision_api.view import Task
+from kubevision_trainer.evaluation import coco
 from kubevision_trainer.evaluation.predictions import (
     ClassificationPredictions,
     DetectionImage,
@@ -34,8 +30,6 @@ from kubevision_trainer.evaluation.predictions import (
     Predictions,
     TaggingPredictions,
 )
-
-logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -256,12 +250,6 @@ def _vector(value: torch.Tensor, rows: int, where: str) -> torch.Tensor:
     return value.detach().cpu()
 
 
-def _xywh(box: FloatArray) -> list[float]:
-    """COCO boxes are ``[x, y, width, height]``; ours are ``x1, y1, x2, y2``."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return [x1, y1, x2 - x1, y2 - y1]
-
-
 class DetectionEvaluator:
     """COCO box metrics, computed by pycocotools' ``COCOeval`` (iouType ``bbox``).
 
@@ -342,65 +330,16 @@ class DetectionEvaluator:
         order); ``nms_iou`` is left None (the evaluator does not know the detector)."""
         return DetectionPredictions(images=list(self._images))
 
-    def _coco(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The ground truth as a COCO dataset dict, and the detections as a COCO result list.
-
-        Image ids are 1.. in the order seen; category ids are the model labels 1..C; annotation
-        ids start at 1 because COCOeval reads id 0 as "unmatched".
-        """
-        images: list[dict[str, Any]] = []
-        annotations: list[dict[str, Any]] = []
-        detections: list[dict[str, Any]] = []
-        for image_id, image in enumerate(self._images, start=1):
-            images.append({"id": image_id})
-            for box, label in zip(image.gt_boxes, image.gt_labels, strict=True):
-                xywh = _xywh(box)
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": image_id,
-                        "category_id": int(label),
-                        "bbox": xywh,
-                        "area": xywh[2] * xywh[3],
-                        "iscrowd": 0,
-                    }
-                )
-            for box, label, score in zip(
-                image.dt_boxes, image.dt_labels, image.dt_scores, strict=True
-            ):
-                detections.append(
-                    {
-                        "image_id": image_id,
-                        "category_id": int(label),
-                        "bbox": _xywh(box),
-                        "score": float(score),
-                    }
-                )
-        categories = [{"id": c, "name": str(c)} for c in range(1, self.num_classes + 1)]
-        dataset = {"images": images, "annotations": annotations, "categories": categories}
-        return dataset, detections
-
     def compute(self) -> EvalResult:
-        """COCO mAP@[.5:.95] and AP50 over every image seen (see the class docstring)."""
-        dataset, detections = self._coco()
+        """COCO mAP@[.5:.95] and AP50 over every image seen (see the class docstring), from the
+        same COCO conversion and ``COCOeval`` run as the final evaluation
+        (``evaluation.coco``)."""
+        dataset, detections = coco.coco_inputs(self.predictions(), self.num_classes)
         if not detections:
-            # COCO.loadRes cannot take an empty list (it reads anns[0]). With ground truth and
-            # no detection COCOeval's precision is 0 at every recall point, hence 0.0; without
-            # ground truth either there is nothing to measure.
+            # With ground truth and no detection COCOeval's precision is 0 at every recall
+            # point, hence 0.0; without ground truth either there is nothing to measure.
             return EvalResult(map=0.0, ap50=0.0) if dataset["annotations"] else EvalResult()
-        log = io.StringIO()
-        # pycocotools reports progress with print(); keep it off the trainer's stdout.
-        with contextlib.redirect_stdout(log):
-            ground_truth = COCO()
-            ground_truth.dataset = dataset
-            ground_truth.createIndex()
-            results = ground_truth.loadRes(detections)
-            evaluation = COCOeval(ground_truth, results, iouType="bbox")
-            evaluation.evaluate()
-            evaluation.accumulate()
-            evaluation.summarize()
-        logger.debug("COCOeval:\n%s", log.getvalue())
-        stats = evaluation.stats
+        stats = coco.run_cocoeval(dataset, detections).stats
         return EvalResult(map=_defined(float(stats[0])), ap50=_defined(float(stats[1])))
 
 
