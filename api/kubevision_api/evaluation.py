@@ -240,7 +240,10 @@ class EvaluationSummary(ApiModel):
     # The default makes the field optional in the CRD: a null is pruned there, so a required
     # one would refuse the status of an evaluation whose indicator is undefined.
     value: float | None = Field(default=None, description="Value of the first indicator.")
-    accuracy: float | None = Field(default=None, description="Classification top-1 accuracy.")
+    accuracy: float | None = Field(
+        default=None,
+        description="Classification: top-1 accuracy; tagging: per (image, concept) pair at 0.5.",
+    )
     map: float | None = Field(
         default=None, alias="mAP", description="Tagging macro mAP; detection COCO mAP@[.5:.95]."
     )

@@ -77,6 +77,7 @@ def evaluate(
             images=len(predictions.targets),
             indicator=first_indicator(task),
             value=tags.map,
+            accuracy=tags.accuracy,
             map=tags.map,
         )
         without = [c.concept for c in tags.concepts if c.support == 0]
