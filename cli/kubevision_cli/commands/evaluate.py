@@ -46,18 +46,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="Default: cuda if any."
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="Write into an --output that holds a training run's output (its model.json), "
+        "overwriting the run's evaluation.json (the test split's: test/evaluation.json); "
+        "refused without it.",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Score and write; prints the first indicator and where the files went. Raises
-    ``InputError`` for bad manifests, dataset, images or checkpoint (the entry point prints
-    it)."""
+    ``InputError`` for bad manifests, dataset, images or checkpoint, a ``--device`` this
+    machine lacks, an ``--output`` that cannot be written or holds a training run's output
+    (without ``--force``): checked before any scoring (the entry point prints it)."""
     from kubevision_api.evaluation import EvaluatedSplit
     from kubevision_trainer import local_evaluate
 
     which = EvaluatedSplit(SPLITS[args.split])
     evaluation = local_evaluate.evaluate(
-        args.filename, model_uri=args.model, output=args.output, which=which, device=args.device
+        args.filename,
+        model_uri=args.model,
+        output=args.output,
+        which=which,
+        device=args.device,
+        force=args.force,
     )
     summary = evaluation.summary
     value = "null" if summary.value is None else f"{summary.value:.4f}"
