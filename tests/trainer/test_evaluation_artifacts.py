@@ -21,6 +21,7 @@ from kubevision_api.evaluation import (
     DetectionEvaluation,
     EvaluatedSplit,
     Evaluation,
+    EvaluationArtifacts,
     EvaluationSummary,
     Indicator,
     Lrp,
@@ -29,10 +30,11 @@ from kubevision_api.evaluation import (
     TaggingConcept,
     TaggingEvaluation,
 )
+from kubevision_api.status import EpochMetrics
 from kubevision_api.view import Task
 from kubevision_trainer import local, modelcard
 from kubevision_trainer.evaluation import artifacts, plots
-from tests.trainer.trainer_helpers import assert_drawn
+from tests.trainer.trainer_helpers import assert_drawn, classification_plan
 
 AVERAGES = Averages(precision=0.5, recall=0.5, f1=0.5)
 
@@ -284,3 +286,60 @@ def test_the_done_line_leads_with_the_first_indicator() -> None:
     assert local.done_line(card, "x").startswith("done: best epoch 3: mAP 0.9000, AP50 0.7000;")
     del card["evaluation"]
     assert local.done_line(card, "x") == "done: best epoch 3: mAP 0.4123, AP50 0.7000; outputs in x"
+
+
+def test_the_done_line_ends_with_the_test_splits_first_indicator() -> None:
+    card: dict[str, Any] = {
+        "metrics": {"bestEpoch": 2, "accuracy": 0.25, "mAP": None, "ap50": None},
+        "evaluation": {
+            "summary": {"indicator": "accuracy", "value": 0.25},
+            "test": {"indicator": "accuracy", "value": 0.20289, "images": 69},
+        },
+    }
+    assert local.done_line(card, "x") == (
+        "done: best epoch 2: accuracy 0.2500; test accuracy 0.2029 on 69 images; outputs in x"
+    )
+
+
+def test_the_model_card_records_the_test_split(tmp_path: Path) -> None:
+    out = f"file://{tmp_path}/out"
+    plan = classification_plan(tmp_path / "data", out, (0, 1, 2))
+    validation = classification(3)
+    test = validation.summary.model_copy(update={"split": EvaluatedSplit.TEST, "images": 30})
+    card = modelcard.build(
+        plan,
+        EpochMetrics(epoch=1, accuracy=validation.summary.value),
+        best_epoch=1,
+        initial=None,
+        plan_hash="h",
+        evaluation=validation,
+        artifacts=EvaluationArtifacts(
+            evaluation=f"{out}/evaluation.json", confusion_matrix=f"{out}/confusion_matrix.png"
+        ),
+        test=test,
+        test_artifacts=EvaluationArtifacts(
+            evaluation=f"{out}/test/evaluation.json",
+            confusion_matrix=f"{out}/test/confusion_matrix.png",
+        ),
+    )
+    assert card["evaluation"]["artifacts"] == {
+        "evaluation": "evaluation.json",
+        "confusionMatrix": "confusion_matrix.png",
+    }
+    assert card["evaluation"]["testArtifacts"] == {
+        "evaluation": "test/evaluation.json",
+        "confusionMatrix": "test/confusion_matrix.png",
+    }
+    assert card["evaluation"]["test"]["split"] == "test"
+    assert card["evaluation"]["test"]["images"] == 30
+    assert card["evaluation"]["test"]["value"] == validation.summary.value == 27 / 30
+    # Without a test split, neither key.
+    alone = modelcard.build(
+        plan,
+        EpochMetrics(epoch=1),
+        best_epoch=1,
+        initial=None,
+        plan_hash="h",
+        evaluation=validation,
+    )
+    assert "test" not in alone["evaluation"] and "testArtifacts" not in alone["evaluation"]

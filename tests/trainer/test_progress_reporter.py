@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 
 from kubevision_api.contract import StepName
-from kubevision_api.status import BestMetric, EpochMetrics, StepState
+from kubevision_api.status import BestMetric, DatasetStatus, EpochMetrics, StepState
 from kubevision_trainer.report.progress import ProgressBarReporter
 from kubevision_trainer.report.reporter import BatchEvent, ResumePoint
 
@@ -60,3 +60,16 @@ def test_a_resumed_epoch_starts_at_its_batch() -> None:
     assert _completed(reporter) == 0
     reporter.close(ok=True)
     assert "resuming at epoch 3, batch 3" in out.getvalue()
+
+
+def test_the_dataset_line_counts_the_test_split_when_there_is_one() -> None:
+    reporter, out = _reporter()
+    reporter.dataset(DatasetStatus(train=200, val=50, test=69))
+    reporter.dataset(DatasetStatus(train=200, val=50))
+    first, second = (
+        line.split("dataset: ")[1].split("; ")[0]
+        for line in out.getvalue().splitlines()
+        if "dataset: " in line
+    )
+    assert first == "200 train, 50 val, 69 test images"
+    assert second == "200 train, 50 val images"

@@ -179,7 +179,8 @@ def train(plan: TrainingPlan, *, device: str = "auto", report: bool = True) -> s
 
 def done_line(card: dict[str, Any], output_uri: str) -> str:
     """The console's last line: the best epoch, the first indicator of the final evaluation
-    (docs/metrics.md) before the other figures, and where the outputs are."""
+    (docs/metrics.md) before the other figures, the test split's first indicator and images
+    when the run has one, and where the outputs are."""
     metrics = card["metrics"]
     summary = card.get("evaluation", {}).get("summary", {})
     first = summary.get("indicator")
@@ -190,7 +191,12 @@ def done_line(card: dict[str, Any], output_uri: str) -> str:
         for key, name in keys
         if metrics.get(key) is not None and name != first
     ]
+    test = card.get("evaluation", {}).get("test")
+    if test is not None and test.get("value") is not None:
+        figures_test = f"; test {test['indicator']} {test['value']:.4f} on {test['images']} images"
+    else:
+        figures_test = ""
     return (
-        f"done: best epoch {metrics['bestEpoch']}: {', '.join(figures) or 'no metric'}; "
-        f"outputs in {output_uri}"
+        f"done: best epoch {metrics['bestEpoch']}: {', '.join(figures) or 'no metric'}"
+        f"{figures_test}; outputs in {output_uri}"
     )

@@ -312,6 +312,8 @@ def _run(
             plan_hash=plan_hash,
             evaluation=evaluated.validation,
             artifacts=None if evaluated.status is None else evaluated.status.artifacts,
+            test=None if evaluated.status is None else evaluated.status.test,
+            test_artifacts=None if evaluated.status is None else evaluated.status.test_artifacts,
         )
         ranks.on_main(world, lambda: modelcard.write(plan.output_uri, card))
         fanout.step(StepName.EXPORTING, StepState.SUCCEEDED)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torchvision
 
-from kubevision_api.evaluation import Evaluation, EvaluationArtifacts
+from kubevision_api.evaluation import Evaluation, EvaluationArtifacts, EvaluationSummary
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.status import EpochMetrics
 from kubevision_api.view import Task
@@ -33,6 +33,8 @@ def build(
     plan_hash: str,
     evaluation: Evaluation | None = None,
     artifacts: EvaluationArtifacts | None = None,
+    test: EvaluationSummary | None = None,
+    test_artifacts: EvaluationArtifacts | None = None,
 ) -> dict[str, Any]:
     """The model card of ``plan``'s run.
 
@@ -45,6 +47,9 @@ def build(
             serving ones: chosen on validation, never on the test split); None leaves out
             ``serving`` and ``evaluation``.
         artifacts: the evaluation's files, recorded relative to the output URI.
+        test: the test split's headline numbers, when the plan has one (``evaluation.test``).
+        test_artifacts: the test split's files, relative to the output URI
+            (``evaluation.testArtifacts``).
     """
     spec = plan.spec
     card: dict[str, Any] = {
@@ -83,6 +88,10 @@ def build(
             "summary": evaluation.summary.model_dump(mode="json", by_alias=True),
             "artifacts": _relative(artifacts, plan.output_uri) if artifacts is not None else {},
         }
+        if test is not None:
+            card["evaluation"]["test"] = test.model_dump(mode="json", by_alias=True)
+        if test_artifacts is not None:
+            card["evaluation"]["testArtifacts"] = _relative(test_artifacts, plan.output_uri)
     return card
 
 

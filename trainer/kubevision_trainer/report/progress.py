@@ -56,7 +56,9 @@ class ProgressBarReporter(NullReporter):
     def dataset(self, status: DatasetStatus) -> None:
         skipped = ", ".join(f"{s.count} {s.reason}" for s in status.skipped) or "none"
         self.console.log(
-            f"dataset: {status.train} train, {status.val} val images; skipped: {skipped}; "
+            f"dataset: {status.train} train, {status.val} val"
+            + (f", {status.test} test" if status.test else "")
+            + f" images; skipped: {skipped}; "
             f"{status.ignored_annotations} annotations of other concepts ignored"
         )
         if status.concepts_without_val_positives:
