@@ -35,7 +35,7 @@ from kubevision_trainer import checkpoint, local, main, models
 from kubevision_trainer.data import prepare
 from kubevision_trainer.evaluation.predictions import DetectionImage, DetectionPredictions
 from kubevision_trainer.settings import TrainerSettings
-from tests.trainer.test_evaluation_detection import shown_gaps, compare_with_vernier
+from tests.trainer.test_evaluation_detection import compare_with_vernier, shown_gaps
 from tests.trainer.trainer_helpers import assert_drawn
 
 ROOT = Path(__file__).resolve().parents[1]
