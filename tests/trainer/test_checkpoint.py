@@ -15,7 +15,6 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from kubevision_api.contract import StepName
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import (
     ImageResizer,
@@ -24,9 +23,7 @@ from kubevision_api.modelversion import (
 from kubevision_api.status import (
     BestMetric,
     CheckpointStatus,
-    DatasetStatus,
     EpochMetrics,
-    StepState,
 )
 from kubevision_api.view import Task
 from kubevision_trainer import checkpoint, presets
@@ -34,7 +31,7 @@ from kubevision_trainer.data.loading import CachedImage
 from kubevision_trainer.data.sample import Sample
 from kubevision_trainer.data.torchdata import EpochBatchSampler, EpochSampler, VisionDataset
 from kubevision_trainer.engine import Engine
-from kubevision_trainer.report.reporter import BatchEvent, ResumePoint, Selection
+from kubevision_trainer.report.reporter import NullReporter, ResumePoint, Selection
 from kubevision_trainer.runstate import RunState
 
 RESIZER = ImageResizer(width=16, height=16)
@@ -50,7 +47,7 @@ def _saved(obj: object) -> bytes:
 META = {"planHash": "ab" * 32, "concepts": ["a", "b"], "model": "m000000000000"}
 
 
-class RecordingReporter:
+class RecordingReporter(NullReporter):
     """A Reporter that keeps the checkpoint statuses it is told about."""
 
     def __init__(self) -> None:
@@ -58,29 +55,14 @@ class RecordingReporter:
         self.epochs: list[EpochMetrics] = []
         self.resumed_at: list[ResumePoint] = []
 
-    def step(self, name: StepName, state: StepState, message: str | None = None) -> None:
-        pass
-
-    def dataset(self, status: DatasetStatus) -> None:
-        pass
-
     def resumed(self, at: ResumePoint) -> None:
         self.resumed_at.append(at)
-
-    def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
-        pass
-
-    def batch(self, event: BatchEvent) -> None:
-        pass
 
     def epoch(self, metrics: EpochMetrics, best: BestMetric | None, selection: Selection) -> None:
         self.epochs.append(metrics)
 
     def checkpoint(self, status: CheckpointStatus) -> None:
         self.checkpoints.append(status)
-
-    def close(self, ok: bool) -> None:
-        pass
 
 
 def tiny_model() -> nn.Module:
