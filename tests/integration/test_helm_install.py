@@ -582,10 +582,23 @@ def check_dashboards(
     for var in boards["Training"]["templating"]["list"]:
         if var["type"] != "query":
             continue
-        values = label_values(prometheus, dashboards.fill(var["query"]["query"], chosen))
-        assert labels[var["name"]] in values, (var["name"], values)
-        chosen[var["name"]] = labels[var["name"]]
-    assert chosen == labels
+        query = dashboards.fill(var["query"]["query"], chosen)
+        values = label_values(prometheus, query)
+        if var["name"] in labels:
+            assert labels[var["name"]] in values, (var["name"], values)
+            chosen[var["name"]] = labels[var["name"]]
+            continue
+        # The final evaluation's variables (split, metric): its series come through the
+        # Pushgateway at the end of the run; wait for the scrape that holds them.
+        deadline = time.monotonic() + 15
+        while not values and time.monotonic() < deadline:
+            time.sleep(0.5)
+            values = label_values(prometheus, query)
+        if var["name"] == "split":
+            assert values == ["validation"], values
+        assert values, (var["name"], query)
+        chosen[var["name"]] = values[0]
+    assert {k: chosen[k] for k in labels} == labels
     for panel, expr in panel_queries(boards["Training"]):
         assert "vector(" not in expr, panel
         samples = prometheus.query(dashboards.fill(expr, chosen))
