@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kubevision_api.evaluation import (
+    ClassificationEvaluation,
+    DetectionEvaluation,
     EvaluatedSplit,
     Evaluation,
     EvaluationSummary,
+    TaggingEvaluation,
     first_indicator,
 )
 from kubevision_api.view import Task
@@ -49,69 +52,36 @@ def evaluate(
         ValueError: predictions of another task, or shapes that disagree with ``concepts``.
     """
     names = list(concepts)
+    # Per task: the figures, the images scored and the summary's headline numbers.
+    figures: ClassificationEvaluation | TaggingEvaluation | DetectionEvaluation
     if task is Task.CLASSIFICATION and isinstance(predictions, ClassificationPredictions):
         figures = classification.evaluate(names, predictions)
-        summary = EvaluationSummary(
-            split=split,
-            images=len(predictions.labels),
-            indicator=first_indicator(task),
-            value=figures.accuracy,
-            accuracy=figures.accuracy,
-        )
-        without = [c.concept for c in figures.concepts if c.support == 0]
-        return Evaluation(
-            task=task,
-            split=split,
-            images=summary.images,
-            model_version=model_version,
-            best_epoch=best_epoch,
-            concepts=names,
-            concepts_without_ground_truth=without,
-            summary=summary,
-            classification=figures,
-        )
-    if task is Task.TAGGING and isinstance(predictions, TaggingPredictions):
-        tags = tagging.evaluate(names, predictions)
-        summary = EvaluationSummary(
-            split=split,
-            images=len(predictions.targets),
-            indicator=first_indicator(task),
-            value=tags.map,
-            accuracy=tags.accuracy,
-            map=tags.map,
-        )
-        without = [c.concept for c in tags.concepts if c.support == 0]
-        return Evaluation(
-            task=task,
-            split=split,
-            images=summary.images,
-            model_version=model_version,
-            best_epoch=best_epoch,
-            concepts=names,
-            concepts_without_ground_truth=without,
-            summary=summary,
-            tagging=tags,
-        )
-    if task is Task.DETECTION and isinstance(predictions, DetectionPredictions):
-        boxes = detection.evaluate(names, predictions)
-        summary = EvaluationSummary(
-            split=split,
-            images=len(predictions.images),
-            indicator=first_indicator(task),
-            value=boxes.mean_optimal_lrp,
-            map=boxes.map,
-            mean_optimal_lrp=boxes.mean_optimal_lrp,
-        )
-        without = [c.concept for c in boxes.concepts if c.support == 0]
-        return Evaluation(
-            task=task,
-            split=split,
-            images=summary.images,
-            model_version=model_version,
-            best_epoch=best_epoch,
-            concepts=names,
-            concepts_without_ground_truth=without,
-            summary=summary,
-            detection=boxes,
-        )
-    raise ValueError(f"{type(predictions).__name__} are not predictions of a {task.value} View")
+        images = len(predictions.labels)
+        headline = {"accuracy": figures.accuracy}
+        value = figures.accuracy
+    elif task is Task.TAGGING and isinstance(predictions, TaggingPredictions):
+        figures = tagging.evaluate(names, predictions)
+        images = len(predictions.targets)
+        headline = {"accuracy": figures.accuracy, "map": figures.map}
+        value = figures.map
+    elif task is Task.DETECTION and isinstance(predictions, DetectionPredictions):
+        figures = detection.evaluate(names, predictions)
+        images = len(predictions.images)
+        headline = {"map": figures.map, "mean_optimal_lrp": figures.mean_optimal_lrp}
+        value = figures.mean_optimal_lrp
+    else:
+        raise ValueError(f"{type(predictions).__name__} are not predictions of a {task.value} View")
+    summary = EvaluationSummary(
+        split=split, images=images, indicator=first_indicator(task), value=value, **headline
+    )
+    return Evaluation(
+        task=task,
+        split=split,
+        images=images,
+        model_version=model_version,
+        best_epoch=best_epoch,
+        concepts=names,
+        concepts_without_ground_truth=[c.concept for c in figures.concepts if c.support == 0],
+        summary=summary,
+        **{task.value: figures},
+    )
