@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from kubevision_cli import main as cli
+from tests.trainer.trainer_helpers import classification_manifests
 
 
 @pytest.fixture
@@ -20,29 +20,7 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     """(manifests folder, checkpoint) for a 2-concept resnet18 classifier."""
     manifests = tmp_path / "manifests"
     manifests.mkdir()
-    view = {
-        "apiVersion": "kubevision.dev/v1alpha1",
-        "kind": "View",
-        "metadata": {"name": "digits"},
-        "spec": {
-            "task": "classification",
-            "concepts": [{"name": "zero"}, {"name": "one"}],
-            "dataset": {"uri": "data", "format": "imagefolder"},
-        },
-    }
-    mv = {
-        "apiVersion": "kubevision.dev/v1alpha1",
-        "kind": "ModelVersion",
-        "metadata": {"name": "digits-eval"},
-        "spec": {
-            "viewRef": {"name": "digits"},
-            "architecture": "resnet18",
-            "imageResizer": {"width": 32, "height": 32},
-            "training": {"epochs": 1, "batchSize": 8, "dataLoaderWorkers": 0},
-        },
-    }
-    (manifests / "view.yaml").write_text(yaml.safe_dump(view))
-    (manifests / "mv.yaml").write_text(yaml.safe_dump(mv))
+    classification_manifests(manifests, name="digits-eval")
     model = tmp_path / "best.pt"
     meta = {"task": "classification", "concepts": ["one", "zero"], "architecture": "resnet18"}
     torch.save({"meta": meta, "model": {}, "epoch": 1}, model)

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from tests.trainer.trainer_helpers import classification_plan, write_digits_imagefolder
+from tests.trainer.trainer_helpers import (
+    classification_manifests,
+    classification_plan,
+    write_digits_imagefolder,
+)
 
 DIGITS = (0, 1)
 
@@ -28,38 +30,11 @@ def _kubevision(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _manifests(tmp_path: Path, architecture: str = "resnet18") -> tuple[Path, Path]:
-    view = {
-        "apiVersion": "kubevision.dev/v1alpha1",
-        "kind": "View",
-        "metadata": {"name": "digits"},
-        "spec": {
-            "task": "classification",
-            "concepts": [{"name": "zero"}, {"name": "one"}],
-            "dataset": {"uri": "data", "format": "imagefolder"},
-        },
-    }
-    mv = {
-        "apiVersion": "kubevision.dev/v1alpha1",
-        "kind": "ModelVersion",
-        "metadata": {"name": "digits-cli"},
-        "spec": {
-            "viewRef": {"name": "digits"},
-            "architecture": architecture,
-            "imageResizer": {"width": 32, "height": 32},
-            "training": {"epochs": 1, "batchSize": 8, "dataLoaderWorkers": 0},
-        },
-    }
-    (tmp_path / "view.yaml").write_text(yaml.safe_dump(view))
-    (tmp_path / "mv.yaml").write_text(yaml.safe_dump(mv))
-    return tmp_path / "view.yaml", tmp_path / "mv.yaml"
-
-
 def test_truncated_image_fails_before_training_with_one_line(tmp_path: Path) -> None:
     data = write_digits_imagefolder(tmp_path / "data", DIGITS, per_class=10, size=32)
     victim = sorted((data / "one").glob("*.png"))[3]
     victim.write_bytes(victim.read_bytes()[:60])
-    view, mv = _manifests(tmp_path)
+    view, mv = classification_manifests(tmp_path)
     result = _kubevision("train", "-f", str(view), "-f", str(mv), cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -70,7 +45,9 @@ def test_truncated_image_fails_before_training_with_one_line(tmp_path: Path) -> 
 
 
 def test_architecture_that_does_not_fit_the_task(tmp_path: Path) -> None:
-    view, mv = _manifests(tmp_path, architecture="fasterrcnn_mobilenet_v3_large_320_fpn")
+    view, mv = classification_manifests(
+        tmp_path, architecture="fasterrcnn_mobilenet_v3_large_320_fpn"
+    )
     result = _kubevision("train", "-f", str(view), "-f", str(mv), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ModelVersion default/digits-cli: spec.architecture: ")
@@ -78,7 +55,7 @@ def test_architecture_that_does_not_fit_the_task(tmp_path: Path) -> None:
 
 
 def test_bad_field_names_file_object_and_field(tmp_path: Path) -> None:
-    view, mv = _manifests(tmp_path)
+    view, mv = classification_manifests(tmp_path)
     text = mv.read_text().replace("epochs: 1", "epochs: 0")
     mv.write_text(text)
     result = _kubevision("train", "-f", str(view), "-f", str(mv), cwd=tmp_path)
@@ -108,7 +85,7 @@ def test_trainer_entrypoint_writes_termination_message(tmp_path: Path) -> None:
 def test_epochs_flag_is_validated_like_the_manifest(tmp_path: Path) -> None:
     """``--epochs 0`` is refused at once, as ``epochs: 0`` in the manifest is (it used to run
     no epoch and fail later on a missing best.pt)."""
-    view, mv = _manifests(tmp_path)
+    view, mv = classification_manifests(tmp_path)
     done = _kubevision("train", "-f", str(view), "-f", str(mv), "--epochs", "0", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
 from sklearn.datasets import load_digits
 
@@ -105,3 +106,34 @@ def assert_drawn(png: bytes, min_width: int, min_height: int) -> tuple[int, int]
     assert colours > 50, colours
     assert float(rgb.std()) > 10.0
     return width, height
+
+
+def classification_manifests(
+    folder: Path, architecture: str = "resnet18", name: str = "digits-cli"
+) -> tuple[Path, Path]:
+    """``view.yaml`` and ``mv.yaml`` in ``folder``: a 2-concept (zero, one) ImageFolder View
+    over ``data`` and a 1-epoch ModelVersion ``name`` at 32x32; returns their paths."""
+    view = {
+        "apiVersion": "kubevision.dev/v1alpha1",
+        "kind": "View",
+        "metadata": {"name": "digits"},
+        "spec": {
+            "task": "classification",
+            "concepts": [{"name": "zero"}, {"name": "one"}],
+            "dataset": {"uri": "data", "format": "imagefolder"},
+        },
+    }
+    mv = {
+        "apiVersion": "kubevision.dev/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": name},
+        "spec": {
+            "viewRef": {"name": "digits"},
+            "architecture": architecture,
+            "imageResizer": {"width": 32, "height": 32},
+            "training": {"epochs": 1, "batchSize": 8, "dataLoaderWorkers": 0},
+        },
+    }
+    (folder / "view.yaml").write_text(yaml.safe_dump(view))
+    (folder / "mv.yaml").write_text(yaml.safe_dump(mv))
+    return folder / "view.yaml", folder / "mv.yaml"
