@@ -1,0 +1,121 @@
+"""Camera-sized photos for the data pipeline's tests and benchmarks, made from images that
+installed packages ship (scikit-image's photos, scikit-learn's digits); nothing is downloaded.
+
+A phone or camera photo is a 12 MP JPEG of 1 to 5 MB, often stored sideways with an EXIF
+orientation tag. :func:`photo` scales a shipped photo up to that size (bicubic, so the JPEG
+holds smooth gradients as a camera's does, not flat blocks) and stores it so that a viewer
+that honours the tag shows the upright picture.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import skimage
+from PIL import Image
+
+#: 4000 x 3000: a 12 MP 4:3 photo, the common phone-camera sensor format.
+SIZE_12MP: Final[tuple[int, int]] = (4000, 3000)
+
+#: Photos that the scikit-image wheel ships in ``skimage/data`` (no fetch).
+SHIPPED: Final[tuple[str, ...]] = (
+    "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png", "moon.png",
+)  # fmt: skip
+
+#: The transposition that stores an upright picture so that EXIF ``orientation`` shows it
+#: upright again: the inverse of what ``PIL.ImageOps.exif_transpose`` applies for the tag.
+STORE: Final[dict[int, Image.Transpose | None]] = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def shipped(name: str) -> Image.Image:
+    """One of scikit-image's shipped photos (:data:`SHIPPED`) as an RGB image.
+
+    Raises:
+        FileNotFoundError: the installed scikit-image does not ship it.
+    """
+    path = Path(skimage.__file__).parent / "data" / name
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def upright(source: Image.Image, size: tuple[int, int] = SIZE_12MP) -> Image.Image:
+    """``source`` scaled (bicubic) to ``size`` = ``(width, height)`` pixels: the upright
+    picture that a photo of that size shows."""
+    return source.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+
+
+def encode(picture: Image.Image, orientation: int = 1, quality: int = 92) -> bytes:
+    """The JPEG file of the upright ``picture`` stored with EXIF ``orientation`` (1..8):
+    the pixels are transposed by the tag's inverse, so an EXIF-aware viewer shows
+    ``picture``. ``quality``: libjpeg quality (92 is a phone camera's typical setting)."""
+    transpose = STORE[orientation]
+    stored = picture if transpose is None else picture.transpose(transpose)
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    out = io.BytesIO()
+    stored.save(out, "JPEG", quality=quality, exif=exif)
+    return out.getvalue()
+
+
+def photo(name: str, orientation: int = 1, size: tuple[int, int] = SIZE_12MP) -> bytes:
+    """A camera-sized JPEG made from scikit-image's ``name``: upright ``size`` pixels (12 MP
+    by default), stored with EXIF ``orientation``."""
+    return encode(upright(shipped(name), size), orientation)
+
+
+def orientations(n: int) -> Iterator[int]:
+    """``n`` EXIF orientations for a set of photos: every third one sideways or turned
+    (6, 3, 8, 5, 2, 7, 4 in turn), the others 1, as a phone's photos are."""
+    turned = (6, 3, 8, 5, 2, 7, 4)
+    for i in range(n):
+        yield turned[(i // 3) % len(turned)] if i % 3 == 2 else 1
+
+
+def write_photo_folder(root: Path, per_concept: int, size: tuple[int, int] = SIZE_12MP) -> Path:
+    """An ImageFolder of camera-sized JPEGs: one concept per shipped photo (the file's stem),
+    ``per_concept`` photos each, each a different crop of the photo (so no two files are
+    the same bytes) scaled to ``size`` and stored with :func:`orientations`. Returns
+    ``root``."""
+    rng = np.random.default_rng(0)
+    tags = orientations(len(SHIPPED) * per_concept)
+    for name in SHIPPED:
+        folder = root / Path(name).stem
+        folder.mkdir(parents=True, exist_ok=True)
+        source = shipped(name)
+        width, height = source.size
+        for i in range(per_concept):
+            # A crop of 80-100% of each side, at a random place.
+            w = int(width * rng.uniform(0.8, 1.0))
+            h = int(height * rng.uniform(0.8, 1.0))
+            left = int(rng.integers(0, width - w + 1))
+            top = int(rng.integers(0, height - h + 1))
+            crop = source.crop((left, top, left + w, top + h))
+            data = encode(upright(crop, size), next(tags))
+            (folder / f"{i:04d}.jpg").write_bytes(data)
+    return root
+
+
+def enlarge_folder(source: Path, target: Path, size: tuple[int, int]) -> Path:
+    """Every image under ``source`` (an ImageFolder of PNGs) as a ``size`` JPEG under
+    ``target``, same relative path with suffix ``.jpg``, scaled up bicubically: the camera
+    photo of a small scan. Returns ``target``."""
+    for path in sorted(source.rglob("*.png")):
+        out = target / path.relative_to(source).with_suffix(".jpg")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as image:
+            out.write_bytes(encode(upright(image, size)))
+    return target
