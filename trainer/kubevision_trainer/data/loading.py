@@ -1,6 +1,7 @@
-"""The LoadingDataset step: read every image once, hash it, decode it fully (so bad files fail
-before the first training step, naming file and record), put it in a local content-addressed
-cache (training then reads local files, whatever the storage), and bring boxes into the
+"""The LoadingDataset step: read every image once, hash it, decode it (the whole compressed
+stream, so bad files fail before the first training step, naming file and record), put its
+training-resolution copy in a local content-addressed cache (``data.cache``: training then
+reads small local files, whatever the storage and the photos' size), and bring boxes into the
 upright image, from the frame that ``spec.dataset.boxFrame`` declares (never guessed from
 sizes: a square photo has the same size in both frames)."""
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,11 +20,11 @@ import numpy as np
 
 from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
-from kubevision_api.modelversion import ImageResizer
+from kubevision_api.modelversion import Augmentation, ImageResizer
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.view import DEFAULT_MAX_IMAGE_PIXELS, BoxFrame
 from kubevision_trainer import storage, transforms
-from kubevision_trainer.data import decode
+from kubevision_trainer.data import cache, decode
 from kubevision_trainer.data.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -38,18 +38,27 @@ class LoadOptions:
         box_frame: ``spec.dataset.boxFrame``: the image the boxes and declared sizes refer to.
         max_pixels: ``spec.dataset.maxImagePixels``.
         resizer: the ModelVersion's ``imageResizer``, or None: large images are decoded at a
-            reduced scale that still serves it, and boxes under 1 px at its size are dropped
-            and counted.
+            reduced scale that still serves it and cached at training resolution
+            (``cache.cache_size``), and boxes under 1 px at its size are dropped and counted.
+            Without a resizer, the cache holds the source files.
+        augmentations: the ModelVersion's augmentations (the cached size serves them too).
     """
 
     box_frame: BoxFrame = BoxFrame.UPRIGHT
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     resizer: ImageResizer | None = None
+    augmentations: tuple[Augmentation, ...] = ()
 
     @classmethod
     def of(cls, plan: TrainingPlan) -> LoadOptions:
-        """The options of a plan: its View's ``spec.dataset`` and its ``imageResizer``."""
-        return cls(plan.dataset.box_frame, plan.dataset.max_image_pixels, plan.spec.image_resizer)
+        """The options of a plan: its View's ``spec.dataset``, its ``imageResizer`` and
+        augmentations."""
+        return cls(
+            plan.dataset.box_frame,
+            plan.dataset.max_image_pixels,
+            plan.spec.image_resizer,
+            tuple(plan.spec.augmentation),
+        )
 
     @property
     def target(self) -> int | None:
@@ -65,11 +74,14 @@ class CachedImage:
         sample: the sample, boxes in pixels of the upright image (``boxes_oriented``), without
             those under 1 px at the resizer's size.
         sha256: hex digest of the file's bytes (dataset.json's content hash).
-        local_path: the cached copy.
+        local_path: the cached copy: the training-resolution copy (``cache.RAW`` or
+            ``cache.PNG``, upright, ``cached_size``) or the source file's bytes.
         width, height: size of the upright image at full scale, pixels.
-        target: ``decode.decode_image``'s ``target`` for this image (the decoded picture may be
-            smaller than ``width`` x ``height``; boxes then scale with it).
+        target: ``decode.decode_image``'s ``target`` for the source file (the decoded picture
+            may be smaller than ``width`` x ``height``; boxes then scale with it).
         small_boxes: boxes dropped for being under 1 px at the resizer's size.
+        cached_size: ``(width, height)`` of the training-resolution copy, or None when
+            ``local_path`` is the source file.
     """
 
     sample: Sample
@@ -79,6 +91,7 @@ class CachedImage:
     height: int
     target: int | None = None
     small_boxes: int = 0
+    cached_size: tuple[int, int] | None = None
 
 
 def _upright(
@@ -192,26 +205,31 @@ def _load_one(
     data = storage.read_bytes(sample.uri, role=StorageRole.DATASET)
     digest = storage.sha256(data)
     size = decode.stored_size(data) or (0, 0)
+    copy: Path | None = None
+    small_size: tuple[int, int] | None = None
     try:
         with budget.hold(size[0] * size[1]):
-            _, orientation, raw = decode.decode_image(
+            picture, orientation, raw = decode.decode_image(
                 data, sample.uri, max_pixels=options.max_pixels, target=options.target
             )
+            upright_full = decode.upright_size(raw, orientation)
+            if options.resizer is not None:
+                small_size = cache.cache_size(*upright_full, options.resizer, options.augmentations)
+                if small_size != upright_full:
+                    copy = cache.store(picture, small_size, len(data), cache_dir, digest)
     except InputError as exc:
         raise InputError(exc.source, exc.message, record=sample.record or None) from exc
-    suffix = Path(sample.path).suffix.lower()[:8]
-    local = cache_dir / digest[:2] / f"{digest}{suffix}"
-    if not local.exists():
-        local.parent.mkdir(parents=True, exist_ok=True)
-        # One temporary name per thread: two samples may be the same file (the same bytes
-        # under two paths), loaded at once.
-        tmp = local.with_name(f"{local.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(local)
-    upright = decode.upright_size(raw, orientation)
-    oriented = _upright(sample, orientation, raw, upright, options.box_frame)
-    kept, small = _without_small_boxes(oriented, upright, options.resizer)
-    return CachedImage(kept, digest, local, upright[0], upright[1], options.target, small)
+    if copy is None:
+        small_size = None
+        suffix = Path(sample.path).suffix.lower()[:8]
+        copy = cache_dir / digest[:2] / f"{digest}{suffix}"
+        if not copy.exists():
+            cache.write(copy, data)
+    oriented = _upright(sample, orientation, raw, upright_full, options.box_frame)
+    kept, small = _without_small_boxes(oriented, upright_full, options.resizer)
+    return CachedImage(
+        kept, digest, copy, upright_full[0], upright_full[1], options.target, small, small_size
+    )
 
 
 def load_images(

@@ -19,7 +19,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from kubevision_api.view import Task
-from kubevision_trainer.data import decode
+from kubevision_trainer.data import cache, decode
 from kubevision_trainer.data.loading import CachedImage
 
 
@@ -27,6 +27,23 @@ def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers (sha256 based, so nearby inputs give unrelated seeds)."""
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def read_image(item: CachedImage) -> torch.Tensor:
+    """The picture that training starts from: the item's cached copy as a ``(3, H, W)``
+    uint8 tensor, upright; its training-resolution copy (``data.cache``) or, where the cache
+    holds the source file, the file decoded at ``item.target``'s reduced scale."""
+    if item.local_path.suffix == cache.RAW and item.cached_size is not None:
+        return cache.read_raw(item.local_path)
+    pil: Image.Image = decode.decode_image(
+        item.local_path.read_bytes(),
+        str(item.local_path),
+        # The cached copy passed the View's limit when it was loaded.
+        max_pixels=item.width * item.height,
+        target=None if item.cached_size is not None else item.target,
+    )[0]
+    tensor: torch.Tensor = v2.functional.pil_to_tensor(pil)
+    return tensor
 
 
 class VisionDataset(Dataset[tuple[torch.Tensor, Any]]):
@@ -81,15 +98,8 @@ class VisionDataset(Dataset[tuple[torch.Tensor, Any]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
         epoch, i = divmod(index, len(self.items))
         item = self.items[i]
-        pil: Image.Image = decode.decode_image(
-            item.local_path.read_bytes(),
-            str(item.local_path),
-            # The cached copy passed the View's limit when it was loaded.
-            max_pixels=item.width * item.height,
-            target=item.target,
-        )[0]
-        image = tv_tensors.Image(v2.functional.pil_to_tensor(pil))
-        target = self._target(item, (pil.height, pil.width))
+        image = tv_tensors.Image(read_image(item))
+        target = self._target(item, (int(image.shape[1]), int(image.shape[2])))
         # fork_rng keeps the caller's global RNG untouched when there are no workers.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, epoch, i))
