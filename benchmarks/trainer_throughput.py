@@ -93,7 +93,15 @@ class Bare:
 
     def __init__(self, data: Path, train_paths: set[str], plan: Any, device: torch.device) -> None:
         spec = plan.spec
-        transform = presets.train_preset(plan.task, spec.image_resizer, spec.augmentation)
+        # What a user writes: the same recipe, then torchvision's float conversion and
+        # normalisation per image (the trainer does them per batch on the device).
+        transform = torchvision.transforms.v2.Compose(
+            [
+                presets.train_preset(plan.task, spec.image_resizer, spec.augmentation),
+                torchvision.transforms.v2.ToDtype(torch.float32, scale=True),
+                torchvision.transforms.v2.Normalize(list(presets.MEAN), list(presets.STD)),
+            ]
+        )
         to_image = torchvision.transforms.v2.functional.pil_to_tensor
         dataset = torchvision.datasets.ImageFolder(
             str(data),

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from kubevision_api.evaluation import EvaluatedSplit
 from kubevision_api.modelversion import ImageResizer
 from kubevision_api.view import Task
-from kubevision_trainer import metrics, models, scoring, sharded_eval
+from kubevision_trainer import metrics, models, presets, scoring, sharded_eval
 from kubevision_trainer.data.torchdata import ValidationBatchSampler
 from kubevision_trainer.evaluation.predictions import (
     ClassificationPredictions,
@@ -117,7 +117,8 @@ def test_detection_predictions_are_detection_images_in_order() -> None:
 def test_sharded_pass_keeps_the_predictions_of_a_real_model() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
-    images = torch.randn(7, 3, 2, 2)
+    # uint8 pixels, as the recipes deliver them; the pass converts them (presets.model_input).
+    images = torch.randint(0, 256, (7, 3, 2, 2), dtype=torch.uint8)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0])
     loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
         TensorDataset(images, labels), batch_sampler=ValidationBatchSampler(7, 3, 0, 1)
@@ -137,7 +138,8 @@ def test_sharded_pass_keeps_the_predictions_of_a_real_model() -> None:
     assert (kept.loss, kept.result) == (plain.loss, plain.result)
     assert isinstance(kept.predictions, ClassificationPredictions)
     with torch.no_grad():
-        expected = model(images).double().numpy()
+        expected = model(presets.model_input(Task.CLASSIFICATION, images, torch.float32))
+        expected = expected.double().numpy()
     np.testing.assert_allclose(kept.predictions.logits, expected, rtol=1e-6)
     np.testing.assert_array_equal(kept.predictions.labels, labels.numpy())
     right = int((expected.argmax(axis=1) == labels.numpy()).sum())
@@ -168,7 +170,7 @@ def test_an_epoch_evaluator_keeps_no_classification_logits() -> None:
 def test_score_a_plain_model_as_kubevision_evaluate_does() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).double()
-    images = torch.randn(7, 3, 2, 2)
+    images = torch.randint(0, 256, (7, 3, 2, 2), dtype=torch.uint8)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0])
     loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
         TensorDataset(images, labels), batch_sampler=ValidationBatchSampler(7, 3, 0, 1)
@@ -183,7 +185,8 @@ def test_score_a_plain_model_as_kubevision_evaluate_does() -> None:
     )
     with torch.no_grad():
         # Run in the model's own dtype (float64); the validation pass keeps logits as float32.
-        expected = model(images.double()).float().double().numpy()
+        inputs = presets.model_input(Task.CLASSIFICATION, images, torch.float64)
+        expected = model(inputs).float().double().numpy()
     assert isinstance(scored.predictions, ClassificationPredictions)
     np.testing.assert_allclose(scored.predictions.logits, expected, rtol=1e-6)
     evaluation = scored.evaluation

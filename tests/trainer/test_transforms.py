@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from kubevision_api.modelversion import Augmentation, AugmentationName, ImageResizer, ResizeMode
 from kubevision_api.view import Task
@@ -112,18 +113,33 @@ def test_crop_preset_removes_boxes_cropped_away() -> None:
     )
     boxes = [[0.0, 0.0, 20.0, 20.0], [40.0, 10.0, 80.0, 30.0], [110.0, 20.0, 120.0, 40.0]]
     image, tgt = preset(white(40, 120), target(boxes, (40, 120)))
-    assert tuple(image.shape) == (3, HEIGHT, WIDTH) and image.dtype == torch.float32
+    assert tuple(image.shape) == (3, HEIGHT, WIDTH) and image.dtype == torch.uint8
     assert tgt["boxes"].tolist() == [[8.0, 8.0, 40.0, 24.0]]
     assert tgt["labels"].tolist() == [2]
 
 
-def test_classification_preset_normalises() -> None:
+def test_classification_model_input_normalises_the_uint8_batch() -> None:
     preset = presets.eval_preset(Task.CLASSIFICATION, ImageResizer(width=WIDTH, height=HEIGHT))
     out = preset(white(40, 120))
-    assert tuple(out.shape) == (3, HEIGHT, WIDTH) and out.dtype == torch.float32
-    # (1 - mean) / std per channel for a white pixel.
-    expected = [(1 - m) / s for m, s in zip(presets.MEAN, presets.STD, strict=True)]
-    assert out[:, 0, 0].tolist() == pytest.approx(expected, rel=1e-5)
+    assert tuple(out.shape) == (3, HEIGHT, WIDTH) and out.dtype == torch.uint8
+    pixels = torch.stack([out, torch.zeros_like(out)])
+    batch = presets.model_input(Task.CLASSIFICATION, pixels, torch.float32)
+    assert batch.dtype == torch.float32 and tuple(batch.shape) == (2, 3, HEIGHT, WIDTH)
+    # (v - mean) / std per channel, v = 1 for a white pixel and 0 for a black one.
+    for value, image in ((1.0, batch[0]), (0.0, batch[1])):
+        expected = [(value - m) / s for m, s in zip(presets.MEAN, presets.STD, strict=True)]
+        assert image[:, 0, 0].tolist() == pytest.approx(expected, rel=1e-6)
+    # Exactly torchvision's per-image conversion, which the recipes used to end with.
+    reference = v2.Normalize(list(presets.MEAN), list(presets.STD))(
+        v2.ToDtype(torch.float32, scale=True)(pixels)
+    )
+    assert torch.equal(batch, reference)
+
+
+def test_detection_model_input_scales_to_unit_range() -> None:
+    image = torch.tensor([[[0, 51, 255]]], dtype=torch.uint8).expand(3, 1, 3)
+    (out,) = presets.model_input(Task.DETECTION, [image], torch.float32)
+    assert out.dtype == torch.float32 and out[0, 0].tolist() == pytest.approx([0.0, 0.2, 1.0])
 
 
 @pytest.mark.parametrize("name", list(AugmentationName))
@@ -226,6 +242,6 @@ def test_train_preset_order_augment_then_resize() -> None:
     image, tgt = boxed()
     torch.manual_seed(1)
     out, out_tgt = preset(image, tgt)
-    assert tuple(out.shape) == (3, HEIGHT, WIDTH) and out.dtype == torch.float32
+    assert tuple(out.shape) == (3, HEIGHT, WIDTH) and out.dtype == torch.uint8
     (x1, y1, x2, y2) = out_tgt["boxes"].tolist()[0]
     assert 0 <= x1 < x2 <= WIDTH and 0 <= y1 < y2 <= HEIGHT

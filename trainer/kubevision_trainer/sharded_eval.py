@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kubevision_api.view import Task
-from kubevision_trainer import distributed, metrics
+from kubevision_trainer import distributed, metrics, presets
 from kubevision_trainer.data.torchdata import derive_seed
 from kubevision_trainer.evaluation.predictions import Predictions
 
@@ -55,15 +55,17 @@ class Validation:
 def to_device(
     task: Task, device: torch.device, dtype: torch.dtype, images: Any, targets: Any
 ) -> tuple[Any, Any]:
-    """A loader's batch on ``device``: a detector's lists of images and target dicts as they
-    are, a classifier's image tensor in ``dtype`` (the model's: float32, or float64 where a
-    test builds it so), channels-last on CUDA."""
+    """A loader's batch on ``device`` as the network takes it (``presets.model_input``):
+    a detector's lists of float [0, 1] images and target dicts, a classifier's normalised
+    image tensor in ``dtype`` (the model's: float32, or float64 where a test builds it so),
+    channels-last on CUDA. The uint8 images cross to the device before the conversion: a
+    quarter of float32's bytes."""
     nb = device.type == "cuda"
     if task is Task.DETECTION:
         images = [img.to(device, non_blocking=nb) for img in images]
         targets = [{k: v.to(device, non_blocking=nb) for k, v in t.items()} for t in targets]
-        return images, targets
-    images = images.to(device, dtype=dtype, non_blocking=nb)
+        return presets.model_input(task, images, dtype), targets
+    images = presets.model_input(task, images.to(device, non_blocking=nb), dtype)
     if nb:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, targets.to(device, non_blocking=nb)
