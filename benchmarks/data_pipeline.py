@@ -6,8 +6,12 @@ cropped and scaled up bicubically to ``--size``, 12 MP by default, JPEG quality 
 one stored sideways or turned with an EXIF orientation), written to a temporary folder.
 
 Everything runs in this one process on one core: ``torch.set_num_threads(1)``, DataLoader
-``num_workers=0``, LoadingDataset's ``io_threads=1``. Images/s is therefore images/s per core;
-a machine feeds a GPU with about (images/s) x (cores given to the DataLoader workers).
+``num_workers=0``, LoadingDataset's ``io_threads=1``. Throughputs are images per CPU second of
+this process (``time.process_time``, user + system, all threads), i.e. images/s per core: a
+machine feeds a GPU with about that times the cores given to the DataLoader workers. CPU time,
+not wall-clock time, because the machines this runs on are shared: other processes stretch the
+wall clock of whichever figure they overlap, far less its CPU time (wall seconds are printed
+too, and the 1-minute load average).
 
 The ModelVersion's defaults throughout: the default augmentations
 (``kubevision_api.modelversion.default_augmentations()``: horizontal flip 0.5, vertical flip
@@ -34,11 +38,11 @@ hits them alike; each is the best of its rounds. Figures (one JSON line each):
 - (c) ``kubevision_later_epoch``: the next epoch of the same DataLoader (cache warm).
 - ``first_over_imagefolder`` = b / a (target >= 1.5), ``later_over_imagefolder`` = c / a
   (target >= 5).
-- ``profile_*``: where the time of a later epoch goes, ms per image: reading the cached copy
+- ``profile_*``: where the time of a later epoch goes, CPU ms per image: reading the cached copy
   (``VisionDataset`` with an identity transform: read and decode the cached copy into a uint8
   tensor, the per-item seeding),
   the augmentations (uint8), the resizer, float conversion and normalisation, collation
-  (``default_collate`` of batches of 32); and their sum next to (c)'s ms per image.
+  (``default_collate`` of batches of 32); and their sum next to (c)'s CPU ms per image.
 
 Every figure is the time of the work on files in the page cache (they were just written):
 what a local or node-cached dataset costs; object storage adds its reads to (a) and (b).
@@ -158,14 +162,35 @@ def by_hand_transform(resizer: ImageResizer, ops: Iterable[Augmentation]) -> v2.
     )
 
 
-def _epoch(loader: Iterable[tuple[torch.Tensor, Any]]) -> tuple[int, float]:
-    """Images and seconds of one pass over ``loader``."""
-    started = time.perf_counter()
-    seen = sum(len(images) for images, _ in loader)
-    return seen, time.perf_counter() - started
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """A timed piece of work: the images it handled, this process's CPU seconds (all its
+    threads: ``time.process_time``) and the wall-clock seconds."""
+
+    images: int
+    cpu_s: float
+    wall_s: float
+
+    def __add__(self, other: Span) -> Span:
+        return Span(
+            self.images + other.images, self.cpu_s + other.cpu_s, self.wall_s + other.wall_s
+        )
 
 
-def imagefolder_epoch(data: Path, plan: TrainingPlan) -> tuple[int, float]:
+def _timed(step: Callable[..., Any], *args: Any) -> tuple[Any, Span]:
+    """``step(*args)`` and its :class:`Span` (no image counted)."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = step(*args)
+    return result, Span(0, time.process_time() - cpu, time.perf_counter() - wall)
+
+
+def _epoch(loader: Iterable[tuple[torch.Tensor, Any]]) -> Span:
+    """One pass over ``loader``."""
+    seen, span = _timed(lambda: sum(len(images) for images, _ in loader))
+    return dataclasses.replace(span, images=seen)
+
+
+def imagefolder_epoch(data: Path, plan: TrainingPlan) -> Span:
     """(a): one epoch of ImageFolder + the hand-written transform, one process."""
     spec = plan.spec
     dataset = torchvision.datasets.ImageFolder(
@@ -175,16 +200,9 @@ def imagefolder_epoch(data: Path, plan: TrainingPlan) -> tuple[int, float]:
     return _epoch(loader)
 
 
-def _timed(step: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-    """``step(*args)`` and its seconds."""
-    started = time.perf_counter()
-    result = step(*args)
-    return result, time.perf_counter() - started
-
-
 def profile(items: list[Any], plan: TrainingPlan) -> dict[str, float]:
-    """Seconds of each stage of a later epoch over ``items`` (module docstring), summed over
-    the images."""
+    """CPU seconds of each stage of a later epoch over ``items`` (module docstring), summed
+    over the images."""
     spec = plan.spec
     preset = presets.train_preset(plan.task, spec.image_resizer, spec.augmentation)
     k = len(spec.augmentation)
@@ -199,32 +217,31 @@ def profile(items: list[Any], plan: TrainingPlan) -> dict[str, float]:
     samples: list[tuple[torch.Tensor, Any]] = []
     for i in range(len(reader)):
         # Index len + i: item i of epoch 1, as a later epoch reads it.
-        (image, label), seconds = _timed(reader.__getitem__, len(reader) + i)
-        stages["read"] += seconds
+        (image, label), span = _timed(reader.__getitem__, len(reader) + i)
+        stages["read"] += span.cpu_s
         torch.manual_seed(i)
-        image, seconds = _timed(augment, tv_tensors.Image(image))
-        stages["augment"] += seconds
-        image, seconds = _timed(resize, image)
-        stages["resize"] += seconds
-        image, seconds = _timed(tail, image)
-        stages["float_normalise"] += seconds
+        image, span = _timed(augment, tv_tensors.Image(image))
+        stages["augment"] += span.cpu_s
+        image, span = _timed(resize, image)
+        stages["resize"] += span.cpu_s
+        image, span = _timed(tail, image)
+        stages["float_normalise"] += span.cpu_s
         samples.append((image.as_subclass(torch.Tensor), label))
     size = spec.training.batch_size
     for start in range(0, len(samples), size):
-        _, seconds = _timed(default_collate, samples[start : start + size])
-        stages["collate"] += seconds
+        _, span = _timed(default_collate, samples[start : start + size])
+        stages["collate"] += span.cpu_s
     return stages
 
 
 @dataclasses.dataclass
 class Round:
-    """One round's measurements: (images, seconds) of each epoch, the preparation's seconds,
-    and the cached images (all of them, as training images)."""
+    """One round's measurements and the cached images (all of them, as training images)."""
 
-    imagefolder: tuple[int, float]
-    prepare_s: float
-    first_epoch: tuple[int, float]
-    later_epoch: tuple[int, float]
+    imagefolder: Span
+    prepare: Span
+    first_epoch: Span
+    later_epoch: Span
     items: list[CachedImage]
 
 
@@ -232,7 +249,7 @@ def measure_round(data: Path, plan: TrainingPlan, cache_dir: Path, device: torch
     """(a), then (b) with an empty cache in ``cache_dir``, then (c) (module docstring)."""
     imagefolder = imagefolder_epoch(data, plan)
     settings = TrainerSettings(cache_dir=cache_dir, io_threads=1)
-    prepared, prepare_s = _timed(prepare.prepare, plan, settings)
+    prepared, preparing = _timed(prepare.prepare, plan, settings)
     # Every image on the training side: the three figures cover the same photos.
     everything = dataclasses.replace(prepared, train=prepared.train + prepared.val + prepared.test)
     loader = main.loaders(plan, everything, device)[0]
@@ -241,7 +258,22 @@ def measure_round(data: Path, plan: TrainingPlan, cache_dir: Path, device: torch
     first = _epoch(loader)
     sampler.set_epoch(1)
     later = _epoch(loader)
-    return Round(imagefolder, prepare_s, first, later, everything.train)
+    return Round(imagefolder, preparing, first, later, everything.train)
+
+
+def emit_throughput(figure: str, span: Span, **extra: Any) -> float:
+    """The JSON line of a throughput, images per CPU second; returns it."""
+    rate = span.images / span.cpu_s
+    emit(
+        figure,
+        rate,
+        PER_CORE,
+        images=span.images,
+        cpu_s=round(span.cpu_s, 6),
+        wall_s=round(span.wall_s, 6),
+        **extra,
+    )
+    return rate
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -280,13 +312,14 @@ def main_(argv: list[str] | None = None) -> None:
                         "mean_file_mb": round(
                             sum(f.stat().st_size for f in files) / len(files) / 1e6, 2
                         ),
-                        "generated_s": round(generated, 1),
+                        "generated_s": round(generated.wall_s, 1),
                         "resizer": f"{resizer.mode.value} {resizer.width}x{resizer.height}",
                         "augmentations": [op.wire() for op in plan.spec.augmentation],
                         "batch_size": args.batch_size,
                         "torch_threads": torch.get_num_threads(),
                         "dataloader_workers": 0,
                         "machine_cores": os.cpu_count(),
+                        "load_average": round(os.getloadavg()[0], 2),
                     }
                 }
             )
@@ -295,39 +328,31 @@ def main_(argv: list[str] | None = None) -> None:
             measure_round(data, plan, Path(tmp) / f"cache-{r}", device) for r in range(args.rounds)
         ]
         stages = profile(rounds[-1].items, plan)
-    a_n, a_s = min((r.imagefolder for r in rounds), key=lambda f: f[1])
-    best_b = min(rounds, key=lambda r: r.prepare_s + r.first_epoch[1])
-    first_n, prepare_s, first_epoch_s = (
-        best_b.first_epoch[0],
-        best_b.prepare_s,
-        best_b.first_epoch[1],
-    )
-    later_n, later_s = min((r.later_epoch for r in rounds), key=lambda f: f[1])
-    a = a_n / a_s
-    b = first_n / (prepare_s + first_epoch_s)
-    c = later_n / later_s
-    emit("imagefolder", a, PER_CORE, images=a_n, seconds=round(a_s, 4))
-    emit(
+    a = emit_throughput("imagefolder", min((r.imagefolder for r in rounds), key=_cpu))
+    best = min(rounds, key=lambda r: _cpu(r.prepare + r.first_epoch))
+    b = emit_throughput(
         "kubevision_first_epoch",
-        b,
-        PER_CORE,
-        images=first_n,
-        seconds=round(prepare_s + first_epoch_s, 4),
-        prepare_s=round(prepare_s, 4),
-        epoch_s=round(first_epoch_s, 4),
+        best.prepare + best.first_epoch,
+        prepare_cpu_s=round(best.prepare.cpu_s, 6),
+        epoch_cpu_s=round(best.first_epoch.cpu_s, 6),
     )
-    emit("kubevision_later_epoch", c, PER_CORE, images=later_n, seconds=round(later_s, 4))
+    later = min((r.later_epoch for r in rounds), key=_cpu)
+    c = emit_throughput("kubevision_later_epoch", later)
     emit("first_over_imagefolder", b / a, "ratio", target=">= 1.5")
     emit("later_over_imagefolder", c / a, "ratio", target=">= 5")
     count = len(rounds[-1].items)
     for stage, seconds in stages.items():
-        emit(f"profile_{stage}", 1000 * seconds / count, "ms/image")
+        emit(f"profile_{stage}", 1000 * seconds / count, "CPU ms/image")
     emit(
         "profile_sum",
         1000 * sum(stages.values()) / count,
-        "ms/image",
-        later_epoch_ms_per_image=round(1000 * later_s / later_n, 4),
+        "CPU ms/image",
+        later_epoch=round(1000 * later.cpu_s / later.images, 4),
     )
+
+
+def _cpu(span: Span) -> float:
+    return span.cpu_s
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The photo-scale data pipeline benchmark runs in its CI mode (``--quick``: 6 x 2 photos of
 2000 x 1500, two rounds) and prints its figures as JSON lines. The throughputs depend on the
 machine; the test checks that each is measured (positive, finite, the quotient of the images and
-seconds it prints), that the ratios are the throughputs' quotients and that the profile's stages
+CPU seconds it prints), that the ratios are the throughputs' quotients and that the profile's stages
 add up to its sum. ``-s`` shows them."""
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def test_data_pipeline_benchmark_prints_throughputs_ratios_and_profile() -> None
         "Brightness",
     ]
     assert setup["torch_threads"] == 1 and setup["dataloader_workers"] == 0
+    assert setup["machine_cores"] >= 1 and setup["load_average"] >= 0
     figures = {line["figure"]: line for line in lines[1:]}
     assert set(figures) == {
         *THROUGHPUTS,
@@ -62,10 +63,11 @@ def test_data_pipeline_benchmark_prints_throughputs_ratios_and_profile() -> None
         figure = figures[name]
         assert figure["unit"] == "images/s per core" and figure["images"] == 12
         rates[name] = _positive(figure["value"])
-        assert rates[name] == pytest.approx(12 / _positive(figure["seconds"]), rel=1e-3)
+        _positive(figure["wall_s"])
+        assert rates[name] == pytest.approx(12 / _positive(figure["cpu_s"]), rel=1e-4)
     first = figures["kubevision_first_epoch"]
-    assert first["seconds"] == pytest.approx(
-        _positive(first["prepare_s"]) + _positive(first["epoch_s"]), abs=2e-4
+    assert first["cpu_s"] == pytest.approx(
+        _positive(first["prepare_cpu_s"]) + _positive(first["epoch_cpu_s"]), abs=2e-6
     )
 
     a = rates["imagefolder"]
@@ -80,6 +82,4 @@ def test_data_pipeline_benchmark_prints_throughputs_ratios_and_profile() -> None
     total = figures["profile_sum"]
     assert total["value"] == pytest.approx(sum(stages), abs=1e-3)
     later = figures["kubevision_later_epoch"]
-    assert total["later_epoch_ms_per_image"] == pytest.approx(
-        1000 * later["seconds"] / 12, rel=1e-3
-    )
+    assert total["later_epoch"] == pytest.approx(1000 * later["cpu_s"] / 12, rel=1e-4)
