@@ -39,10 +39,10 @@ hits them alike; each is the best of its rounds. Figures (one JSON line each):
 - ``first_over_imagefolder`` = b / a (target >= 1.5), ``later_over_imagefolder`` = c / a
   (target >= 5).
 - ``profile_*``: where the time of a later epoch goes, CPU ms per image: reading the cached copy
-  (``VisionDataset`` with an identity transform: read and decode the cached copy into a uint8
-  tensor, the per-item seeding),
-  the augmentations (uint8), the resizer, float conversion and normalisation, collation
-  (``default_collate`` of batches of 32); and their sum next to (c)'s CPU ms per image.
+  into a uint8 tensor (``VisionDataset`` with an identity transform, the per-item seeding
+  included), the augmentations (uint8), the resizer, float conversion and normalisation,
+  collation (``default_collate`` of batches of 32); and their sum next to (c)'s CPU ms per
+  image. docs/performance.md, "Data pipeline at photo scale", has measured figures.
 
 Every figure is the time of the work on files in the page cache (they were just written):
 what a local or node-cached dataset costs; object storage adds its reads to (a) and (b).
