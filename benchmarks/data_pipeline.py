@@ -40,7 +40,8 @@ hits them alike; each is the best of its rounds. Figures (one JSON line each):
   (target >= 5).
 - ``profile_*``: where the time of a later epoch goes, CPU ms per image: reading the cached copy
   into a uint8 tensor (``VisionDataset`` with an identity transform, the per-item seeding
-  included), the augmentations (uint8), the resizer, float conversion and normalisation,
+  included), the augmentations (uint8), the resizer, the float conversion and normalisation
+  (``presets.model_input``, per collated uint8 batch: the trainer runs it on the device),
   collation (``default_collate`` of batches of 32); and their sum next to (c)'s CPU ms per
   image. docs/performance.md, "Data pipeline at photo scale", has measured figures.
 
@@ -78,7 +79,7 @@ from kubevision_api.modelversion import (
     ResizeMode,
 )
 from kubevision_api.plan import PlanDefaults, TrainingPlan, resolve
-from kubevision_api.view import View
+from kubevision_api.view import Task, View
 from kubevision_trainer import main, presets, transforms
 from kubevision_trainer.data import prepare
 from kubevision_trainer.data.loading import CachedImage
@@ -184,9 +185,20 @@ def _timed(step: Callable[..., Any], *args: Any) -> tuple[Any, Span]:
     return result, Span(0, time.process_time() - cpu, time.perf_counter() - wall)
 
 
-def _epoch(loader: Iterable[tuple[torch.Tensor, Any]]) -> Span:
-    """One pass over ``loader``."""
-    seen, span = _timed(lambda: sum(len(images) for images, _ in loader))
+def _epoch(loader: Iterable[tuple[torch.Tensor, Any]], task: Task | None = None) -> Span:
+    """One pass over ``loader``; with ``task``, each batch also goes through
+    ``presets.model_input`` (the float conversion that the trainer runs per batch on the
+    device, here on the CPU: counted, so that (b) and (c) do all the work that (a) does)."""
+
+    def run() -> int:
+        seen = 0
+        for images, _ in loader:
+            if task is not None:
+                presets.model_input(task, images, torch.float32)
+            seen += len(images)
+        return seen
+
+    seen, span = _timed(run)
     return dataclasses.replace(span, images=seen)
 
 
@@ -209,7 +221,7 @@ def profile(items: list[Any], plan: TrainingPlan) -> dict[str, float]:
     if not isinstance(preset.transforms[k], transforms.Resize):
         raise RuntimeError(f"the train preset's step {k} is not the resizer: {preset}")
     augment, resize = v2.Compose(preset.transforms[:k]), preset.transforms[k]
-    tail = v2.Compose(preset.transforms[k + 1 :])
+    tail = v2.Compose([v2.Identity(), *preset.transforms[k + 1 :]])
     reader = VisionDataset(
         items, plan.task, len(plan.concepts), v2.Compose([v2.Identity()]), spec.training.seed
     )
@@ -225,12 +237,14 @@ def profile(items: list[Any], plan: TrainingPlan) -> dict[str, float]:
         image, span = _timed(resize, image)
         stages["resize"] += span.cpu_s
         image, span = _timed(tail, image)
-        stages["float_normalise"] += span.cpu_s
+        stages["augment"] += span.cpu_s  # the recipe's tail: nothing for classifiers
         samples.append((image.as_subclass(torch.Tensor), label))
     size = spec.training.batch_size
     for start in range(0, len(samples), size):
-        _, span = _timed(default_collate, samples[start : start + size])
+        batch, span = _timed(default_collate, samples[start : start + size])
         stages["collate"] += span.cpu_s
+        _, span = _timed(presets.model_input, plan.task, batch[0], torch.float32)
+        stages["float_normalise"] += span.cpu_s
     return stages
 
 
@@ -255,9 +269,9 @@ def measure_round(data: Path, plan: TrainingPlan, cache_dir: Path, device: torch
     loader = main.loaders(plan, everything, device)[0]
     sampler: Any = loader.batch_sampler
     sampler.set_epoch(0)
-    first = _epoch(loader)
+    first = _epoch(loader, plan.task)
     sampler.set_epoch(1)
-    later = _epoch(loader)
+    later = _epoch(loader, plan.task)
     return Round(imagefolder, preparing, first, later, everything.train)
 
 

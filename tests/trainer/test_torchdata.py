@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
+from torchvision import tv_tensors
 
 from kubevision_api.modelversion import Augmentation, AugmentationName, ImageResizer
 from kubevision_api.view import Task
@@ -23,6 +24,7 @@ from kubevision_trainer.data.torchdata import (
     batches_per_epoch,
     collate_detection,
     derive_seed,
+    read_image,
 )
 
 SIZE = 16
@@ -119,6 +121,19 @@ def test_same_epoch_and_index_give_the_same_tensor(tmp_path: Path) -> None:
     assert label == 1
     again, _ = dataset[5]
     assert torch.equal(image, again)
+
+
+def test_items_draw_as_with_manual_seed_and_leave_the_callers_rng(tmp_path: Path) -> None:
+    dataset = classification_dataset(tmp_path)
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    image, _ = dataset[5]
+    assert torch.equal(torch.get_rng_state(), before)
+    # The draws of torch.manual_seed(derive_seed(seed, epoch, index)), as documented.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(dataset.seed, 1, 1))
+        expected = dataset.transform(tv_tensors.Image(read_image(dataset.items[1])))
+    assert torch.equal(image, expected.as_subclass(torch.Tensor))
 
 
 def test_call_order_does_not_matter(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ re-run after a restart draws exactly what the first run drew."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,21 @@ def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers (sha256 based, so nearby inputs give unrelated seeds)."""
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """The block draws from the CPU generator seeded with ``seed`` (the generator that v2
+    transforms draw from), and the caller's state comes back after it: without DataLoader
+    workers, the dataset runs in the training process. ``torch.random.fork_rng`` with
+    ``torch.manual_seed`` does the same at 0.28 ms per image, a tenth of a later epoch's work
+    per image at 224 px; this costs 0.003 ms."""
+    state = torch.get_rng_state()
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)
 
 
 def read_image(item: CachedImage) -> torch.Tensor:
@@ -100,9 +116,7 @@ class VisionDataset(Dataset[tuple[torch.Tensor, Any]]):
         item = self.items[i]
         image = tv_tensors.Image(read_image(item))
         target = self._target(item, (int(image.shape[1]), int(image.shape[2])))
-        # fork_rng keeps the caller's global RNG untouched when there are no workers.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, epoch, i))
+        with seeded(derive_seed(self.seed, epoch, i)):
             if self.task is Task.DETECTION:
                 image, target = self.transform(image, target)
                 target = {
