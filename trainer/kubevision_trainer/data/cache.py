@@ -31,6 +31,7 @@ import math
 import os
 import threading
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +56,12 @@ def turns(augmentations: Sequence[Augmentation]) -> bool:
     return any(op.name is AugmentationName.ROTATE90 and op.probability > 0 for op in augmentations)
 
 
-def _scale(mode: ResizeMode, output: tuple[int, int], image: tuple[int, int]) -> float:
+def _scale(mode: ResizeMode, output: tuple[int, int], image: tuple[int, int]) -> Fraction:
     """The smallest factor by which the image may be scaled (both sides alike) so that the
     resizer still only shrinks it: squash stretches each side on its own, so the larger of
-    the two factors; crop scales by the larger one, letterbox by the smaller."""
-    scale_h, scale_w = output[0] / image[0], output[1] / image[1]
+    the two factors; crop scales by the larger one, letterbox by the smaller. Exact: in
+    floats, 3464 * (224 / 3464) is 224.00000000000003, and the copy would be 225 px."""
+    scale_h, scale_w = Fraction(output[0], image[0]), Fraction(output[1], image[1])
     return min(scale_h, scale_w) if mode is ResizeMode.LETTERBOX else max(scale_h, scale_w)
 
 
@@ -95,7 +97,7 @@ def cache_size(
         other = max(1, round(short * side / long))
         size = (side, other) if width >= height else (other, side)
         # Rounding the short side must not take it under what the resizer needs.
-        if min(size[0] / width, size[1] / height) < scale - 1e-9:
+        if min(Fraction(size[0], width), Fraction(size[1], height)) < scale:
             continue
         covering = covering or size
         reduced = [(size[1], size[0])] + ([(size[0], size[1])] if len(shapes) > 1 else [])
