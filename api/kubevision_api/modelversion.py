@@ -104,6 +104,14 @@ class TrainingOptions(ApiModel):
         "process's share of the batch is small (under ~16 images, e.g. detection), where "
         "per-process statistics are noisy. Without it, each process normalises its own share.",
     )
+    compile: bool = Field(
+        default=False,
+        description="Compile the model with torch.compile (TorchInductor kernels fused for "
+        "this model and input size). The first training and validation steps are slower while "
+        "it compiles (tens of seconds to minutes, once per process); later steps may run "
+        "faster. Checkpoints hold the plain model's weights either way. Off by default until "
+        "measured (docs/performance.md).",
+    )
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     data_loader_workers: int = Field(
         default=2, ge=0, le=64, description="DataLoader worker processes (0: main process)."

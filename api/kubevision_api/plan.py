@@ -108,6 +108,9 @@ class TrainingPlan(ApiModel):
         )
         # Workers change neither weights nor batches (each worker is seeded from the base seed).
         spec["training"].pop("dataLoaderWorkers", None)
+        # Nor does compiling: it runs the same operations in fused kernels (differences at
+        # rounding level, as between GPU models); a run may resume with it switched on or off.
+        spec["training"].pop("compile", None)
         # Left out at its default, so that the hash of a plan written before it existed stays
         # the same (SyncBatchNorm changes the weights trained; the world size alone does not).
         if not spec["training"].get("syncBatchNorm"):

@@ -160,6 +160,7 @@ def test_wire_names_are_camel_case() -> None:
         "earlyStopping",
         "dataLoaderWorkers",
         "syncBatchNorm",
+        "compile",
     }
     assert set(wire["training"]["lrSchedule"]) == {"policy", "warmupEpochs", "stepEpochs", "gamma"}
     assert set(wire["training"]["earlyStopping"]) == {"patience", "minDelta"}

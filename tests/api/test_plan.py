@@ -169,6 +169,16 @@ def test_training_hash_of_a_split_without_test_fraction_is_todays() -> None:
     assert len({today, with_test, other_test}) == 3
 
 
+def test_training_hash_ignores_compile() -> None:
+    # The hash of plan_of() before spec.training.compile existed (the testFraction test's): an
+    # output trained then resumes, and a run may resume with compiling switched on or off.
+    today = "54c1284f81d0afe42737f049795dd1bc37931b6878d86a1dc7c1d49b0114511b"
+    for compile_ in (False, True):
+        plan = plan_of(mv=make_mv(training={"compile": compile_}))
+        assert plan.spec.training.compile is compile_
+        assert plan.training_hash() == today
+
+
 def test_training_hash_ignores_concept_order() -> None:
     reordered = plan_of(view=make_view(concepts=("bird", "dog", "cat")))
     assert reordered.training_hash() == plan_of().training_hash()
