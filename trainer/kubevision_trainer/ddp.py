@@ -107,17 +107,33 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
 
 
 def wrap(
-    model: nn.Module, world: distributed.World, device: torch.device, *, sync_batch_norm: bool
+    model: nn.Module,
+    world: distributed.World,
+    device: torch.device,
+    *,
+    sync_batch_norm: bool,
+    compile_backend: str | None = None,
 ) -> tuple[nn.Module, nn.Module]:
     """The module to train and the plain module (for state dicts, validation and checkpoints).
 
     A world of one returns ``model`` twice. Otherwise BatchNorm becomes synchronised when
     ``sync_batch_norm`` (spec.training.syncBatchNorm), then ``DistributedDataParallel``
-    wraps it (``device_ids=[local rank]`` on CUDA), which first broadcasts rank 0's weights."""
+    wraps it (``device_ids=[local rank]`` on CUDA), which first broadcasts rank 0's weights.
+
+    With ``compile_backend`` (spec.training.compile; "inductor" is torch.compile's default)
+    the model's forward is compiled in place (``nn.Module.compile``) after the SyncBatchNorm
+    conversion and before DDP wraps it: training and validation both run the compiled
+    forward, and the state dict keeps the plain names (no ``_orig_mod.`` prefix, which
+    ``torch.compile(model)`` would add). Compiling the module inside DDP is what PyTorch's
+    "Where to apply torch.compile?" recommends; Dynamo still sees DDP as the active module
+    when it traces the inner forward and splits the graph at DDP's bucket boundaries
+    (DDPOptimizer), so gradient all-reduces overlap the backward as in eager mode."""
+    if world.distributed and sync_batch_norm:
+        model = convert_sync_batchnorm(model, device)
+    if compile_backend is not None:
+        model.compile(backend=compile_backend)
     if not world.distributed:
         return model, model
-    if sync_batch_norm:
-        model = convert_sync_batchnorm(model, device)
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids), model
 

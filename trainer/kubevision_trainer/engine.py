@@ -17,10 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kubevision_api.contract import StepName
-from kubevision_api.modelversion import (
-    MixedPrecision,
-    TrainingOptions,
-)
+from kubevision_api.modelversion import MixedPrecision, TrainingOptions
 from kubevision_api.status import CheckpointStatus, EpochMetrics, StepState
 from kubevision_api.view import Task
 from kubevision_trainer import ddp, distributed, finite, runstate, schedule, sharded_eval
@@ -82,6 +79,7 @@ class Engine:
         world: this process's place in a distributed training (a world of one by default: no
             DDP, no collective). Every rank calls the same methods; only the sink and reporter
             of rank 0 write anything (``main.run`` gives the others null ones).
+        compile_backend: torch.compile's backend when ``options.compile`` (``ddp.wrap``).
     """
 
     def __init__(
@@ -99,6 +97,7 @@ class Engine:
         meta: dict[str, Any],
         should_stop: Callable[[], bool] = lambda: False,
         world: distributed.World | None = None,
+        compile_backend: str = "inductor",
     ) -> None:
         self.task = task
         self.concepts = concepts
@@ -123,7 +122,11 @@ class Engine:
             model = model.to(memory_format=torch.channels_last)
         # The plain module (state dicts, validation), and DDP around it for training batches.
         self.train_model, self.model = ddp.wrap(
-            model, self.world, device, sync_batch_norm=options.sync_batch_norm
+            model,
+            self.world,
+            device,
+            sync_batch_norm=options.sync_batch_norm,
+            compile_backend=compile_backend if options.compile else None,
         )
         self.input_dtype = next(self.model.parameters()).dtype
         self.optimizer = schedule.optimizer(self.model.parameters(), options)
@@ -256,8 +259,7 @@ class Engine:
                 # rank exits must not cut the upload short.
                 distributed.barrier()
                 raise PreemptedError(f"stopped at epoch {epoch}, batch {run.batch}")
-        mean = run.loss_sum / max(1, run.loss_count)
-        return mean
+        return run.loss_sum / max(1, run.loss_count)
 
     def evaluate(
         self, loader: DataLoader[Any] | None = None, *, keep_predictions: bool = False
