@@ -109,12 +109,17 @@ def write_photo_folder(root: Path, per_concept: int, size: tuple[int, int] = SIZ
     return root
 
 
-def enlarge_folder(source: Path, target: Path, size: tuple[int, int]) -> Path:
+def enlarge_folder(
+    source: Path, target: Path, size: tuple[int, int], *, keep_names: bool = False
+) -> Path:
     """Every image under ``source`` (an ImageFolder of PNGs) as a ``size`` JPEG under
-    ``target``, same relative path with suffix ``.jpg``, scaled up bicubically: the camera
-    photo of a small scan. Returns ``target``."""
+    ``target``, scaled up bicubically: the camera photo of a small scan. Each keeps its
+    relative path, with suffix ``.jpg``, or unchanged with ``keep_names`` (JPEG bytes under
+    the scan's ``.png`` name: the split draws from the path, so every photo then falls on
+    its scan's side; the trainer identifies formats by content). Returns ``target``."""
     for path in sorted(source.rglob("*.png")):
-        out = target / path.relative_to(source).with_suffix(".jpg")
+        relative = path.relative_to(source)
+        out = target / (relative if keep_names else relative.with_suffix(".jpg"))
         out.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(path) as image:
             out.write_bytes(encode(upright(image, size)))
