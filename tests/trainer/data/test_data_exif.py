@@ -22,24 +22,13 @@ from kubevision_trainer import presets
 from kubevision_trainer.data import coco, decode, loading
 from kubevision_trainer.data.loading import CachedImage, LoadOptions
 from kubevision_trainer.data.torchdata import VisionDataset
+from testenv import photos
 from tests.trainer.data import data_helpers as helpers
 
 #: Upright size and red target (x1, y1, x2, y2) of each photo: off-centre on both axes.
 PHOTOS = {
     "wide": ((96, 64), (10, 6, 34, 22)),
     "square": ((64, 64), (8, 12, 28, 24)),
-}
-#: The transposition that stores an upright picture so that EXIF ``orientation`` shows it
-#: upright again: the inverse of the one ``ImageOps.exif_transpose`` applies.
-STORE = {
-    1: None,
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_270,
 }
 #: Share of red pixels inside the box that counts as "on the target" (JPEG blurs the edges).
 ON_TARGET = 0.9
@@ -76,7 +65,7 @@ def _dataset(
     """The photo stored with ``orientation``, annotated in ``frame``, read and loaded."""
     size, target = PHOTOS[photo]
     upright = _upright(size, target)
-    store = STORE[orientation]
+    store = photos.STORE[orientation]
     stored = upright if store is None else upright.transpose(store)
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -131,7 +120,7 @@ def test_boxes_land_on_the_target_for_every_orientation(
 
 def test_declared_size_of_the_other_frame_is_refused_with_a_hint(tmp_path: Path) -> None:
     size, target = PHOTOS["wide"]
-    stored = _upright(size, target).transpose(Image.Transpose.ROTATE_90)  # STORE[6]
+    stored = _upright(size, target).transpose(Image.Transpose.ROTATE_90)  # photos.STORE[6]
     exif = Image.Exif()
     exif[0x0112] = 6
     (tmp_path / "photo.jpg").write_bytes(helpers.encode(stored, "JPEG", exif=exif))
