@@ -37,6 +37,8 @@ def test_gpu_benchmark_runs_on_the_cpu_in_quick_mode() -> None:
     assert lines["setup"]["value"]["architecture"] == "resnet18"
     assert lines["gpu"]["value"] is None
     assert lines["data_gpu"]["value"] is None and "CUDA" in lines["data_gpu"]["skipped"]
+    # Its code (batched decode_jpeg, resize, flip, conversion) ran on the CPU's decoder.
+    assert 0 < lines["data_gpu"]["same_code_on_cpu"] < math.inf
     for name in RATES:
         value = lines[name]["value"]
         assert isinstance(value, float) and math.isfinite(value) and value > 0, (name, value)
@@ -51,4 +53,5 @@ def test_gpu_benchmark_runs_on_the_cpu_in_quick_mode() -> None:
         "compiled_over_eager": ("trainer_compiled", "trainer"),
     }.items():
         expected = lines[top]["value"] / lines[bottom]["value"]
-        assert lines[ratio]["value"] == pytest.approx(expected, rel=1e-3), ratio
+        # Of the figures as printed (rounded to 0.01 images/s), the ratio rounded to 6 places.
+        assert lines[ratio]["value"] == pytest.approx(expected, abs=1e-6), ratio
