@@ -31,7 +31,7 @@ import torch
 
 from kubevision_api.evaluation import Evaluation
 from kubevision_api.plan import TrainingPlan
-from kubevision_trainer import checkpoint, local, main, models
+from kubevision_trainer import checkpoint, local, main, models, presets
 from kubevision_trainer.data import prepare
 from kubevision_trainer.evaluation.predictions import DetectionImage, DetectionPredictions
 from kubevision_trainer.settings import TrainerSettings
@@ -231,7 +231,8 @@ def _detections(plan: TrainingPlan, settings: TrainerSettings) -> DetectionPredi
     images: list[DetectionImage] = []
     with torch.no_grad():
         for batch, targets in val:
-            for output, target in zip(model(list(batch)), targets, strict=True):
+            inputs = presets.model_input(plan.task, list(batch), torch.float32)
+            for output, target in zip(model(inputs), targets, strict=True):
                 images.append(
                     DetectionImage(
                         gt_boxes=target["boxes"].double().numpy(),
