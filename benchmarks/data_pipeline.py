@@ -79,7 +79,7 @@ from kubevision_api.modelversion import (
     ResizeMode,
 )
 from kubevision_api.plan import PlanDefaults, TrainingPlan, resolve
-from kubevision_api.view import Task, View
+from kubevision_api.view import Task
 from kubevision_trainer import main, presets, transforms
 from kubevision_trainer.data import prepare
 from kubevision_trainer.data.loading import CachedImage
@@ -87,7 +87,6 @@ from kubevision_trainer.data.torchdata import VisionDataset
 from kubevision_trainer.settings import TrainerSettings
 from testenv import photos
 
-CONCEPTS = sorted(Path(name).stem for name in photos.SHIPPED)
 #: The unit of the throughput figures: one process, one thread (module docstring).
 PER_CORE = "images/s per core"
 
@@ -100,16 +99,7 @@ def emit(figure: str, value: float, unit: str, **extra: Any) -> None:
 def _plan(data: Path, batch_size: int, output: str) -> TrainingPlan:
     """A classification plan over ``data`` with the ModelVersion's defaults (augmentations,
     resizer), DataLoader workers 0."""
-    view = View.model_validate(
-        {
-            "metadata": {"name": "photos"},
-            "spec": {
-                "task": "classification",
-                "concepts": [{"name": c} for c in CONCEPTS],
-                "dataset": {"uri": f"file://{data}", "format": "imagefolder"},
-            },
-        }
-    )
+    view = photos.folder_view(data)
     mv = ModelVersion.model_validate(
         {
             "metadata": {"name": "bench"},

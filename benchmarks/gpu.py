@@ -44,11 +44,9 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torchvision
 from PIL import Image
@@ -58,7 +56,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from kubevision_api.modelversion import ModelVersion
 from kubevision_api.plan import PlanDefaults, TrainingPlan, resolve
-from kubevision_api.view import Task, View
+from kubevision_api.view import Task
 from kubevision_trainer import engine, main, models, presets
 from kubevision_trainer.checkpoint import CheckpointStore
 from kubevision_trainer.data import prepare
@@ -68,8 +66,6 @@ from kubevision_trainer.report.reporter import MultiReporter
 from kubevision_trainer.runstate import RunState
 from kubevision_trainer.settings import TrainerSettings
 from testenv import photos
-
-CONCEPTS = sorted(Path(name).stem for name in photos.SHIPPED)
 
 
 def emit(figure: str, value: Any, unit: str, **extra: Any) -> None:
@@ -91,43 +87,8 @@ def _timed(run: Callable[[], int], device: torch.device) -> tuple[int, float]:
     return seen, time.perf_counter() - started
 
 
-def _write_photos(root: Path, per_concept: int, size: tuple[int, int], workers: int) -> None:
-    """The ImageFolder of photos, written by ``workers`` processes (a 12 MP photo takes 0.3 to
-    0.6 s to make: one process per concept would leave most cores idle)."""
-    for name in photos.SHIPPED:
-        (root / Path(name).stem).mkdir(parents=True, exist_ok=True)
-    jobs = [(root, name, i, size) for name in photos.SHIPPED for i in range(per_concept)]
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(_write_photo, jobs, chunksize=4))
-
-
-def _write_photo(job: tuple[Path, str, int, tuple[int, int]]) -> None:
-    """Photo ``index`` of concept ``name``: a random 80-100 % crop of the shipped photo,
-    scaled to ``size``, with ``photos.orientations``' EXIF tag for that index. Seeded by
-    (concept, index), so every run writes the same files whatever the process count."""
-    root, name, index, size = job
-    rng = np.random.default_rng([photos.SHIPPED.index(name), index])
-    source = photos.shipped(name)
-    width, height = source.size
-    w, h = int(width * rng.uniform(0.8, 1.0)), int(height * rng.uniform(0.8, 1.0))
-    left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
-    crop = source.crop((left, top, left + w, top + h))
-    tag = list(photos.orientations(index + 1))[-1]
-    target = root / Path(name).stem / f"{index:05d}.jpg"
-    target.write_bytes(photos.encode(photos.upright(crop, size), tag))
-
-
 def _plan(data: Path, args: argparse.Namespace, output: str, *, compile_: bool) -> TrainingPlan:
-    view = View.model_validate(
-        {
-            "metadata": {"name": "photos"},
-            "spec": {
-                "task": "classification",
-                "concepts": [{"name": c} for c in CONCEPTS],
-                "dataset": {"uri": f"file://{data}", "format": "imagefolder"},
-            },
-        }
-    )
+    view = photos.folder_view(data)
     mv = ModelVersion.model_validate(
         {
             "metadata": {"name": "bench"},
@@ -331,7 +292,7 @@ def main_(argv: list[str] | None = None) -> None:
             "architecture": args.architecture,
             "size": args.size,
             "batch_size": args.batch_size,
-            "photos": args.photos * len(CONCEPTS),
+            "photos": args.photos * len(photos.CONCEPTS),
             "photo_size": args.photo_size,
             "dataloader_workers": args.workers,
             "cpu_cores": os.cpu_count(),
@@ -345,7 +306,8 @@ def main_(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         started = time.perf_counter()
-        _write_photos(root / "photos", args.photos, (int(width), int(height)), os.cpu_count() or 1)
+        size = (int(width), int(height))
+        photos.write_photo_folder(root / "photos", args.photos, size, workers=os.cpu_count() or 1)
         emit("photos_written", round(time.perf_counter() - started, 2), "s")
         plan = _plan(root / "photos", args, (root / "out").as_uri() + "/", compile_=False)
         settings = TrainerSettings(cache_dir=root / "cache", io_threads=os.cpu_count() or 1)

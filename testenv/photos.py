@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Final
 
 import numpy as np
 import skimage
 from PIL import Image
+
+from kubevision_api.view import View
 
 #: 4000 x 3000: a 12 MP 4:3 photo, the common phone-camera sensor format.
 SIZE_12MP: Final[tuple[int, int]] = (4000, 3000)
@@ -85,28 +88,63 @@ def orientations(n: int) -> Iterator[int]:
         yield turned[(i // 3) % len(turned)] if i % 3 == 2 else 1
 
 
-def write_photo_folder(root: Path, per_concept: int, size: tuple[int, int] = SIZE_12MP) -> Path:
-    """An ImageFolder of camera-sized JPEGs: one concept per shipped photo (the file's stem),
-    ``per_concept`` photos each, each a different crop of the photo (so no two files are
-    the same bytes) scaled to ``size`` and stored with :func:`orientations`. Returns
+#: The concepts of :func:`write_photo_folder`: the shipped photos' stems, sorted (the class
+#: index order of a View over the folder).
+CONCEPTS: Final[tuple[str, ...]] = tuple(sorted(Path(name).stem for name in SHIPPED))
+
+
+def cropped_photo(name: str, index: int, size: tuple[int, int], orientation: int) -> bytes:
+    """Photo ``index`` of concept ``name``: a random crop of 80-100 % of each side of the
+    shipped photo, at a random place, scaled to ``size`` and stored with EXIF ``orientation``.
+    Seeded by (concept, index): the same bytes whichever process writes it, and no two photos
+    alike."""
+    rng = np.random.default_rng([SHIPPED.index(name), index])
+    source = shipped(name)
+    width, height = source.size
+    w, h = int(width * rng.uniform(0.8, 1.0)), int(height * rng.uniform(0.8, 1.0))
+    left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+    crop = source.crop((left, top, left + w, top + h))
+    return encode(upright(crop, size), orientation)
+
+
+def _write_one(job: tuple[Path, str, int, tuple[int, int], int]) -> None:
+    root, name, index, size, orientation = job
+    data = cropped_photo(name, index, size, orientation)
+    (root / Path(name).stem / f"{index:04d}.jpg").write_bytes(data)
+
+
+def write_photo_folder(
+    root: Path, per_concept: int, size: tuple[int, int] = SIZE_12MP, *, workers: int = 1
+) -> Path:
+    """An ImageFolder of camera-sized JPEGs: one concept per shipped photo (:data:`CONCEPTS`),
+    ``per_concept`` photos each (:func:`cropped_photo`), stored with :func:`orientations`,
+    written by ``workers`` processes (a 12 MP photo takes 0.3 to 0.6 s to make). Returns
     ``root``."""
-    rng = np.random.default_rng(0)
     tags = orientations(len(SHIPPED) * per_concept)
+    jobs = [(root, name, i, size, next(tags)) for name in SHIPPED for i in range(per_concept)]
     for name in SHIPPED:
-        folder = root / Path(name).stem
-        folder.mkdir(parents=True, exist_ok=True)
-        source = shipped(name)
-        width, height = source.size
-        for i in range(per_concept):
-            # A crop of 80-100% of each side, at a random place.
-            w = int(width * rng.uniform(0.8, 1.0))
-            h = int(height * rng.uniform(0.8, 1.0))
-            left = int(rng.integers(0, width - w + 1))
-            top = int(rng.integers(0, height - h + 1))
-            crop = source.crop((left, top, left + w, top + h))
-            data = encode(upright(crop, size), next(tags))
-            (folder / f"{i:04d}.jpg").write_bytes(data)
+        (root / Path(name).stem).mkdir(parents=True, exist_ok=True)
+    if workers <= 1:
+        for job in jobs:
+            _write_one(job)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(_write_one, jobs, chunksize=4))
     return root
+
+
+def folder_view(data: Path) -> View:
+    """The classification View of a :func:`write_photo_folder` folder (ImageFolder layout)."""
+    return View.model_validate(
+        {
+            "metadata": {"name": "photos"},
+            "spec": {
+                "task": "classification",
+                "concepts": [{"name": c} for c in CONCEPTS],
+                "dataset": {"uri": f"file://{data}", "format": "imagefolder"},
+            },
+        }
+    )
 
 
 def enlarge_folder(
