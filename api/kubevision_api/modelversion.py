@@ -8,6 +8,7 @@ from typing import ClassVar, Final, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from kubevision_api import architectures
+from kubevision_api.export import ExportSpec
 from kubevision_api.meta import (
     API_VERSION,
     NAME_RULE,
@@ -481,6 +482,10 @@ class ModelVersionSpec(ApiModel):
     )
     image: str | None = Field(default=None, max_length=1024, description="Trainer image override.")
     output: Output = Field(default_factory=Output)
+    export: ExportSpec = Field(
+        default_factory=ExportSpec,
+        description="The serving bundle under <output>/export/ (docs/serving.md).",
+    )
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
 
     @field_validator("architecture")

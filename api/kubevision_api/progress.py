@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from kubevision_api.evaluation import EvaluationStatus
+from kubevision_api.export import ExportStatus
 from kubevision_api.meta import ApiModel
 from kubevision_api.status import CheckpointStatus, DatasetStatus, MetricsStatus, Progress, Step
 
@@ -23,6 +24,9 @@ class TrainerReport(ApiModel):
     checkpoint: CheckpointStatus | None = None
     evaluation: EvaluationStatus | None = Field(
         default=None, description="The final evaluation, once written (Evaluating step)."
+    )
+    export: ExportStatus | None = Field(
+        default=None, description="The serving bundle, once written (Exporting step)."
     )
     sequence: int = Field(
         ge=0,

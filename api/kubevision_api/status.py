@@ -12,6 +12,7 @@ from pydantic import Field
 
 from kubevision_api.contract import StepName
 from kubevision_api.evaluation import EvaluationStatus
+from kubevision_api.export import ExportStatus
 from kubevision_api.meta import ApiModel, Condition, list_map
 
 
@@ -253,6 +254,13 @@ class ModelVersionStatus(ApiModel):
             "that cannot be defined (no concept with ground truth, no prediction) is absent "
             "here and null in evaluation.json, never 0 or 1; concepts without ground truth "
             "are left out of every mean. Definitions: docs/metrics.md."
+        ),
+    )
+    export: ExportStatus | None = Field(
+        default=None,
+        description=(
+            "The serving bundle the Exporting step wrote (spec.export): each file's URI, size "
+            "and sha256 (docs/serving.md)."
         ),
     )
     job_name: str | None = Field(default=None, description="Name of the training Job.")

@@ -234,12 +234,13 @@ def compose_status(
     conditions = _conditions(row, observation, prev.conditions, generation, now)
     before = {s.name: s for s in prev.steps}
     trainer_steps = {name: before.get(name) or Step(name=name) for name in TRAINER_STEPS}
-    progress, metrics, dataset, checkpoint, evaluation = (
+    progress, metrics, dataset, checkpoint, evaluation, export = (
         prev.progress,
         prev.metrics,
         prev.dataset,
         prev.checkpoint,
         prev.evaluation,
+        prev.export,
     )
     if report is not None and _accepts(report, report_pod, cursor, observation):
         # A report is a whole snapshot: its steps replace ours; fields it does not know yet
@@ -254,6 +255,7 @@ def compose_status(
         dataset = report.dataset or dataset
         checkpoint = report.checkpoint or checkpoint
         evaluation = report.evaluation or evaluation
+        export = report.export or export
         cursor = ReportCursor(pod=report_pod, sequence=report.sequence)
     if progress is None and plan is not None:
         epochs = plan.spec.training.epochs
@@ -275,6 +277,7 @@ def compose_status(
         dataset=dataset,
         checkpoint=checkpoint,
         evaluation=evaluation,
+        export=export,
         job_name=observation.job_name or prev.job_name,
         start_time=min(start) if start else None,
         completion_time=observation.finished_at if observation.terminal else None,

@@ -145,8 +145,10 @@ def test_wire_names_are_camel_case() -> None:
         "nodeSelector",
         "tolerations",
         "output",
+        "export",
         "runPolicy",
     }
+    assert wire["export"] == {"formats": ["onnx"], "triton": True}
     assert set(wire["training"]) == {
         "epochs",
         "batchSize",

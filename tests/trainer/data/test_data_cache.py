@@ -1,5 +1,5 @@
 """The size of the training-resolution copy (``data.cache.cache_size``) and the resizer's
-geometry (``transforms.resize_geometry``), against sizes computed by hand.
+geometry (``kubevision_api.geometry.resize_geometry``), against sizes computed by hand.
 
 ``cache_size`` scales the upright image by the smallest factor that the resizer still only
 shrinks (squash and crop: the larger of output / image per side, letterbox: the smaller), for
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from kubevision_api.geometry import resize_geometry
 from kubevision_api.modelversion import (
     Augmentation,
     AugmentationName,
@@ -18,7 +19,6 @@ from kubevision_api.modelversion import (
     default_augmentations,
 )
 from kubevision_trainer.data import cache
-from kubevision_trainer.transforms import resize_geometry
 
 SQUASH, CROP, LETTERBOX = ResizeMode.SQUASH, ResizeMode.CROP, ResizeMode.LETTERBOX
 #: The platform's defaults: flips, Rotate90 0.5, Brightness.

@@ -8,7 +8,7 @@ the photo's (docs/decisions.md, "Data pipeline at photo scale").
 
 - **Size** (:func:`cache_size`): the resizer's scale for the image, and for the image turned by
   90 degrees when ``Rotate90`` may apply (the resizer then sees width and height swapped);
-  never upscaled; the first size from there whose :func:`transforms.resize_geometry` is the
+  never upscaled; the first size from there whose :func:`geometry.resize_geometry` is the
   full-size image's, so a letterboxed or cropped image is scaled and padded to exactly the same
   pixels and boxes land where a one-step resize of the original puts them. No other
   augmentation needs more pixels: flips, colour and blur keep the size, ``ZoomOut`` shrinks.
@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from kubevision_api.geometry import resize_geometry
 from kubevision_api.modelversion import Augmentation, AugmentationName, ImageResizer, ResizeMode
-from kubevision_trainer.transforms import resize_geometry
 
 #: Sizes tried above the smallest covering one for a size whose resizer geometry is the
 #: original's (a rounding match is found within a few pixels; past this, no reduction).
@@ -79,7 +79,7 @@ def cache_size(
         ``(width, height)`` in pixels, at most the image's own: the smallest size with the
         image's aspect ratio (rounded) that the resizer only shrinks, in each orientation the
         augmentations may present, and that the resizer scales and pads exactly as the
-        full-size image (:func:`transforms.resize_geometry`); the smallest covering size when
+        full-size image (:func:`geometry.resize_geometry`); the smallest covering size when
         none within a few pixels has that geometry (the scaled size is then at most 1 px off
         in one side); the image's own size when it is already small enough.
     """

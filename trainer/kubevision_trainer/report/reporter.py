@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 
 from kubevision_api.contract import StepName
 from kubevision_api.evaluation import Evaluation, EvaluationStatus
+from kubevision_api.export import ExportStatus
 from kubevision_api.status import (
     BestMetric,
     CheckpointStatus,
@@ -103,6 +104,9 @@ class Reporter(Protocol):
         URIs (``status``), and the full figures of each evaluated split (validation first,
         then test when the plan has one)."""
 
+    def export(self, status: ExportStatus) -> None:
+        """The serving bundle was written (Exporting step): each file's URI, size, sha256."""
+
     def close(self, ok: bool) -> None:
         """The run ended (``ok``: successfully). Flush and release resources."""
 
@@ -145,6 +149,10 @@ class MultiReporter:
         for reporter in self.reporters:
             reporter.evaluation(status, evaluations)
 
+    def export(self, status: ExportStatus) -> None:
+        for reporter in self.reporters:
+            reporter.export(status)
+
     def close(self, ok: bool) -> None:
         for reporter in self.reporters:
             reporter.close(ok)
@@ -175,6 +183,9 @@ class NullReporter:
         return None
 
     def evaluation(self, status: EvaluationStatus, evaluations: Sequence[Evaluation]) -> None:
+        return None
+
+    def export(self, status: ExportStatus) -> None:
         return None
 
     def close(self, ok: bool) -> None:

@@ -26,6 +26,7 @@ from typing_extensions import override
 from kubevision_api import contract
 from kubevision_api.contract import StepName
 from kubevision_api.evaluation import Evaluation, EvaluationStatus
+from kubevision_api.export import ExportStatus
 from kubevision_api.plan import StatusEndpoint
 from kubevision_api.progress import TrainerReport
 from kubevision_api.status import (
@@ -231,6 +232,11 @@ class StatusReporter(NullReporter):
         """Only the summary and the artifacts' URIs travel (``status``): the full figures stay
         in evaluation.json, whose size grows with the concepts."""
         self.snapshot = self.snapshot.model_copy(update={"evaluation": status})
+        self._queue()
+
+    @override
+    def export(self, status: ExportStatus) -> None:
+        self.snapshot = self.snapshot.model_copy(update={"export": status})
         self._queue()
 
     @override
