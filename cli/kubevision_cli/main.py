@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from kubevision_api import contract
 from kubevision_api.errors import InputError
 from kubevision_cli.command import Command
-from kubevision_cli.commands import crds, evaluate, operator, train, trainer
+from kubevision_cli.commands import crds, evaluate, operator, predict, train, trainer
 
 COMMANDS: tuple[Command, ...] = (
     train.COMMAND,
     evaluate.COMMAND,
+    predict.COMMAND,
     trainer.COMMAND,
     operator.COMMAND,
     crds.COMMAND,

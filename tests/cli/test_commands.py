@@ -35,7 +35,7 @@ def test_console_script_is_the_entry_point() -> None:
 
 def test_every_command_is_reachable_once() -> None:
     names = [command.name for command in main.COMMANDS]
-    assert names == ["train", "evaluate", "trainer", "operator", "crds"]
+    assert names == ["train", "evaluate", "predict", "trainer", "operator", "crds"]
     done = kubevision("--help")
     assert done.returncode == 0, done.stderr
     (listed,) = re.findall(r"\{([a-z,]+)\}", done.stdout)[:1]
