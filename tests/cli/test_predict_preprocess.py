@@ -51,7 +51,8 @@ def _png(pixels: np.ndarray, mode: str = "RGB") -> bytes:
 
 def _photo(size: tuple[int, int], fmt: str) -> bytes:
     """scikit-image's astronaut (512 x 512, shipped with it), scaled to ``size`` = (w, h)."""
-    picture = Image.fromarray(skimage_data.astronaut()).resize(size, Image.Resampling.BICUBIC)
+    pixels = skimage_data.astronaut()  # type: ignore[no-untyped-call]
+    picture = Image.fromarray(pixels).resize(size, Image.Resampling.BICUBIC)
     out = io.BytesIO()
     picture.save(out, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
     return out.getvalue()
