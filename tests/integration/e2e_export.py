@@ -1,14 +1,15 @@
 """The end-to-end checks of a training's serving bundle (issue 14): ``status.export`` as the
 API server holds it, against the files in S3: each artifact's sha256 and size those of the
-object's bytes; the ONNX graph valid, with the contract's tensor names and opset, running in
-onnxruntime at the preprocessing's size with outputs of the task's shapes; preprocessing.json
-and postprocessing.json valid against their schemas and agreeing with the plan; the Triton
-repository's config.pbtxt parsing with Triton's protobuf definition and naming the graph's
-tensors; and the ``Exported`` Event."""
+object's bytes (the model card's too); the ONNX graph valid, with the contract's tensor names
+and opset, running in onnxruntime at the preprocessing's size with outputs of the task's
+shapes; preprocessing.json and postprocessing.json valid against their schemas and agreeing
+with the plan; the Triton repository's config.pbtxt parsing with Triton's protobuf definition
+and naming the graph's tensors; and the ``Exported`` Event."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from kubevision_api.export import (
 )
 from kubevision_api.view import Task
 from kubevision_operator.status import exported_message
+from kubevision_trainer.modelcard import MODEL_CARD
 from testenv.operator_helpers import get, wait_for
 from tests.integration.e2e_helpers import E2E
 
@@ -49,7 +51,8 @@ def _key(env: E2E, uri: str) -> str:
 
 def expected_files(output: str, name: str) -> dict[str, str]:
     """The artifact of each format that the default ``spec.export`` (onnx, triton) writes,
-    by URI, for the ModelVersion ``name`` writing to ``output`` (no trailing slash)."""
+    by URI, for the ModelVersion ``name`` writing to ``output`` (no trailing slash); the model
+    card, written last, stays at the output's root."""
     bundle = f"{output}/{EXPORT_FOLDER}"
     triton = f"{bundle}/{TRITON_FOLDER}/{name}"
     return {
@@ -58,6 +61,7 @@ def expected_files(output: str, name: str) -> dict[str, str]:
         "postprocessing": f"{bundle}/{POSTPROCESSING_JSON}",
         "triton-config": f"{triton}/{TRITON_CONFIG}",
         "triton-onnx": f"{triton}/1/{ONNX_FILE}",
+        "modelcard": f"{output}/{MODEL_CARD}",
     }
 
 
@@ -88,6 +92,8 @@ def assert_export(
         bodies[artifact.format] = body
     # Triton's copy is the graph itself.
     assert bodies["triton-onnx"] == bodies["onnx"]
+    card = json.loads(bodies["modelcard"])
+    assert isinstance(card, dict) and card, export.uri
 
     kind = Task(task)
     concepts = list(status["concepts"])
