@@ -15,6 +15,7 @@ from typing import Final
 
 from kubevision_api.contract import StepName
 from kubevision_api.evaluation import HIGHER_IS_BETTER, EvaluationStatus, EvaluationSummary
+from kubevision_api.export import ExportStatus
 from kubevision_api.meta import Condition
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.progress import TrainerReport
@@ -325,8 +326,9 @@ def status_events(
 ) -> list[StatusEvent]:
     """The Events of the change from ``previous`` to ``new`` (phase events aside, which need
     the observation): a Warning for a failed attempt the status shows for the first time
-    (its reason, "Attempt N failed: ..."), and ``Evaluated`` when an evaluation lands or
-    changes (a retried attempt evaluates again); a report that repeats it posts nothing."""
+    (its reason, "Attempt N failed: ..."), ``Evaluated`` when an evaluation lands or
+    changes (a retried attempt evaluates again), and ``Exported`` likewise for the serving
+    bundle (``status.export``); a report that repeats either posts nothing."""
     events = []
     failure = new.last_failure
     before = previous.last_failure if previous is not None else None
@@ -339,6 +341,9 @@ def status_events(
     evaluation = new.evaluation
     if evaluation is not None and (previous is None or previous.evaluation != evaluation):
         events.append(StatusEvent("Normal", "Evaluated", evaluated_message(evaluation)))
+    export = new.export
+    if export is not None and (previous is None or previous.export != export):
+        events.append(StatusEvent("Normal", "Exported", exported_message(export)))
     return events
 
 
@@ -357,3 +362,14 @@ def evaluated_message(evaluation: EvaluationStatus) -> str:
     if evaluation.test is not None:
         message += f"; test: {_figure(evaluation.test)}"
     return f"{message}. Figures in {evaluation.artifacts.evaluation}."
+
+
+def exported_message(export: ExportStatus) -> str:
+    """The ``Exported`` Event's message, e.g. "5 files, 1234567 bytes, in
+    s3://runs/v1/export/: onnx, preprocessing, postprocessing, triton-config, triton-onnx."
+    Formats in the status's order, each once."""
+    formats = list(dict.fromkeys(artifact.format for artifact in export.artifacts))
+    size = sum(artifact.bytes for artifact in export.artifacts)
+    files = len(export.artifacts)
+    message = f"{files} file{'s' if files != 1 else ''}, {size} bytes, in {export.uri}"
+    return f"{message}: {', '.join(formats)}." if formats else f"{message}."

@@ -3,8 +3,9 @@ plane; the operator creates the Job; the node agent runs the real trainer on a s
 in the real S3 server; the status follows every step, and shows each epoch's metrics within
 5 s of the epoch's record in metrics.jsonl; the checkpoint lands in S3 with the recorded
 sha256; the evaluation's summary in the status equals the evaluation.json in S3, beside its
-figures, and reaches the View's models library; the trainer's metrics reach Prometheus
-through the Pushgateway."""
+figures, and reaches the View's models library; the serving bundle lands in S3 with the
+sizes and checksums of status.export, its graph running in onnxruntime (e2e_export.py); the
+trainer's metrics reach Prometheus through the Pushgateway."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from testenv.operator_helpers import wait_for
 from tests.integration import e2e_evaluation as ev
+from tests.integration import e2e_export as ex
 from tests.integration import e2e_helpers as h
 from tests.integration.e2e_helpers import e2e  # noqa: F401  (fixture)
 
@@ -66,6 +68,9 @@ def test_trains_through_the_operator(e2e: h.E2E, node_agent: Any, task: str) -> 
         evaluation = ev.assert_evaluation(e2e, obj, prefix, task)
         ev.assert_evaluated_event(e2e, name, evaluation)
         ev.assert_models_library(e2e, task, name, evaluation)
+        # The serving bundle: status.export against the files in S3, and its Event.
+        export = ex.assert_export(e2e, obj, prefix, task, case.size)
+        ex.assert_exported_event(e2e, name, export)
 
     h.assert_steps_in_order(watcher)
     trained = h.assert_trained(e2e, obj, prefix, case.epochs)

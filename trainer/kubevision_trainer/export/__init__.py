@@ -1,0 +1,1 @@
+"""The serving bundle: graphs, Triton model repository (issue 14; docs/serving.md)."""
