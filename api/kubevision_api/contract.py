@@ -189,6 +189,10 @@ class Outcome(Enum):
     #: The loss or a validation metric became NaN or infinite; the last finite ``last.pt`` is
     #: kept. Training again from it with the same recipe diverges the same way.
     NON_FINITE_LOSS = _Ending("NonFiniteLoss", 4, retry=False)
+    #: The Exporting step could not write the model in a format (the message names the format
+    #: and the architecture); ``best.pt`` and ``evaluation.json`` are kept. The same checkpoint
+    #: fails the same way.
+    EXPORT_FAILED = _Ending("ExportFailed", 5, retry=False)
     #: Anything else the trainer caught (CUDA out of memory).
     ERROR = _Ending("Error", 1, retry=True)
 

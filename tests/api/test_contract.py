@@ -40,9 +40,10 @@ def test_reasons_and_exit_codes() -> None:
         "StorageError": (1, True),
         "CheckpointUploadFailed": (1, True),
         "NonFiniteLoss": (4, False),
+        "ExportFailed": (5, False),
         "Error": (1, True),
     }
-    assert contract.no_retry_exit_codes() == [2, 3, 4]
+    assert contract.no_retry_exit_codes() == [2, 3, 4, 5]
     for outcome in Outcome:
         assert Outcome.from_reason(outcome.reason) is outcome
     assert Outcome.from_reason("OOMKilled") is None

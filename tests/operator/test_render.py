@@ -335,7 +335,7 @@ def test_pod_failure_policy_ignores_disruptions_and_fails_on_bad_input() -> None
     assert rules[1]["onExitCodes"] == {
         "containerName": "trainer",
         "operator": "In",
-        "values": [2, 3, 4],
+        "values": [2, 3, 4, 5],
     }
     assert len(rules) == 2  # everything else counts against backoffLimit (the default)
 

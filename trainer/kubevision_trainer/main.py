@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from kubevision_api import contract
 from kubevision_api.contract import StepName, StorageRole
 from kubevision_api.errors import InputError
+from kubevision_api.export import ExportStatus
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.status import StepState
 from kubevision_api.view import Task
@@ -50,6 +51,7 @@ from kubevision_trainer.data.torchdata import (
     smallest_last_batch,
 )
 from kubevision_trainer.distributed import World
+from kubevision_trainer.export import bundle
 from kubevision_trainer.report import factory
 from kubevision_trainer.report.records import RecordsReporter
 from kubevision_trainer.report.reporter import MultiReporter, NullReporter, Reporter
@@ -304,6 +306,11 @@ def _run(
         fanout.step(StepName.EVALUATING, StepState.SUCCEEDED, f"best epoch {best_epoch}")
 
         fanout.step(StepName.EXPORTING, StepState.RUNNING)
+        exported: list[ExportStatus] = []
+        ranks.on_main(
+            world,
+            lambda: exported.append(bundle.write(plan, trainer.model, evaluated.validation)),
+        )
         card = modelcard.build(
             plan,
             evaluated.metrics,
@@ -314,9 +321,14 @@ def _run(
             artifacts=None if evaluated.status is None else evaluated.status.artifacts,
             test=None if evaluated.status is None else evaluated.status.test,
             test_artifacts=None if evaluated.status is None else evaluated.status.test_artifacts,
+            export=exported[0] if exported else None,
         )
-        ranks.on_main(world, lambda: modelcard.write(plan.output_uri, card))
-        fanout.step(StepName.EXPORTING, StepState.SUCCEEDED)
+        ranks.on_main(world, lambda: _write_card(plan, card, exported, fanout))
+        fanout.step(
+            StepName.EXPORTING,
+            StepState.SUCCEEDED,
+            f"{len(exported[0].artifacts)} files under {exported[0].uri}" if exported else None,
+        )
         ok = True
         return card
     except engine.PreemptedError:
@@ -327,6 +339,17 @@ def _run(
         raise
     finally:
         fanout.close(ok)
+
+
+def _write_card(
+    plan: TrainingPlan, card: dict[str, Any], exported: list[ExportStatus], fanout: Reporter
+) -> None:
+    """Write the model card; with the bundle (rank 0), tell the reporters of every file of it,
+    the card included."""
+    written = modelcard.write(plan.output_uri, card)
+    if exported:
+        status = exported[0]
+        fanout.export(status.model_copy(update={"artifacts": [*status.artifacts, written]}))
 
 
 def _check_resumable(last: dict[str, Any], meta: dict[str, Any], uri: str) -> None:

@@ -15,6 +15,7 @@ import torch
 import torchvision
 
 from kubevision_api.evaluation import Evaluation, EvaluationArtifacts, EvaluationSummary
+from kubevision_api.export import ExportArtifact, ExportStatus
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.status import EpochMetrics
 from kubevision_api.view import Task
@@ -35,6 +36,7 @@ def build(
     artifacts: EvaluationArtifacts | None = None,
     test: EvaluationSummary | None = None,
     test_artifacts: EvaluationArtifacts | None = None,
+    export: ExportStatus | None = None,
 ) -> dict[str, Any]:
     """The model card of ``plan``'s run.
 
@@ -50,6 +52,8 @@ def build(
         test: the test split's headline numbers, when the plan has one (``evaluation.test``).
         test_artifacts: the test split's files, relative to the output URI
             (``evaluation.testArtifacts``).
+        export: the bundle the Exporting step wrote: ``export`` lists its files relative to the
+            output URI, with format, size and sha256.
     """
     spec = plan.spec
     card: dict[str, Any] = {
@@ -92,6 +96,20 @@ def build(
             card["evaluation"]["test"] = test.model_dump(mode="json", by_alias=True)
         if test_artifacts is not None:
             card["evaluation"]["testArtifacts"] = _relative(test_artifacts, plan.output_uri)
+    if export is not None:
+        base = plan.output_uri.rstrip("/") + "/"
+        card["export"] = {
+            "folder": export.uri.removeprefix(base),
+            "files": [
+                {
+                    "path": a.uri.removeprefix(base),
+                    "format": a.format,
+                    "bytes": a.bytes,
+                    "sha256": a.sha256,
+                }
+                for a in export.artifacts
+            ],
+        }
     return card
 
 
@@ -133,6 +151,10 @@ def _relative(artifacts: EvaluationArtifacts, output_uri: str) -> dict[str, str]
     }
 
 
-def write(output_uri: str, card: dict[str, Any]) -> None:
-    """Write ``model.json`` under ``output_uri``, atomically."""
-    storage.write_atomic(storage.join(output_uri, MODEL_CARD), json.dumps(card, indent=1).encode())
+def write(output_uri: str, card: dict[str, Any]) -> ExportArtifact:
+    """Write ``model.json`` under ``output_uri``, atomically; returns its URI, size and sha256
+    (the bundle's ``modelcard`` file)."""
+    uri = storage.join(output_uri, MODEL_CARD)
+    data = json.dumps(card, indent=1).encode()
+    digest = storage.write_atomic(uri, data)
+    return ExportArtifact(format="modelcard", uri=uri, sha256=digest, bytes=len(data))

@@ -10,10 +10,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from kubevision_api.contract import Outcome
 from kubevision_api.errors import InputError
 from kubevision_trainer import distributed, engine, preflight, storage, upload
+from kubevision_trainer.export.graphs import ExportError
 
 #: Every error a run can end with (``except HANDLED``), most specific first in :func:`classify`.
 HANDLED = (
     InputError,
+    ExportError,
     engine.PreemptedError,
     engine.TrainingError,
     OSError,
@@ -30,6 +32,8 @@ def classify(exc: BaseException) -> tuple[Outcome, str]:
     - bad input: ``InvalidInput``; a SIGTERM: ``Preempted``;
     - a NaN or infinite loss or metric: ``NonFiniteLoss``; another training failure:
       ``TrainingFailed``;
+    - a model the Exporting step cannot write in a format: ``ExportFailed`` (names the
+      format and the architecture);
     - a checkpoint upload that failed after its retries: ``CheckpointUploadFailed``;
     - any other storage error, wrapped (``storage.StorageError``) or raw from botocore:
       ``StorageError``;
@@ -48,6 +52,8 @@ def classify(exc: BaseException) -> tuple[Outcome, str]:
         return Outcome.NON_FINITE_LOSS, str(exc)
     if isinstance(exc, engine.TrainingError):
         return Outcome.TRAINING_FAILED, str(exc)
+    if isinstance(exc, ExportError):
+        return Outcome.EXPORT_FAILED, str(exc)
     if isinstance(exc, upload.UploadError):
         return Outcome.CHECKPOINT_UPLOAD_FAILED, str(exc)
     if isinstance(exc, storage.StorageError):
