@@ -69,10 +69,17 @@ def detections_per_image(model: nn.Module) -> int:
 
 def serving_copy(model: nn.Module) -> nn.Module:
     """A CPU float32 copy of ``model`` in eval mode (the trainer's model is left alone, on its
-    device and in its mode)."""
-    clone = copy.deepcopy(model).to(device="cpu", dtype=torch.float32)
-    clone = clone.to(memory_format=torch.contiguous_format)
-    return clone.eval()
+    device and in its mode). Its tensors are copied straight to the CPU: a copy on the
+    training device first would need as much accelerator memory again."""
+    memo: dict[int, Any] = {}
+    for parameter in model.parameters():
+        memo[id(parameter)] = nn.Parameter(
+            parameter.detach().to("cpu", copy=True).contiguous(), requires_grad=False
+        )
+    for buffer in model.buffers():
+        memo[id(buffer)] = buffer.detach().to("cpu", copy=True).contiguous()
+    clone = copy.deepcopy(model, memo)
+    return clone.float().eval()
 
 
 class _OneImage(nn.Module):
