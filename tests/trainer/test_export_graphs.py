@@ -106,9 +106,9 @@ def calibrate(model: nn.Module, resizer: ImageResizer, floor: float, seed: int =
                 assert module.running_var is not None
                 module.running_var.clamp_(min=floor)
         spread = model.eval()(noise).std()
-        head.weight /= spread
+        head.weight.div_(spread)
         if head.bias is not None:
-            head.bias /= spread
+            head.bias.div_(spread)
     return model
 
 
@@ -314,7 +314,8 @@ def test_a_failed_export_names_the_format_and_the_architecture() -> None:
     class Unexportable(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             # An SVD has no ONNX operator at opset 17.
-            return torch.linalg.svd(x[:, 0, :2, :2])[0].flatten(1)
+            left: torch.Tensor = torch.linalg.svd(x[:, 0, :2, :2])[0]
+            return left.flatten(1)
 
     with pytest.raises(graphs.ExportError, match=r"cannot export tinynet to onnx: .*svd"):
         graphs.onnx_bytes(Unexportable(), Task.CLASSIFICATION, CLASSIFIER_SIZE, "tinynet")
