@@ -69,8 +69,18 @@ def test_exporting_step_writes_the_bundle_with_its_checksums(digits: Path, tmp_p
     (status,) = recorder.exports
     assert status.uri == f"file://{out}/export/"
     formats = [a.format for a in status.artifacts]
-    assert formats[:4] == ["onnx", "torchscript", "preprocessing", "postprocessing"]
-    assert formats[-1] == "modelcard"
+    assert formats == [
+        "onnx",
+        "torchscript",
+        "preprocessing",
+        "postprocessing",
+        "triton-config",
+        "triton-onnx",
+        "modelcard",
+    ]
+    triton = out / "export/triton/digits-test"
+    assert (triton / "1/model.onnx").read_bytes() == (out / "export/model.onnx").read_bytes()
+    assert 'name: "digits-test"' in (triton / "config.pbtxt").read_text()
     for artifact in status.artifacts:
         data = Path(artifact.uri.removeprefix("file://")).read_bytes()
         assert len(data) == artifact.bytes > 0

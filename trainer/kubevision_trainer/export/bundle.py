@@ -1,16 +1,15 @@
 """The EXPORTING step's bundle (issue 14; docs/serving.md): from the best checkpoint's model,
 ``<output>/export/`` with the model in each of ``spec.export.formats``, ``preprocessing.json``,
-``postprocessing.json`` and, with ONNX and ``spec.export.triton``, a Triton model repository;
-every file written atomically (``storage.write_atomic``) and listed with its size and sha256
-in the returned ``ExportStatus``. Rank 0 calls it (``ranks.on_main``)."""
+``postprocessing.json`` and, with ONNX and ``spec.export.triton``, a Triton model repository
+(``triton.config_pbtxt``); every file written atomically (``storage.write_atomic``) and
+listed with its size and sha256 in the returned ``ExportStatus``. Rank 0 calls it
+(``ranks.on_main``)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -34,12 +33,9 @@ from kubevision_api.export import (
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.view import Task
 from kubevision_trainer import modelcard, models, presets, storage
-from kubevision_trainer.export import graphs
+from kubevision_trainer.export import graphs, triton
 
 log = logging.getLogger(__name__)
-
-#: The largest batch Triton's dynamic batcher may form (``max_batch_size`` of config.pbtxt).
-TRITON_MAX_BATCH = 32
 
 #: The file of each format under export/.
 FILES = {ExportFormat.ONNX: ONNX_FILE, ExportFormat.TORCHSCRIPT: TORCHSCRIPT_FILE}
@@ -93,17 +89,6 @@ def postprocessing(
     )
 
 
-def _triton_config() -> Callable[[str, bytes, int], str] | None:
-    """``export.triton.config_pbtxt`` when that module is installed (another part of issue
-    14 writes it), else None: the bundle then has no Triton repository."""
-    try:
-        module = importlib.import_module("kubevision_trainer.export.triton")
-    except ImportError:
-        return None
-    function: Callable[[str, bytes, int], str] = module.config_pbtxt
-    return function
-
-
 def write(plan: TrainingPlan, model: nn.Module, evaluation: Evaluation | None) -> ExportStatus:
     """Write the bundle of ``plan``'s best checkpoint under ``<output>/export/``.
 
@@ -143,14 +128,11 @@ def write(plan: TrainingPlan, model: nn.Module, evaluation: Evaluation | None) -
     put("postprocessing", POSTPROCESSING_JSON, _json(postprocessing(plan, copy, evaluation)))
     onnx_graph = graphs_written.get(ExportFormat.ONNX)
     if plan.spec.export.triton and onnx_graph is not None:
-        config = _triton_config()
-        if config is None:
-            log.warning("no Triton repository: kubevision_trainer.export.triton is missing")
-        else:
-            name = plan.model_version
-            text = config(name, onnx_graph, TRITON_MAX_BATCH)
-            put("triton-config", f"{TRITON_FOLDER}/{name}/{TRITON_CONFIG}", text.encode())
-            put("triton-onnx", f"{TRITON_FOLDER}/{name}/1/{ONNX_FILE}", onnx_graph)
+        # Triton requires the model's name to equal its folder's.
+        name = plan.model_version
+        text = triton.config_pbtxt(name, onnx_graph, triton.DEFAULT_MAX_BATCH_SIZE)
+        put("triton-config", f"{TRITON_FOLDER}/{name}/{TRITON_CONFIG}", text.encode())
+        put("triton-onnx", f"{TRITON_FOLDER}/{name}/1/{ONNX_FILE}", onnx_graph)
     return ExportStatus(uri=folder + "/", artifacts=artifacts)
 
 
