@@ -5,6 +5,8 @@
 - The tagging and detection examples are measured against their untrained model in the same
   run (``model.json`` keeps the validation before training): tagging val mAP at least 0.2
   above it, detection val AP50 at least 0.1 above it.
+- ``kubevision predict`` on each example's exported bundle reproduces the trainer's own
+  predictions on the validation images (tests/examples_predict.py).
 - On the trained detection example, optimal LRP per concept agrees with vernier, and
   ``kubevision evaluate`` of its best checkpoint reproduces the run's ``evaluation.json``.
 - Every run writes its final evaluation (docs/metrics.md, "Artifacts"): ``evaluation.json``
@@ -29,12 +31,14 @@ from typing import Any
 import pytest
 import torch
 
+from kubevision_api.bundle import Postprocessing
 from kubevision_api.evaluation import Evaluation
 from kubevision_api.plan import TrainingPlan
 from kubevision_trainer import checkpoint, local, main, models, presets
 from kubevision_trainer.data import prepare
 from kubevision_trainer.evaluation.predictions import DetectionImage, DetectionPredictions
 from kubevision_trainer.settings import TrainerSettings
+from tests import examples_predict
 from tests.trainer.test_evaluation_detection import compare_with_vernier, shown_gaps
 from tests.trainer.trainer_helpers import assert_drawn
 
@@ -296,3 +300,41 @@ def test_detection_example_evaluation_agrees_with_vernier_and_evaluate(
     ours = Evaluation.model_validate_json(again)
     assert ours.detection is not None and ours.detection.mean_optimal_lrp is not None
     assert ours.detection.mean_optimal_lrp < 1.0
+
+
+@pytest.mark.timeout(2700)
+@pytest.mark.parametrize(
+    ("folder", "name"),
+    [
+        ("01-classification-digits", "digits-resnet18"),
+        ("02-tagging-digits", "digits-pairs-resnet18"),
+        ("03-detection-digits", "digits-on-canvas-frcnn"),
+    ],
+)
+def test_predict_reproduces_the_trainers_evaluation_predictions(
+    workdir: Path,
+    train_example: Callable[[str], tuple[subprocess.CompletedProcess[str], float]],
+    folder: str,
+    name: str,
+) -> None:
+    """``kubevision predict`` on the exported bundle of each trained example, over its
+    validation images, against the best checkpoint through the trainer's own validation
+    loader: the same top concept, concept sets at the thresholds, boxes (tests/
+    examples_predict.py)."""
+    done, _ = train_example(folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = workdir / "runs" / "default" / name
+    plan = local.plan_from_manifests([workdir / "examples" / folder], output=str(out))
+    uris, ours = examples_predict.trainer_outputs(
+        plan, TrainerSettings(cache_dir=workdir / "cache")
+    )
+    post = Postprocessing.model_validate_json((out / "export" / "postprocessing.json").read_text())
+    assert post.concepts == plan.concepts
+    lines = examples_predict.run_predict(out, uris, workdir, _env(workdir))
+    found = examples_predict.compare(post, ours, lines)
+    print(
+        f"\n{name}: predict vs the trainer on {found.images} validation images: {found.items} "
+        f"items agree, {found.ties} within {examples_predict.TIE} of their threshold left out; "
+        f"max |score diff| {found.score_diff:.2e}, max |box diff| {found.box_diff:.2e} px"
+    )
+    assert found.items > 0

@@ -131,7 +131,7 @@ def _assert_matches_graph(config: Any, graph: bytes, max_batch_size: int) -> Non
     produced = session.run(None, {image.name: feed.astype(np.float32)})
     for tensor, array in zip(config.output, produced, strict=True):
         served = _served_shape(tensor, batch, max_batch_size)
-        # -1: a size the graph leaves open (a detector's D behind its per-image loop).
+        # -1: a size the graph leaves open.
         assert len(array.shape) == len(served), tensor.name
         assert all(s in (-1, a) for s, a in zip(served, array.shape, strict=True)), tensor.name
 
@@ -222,3 +222,28 @@ def test_a_type_triton_lacks_is_refused() -> None:
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     with pytest.raises(ValueError, match="images: element type BFLOAT16 has no Triton data type"):
         config_pbtxt("m", model.SerializeToString())
+
+
+def test_the_exported_detectors_config_names_d_and_the_box_width() -> None:
+    """The Exporting step's own detector graph (a traced one-image detector in a scripted
+    loop): its output shapes carry D (``detections_per_img``) and 4, so the configuration
+    does too, and a batch of 3 comes back in exactly those shapes."""
+    from kubevision_api.modelversion import ImageResizer
+    from kubevision_api.view import Task
+    from kubevision_trainer import models
+    from kubevision_trainer.export import graphs
+
+    torch.manual_seed(0)
+    resizer = ImageResizer(width=WIDTH * 4, height=HEIGHT * 4)
+    detector = models.build("fasterrcnn_mobilenet_v3_large_320_fpn", Task.DETECTION, 3, resizer)
+    graph = graphs.onnx_bytes(graphs.serving_copy(detector), Task.DETECTION, resizer)
+    d = graphs.detections_per_image(detector)
+    config = _parse(config_pbtxt("digits-on-canvas", graph, max_batch_size=4))
+    assert [list(t.dims) for t in config.input] == [[3, HEIGHT * 4, WIDTH * 4]]
+    assert [(t.name, list(t.dims)) for t in config.output] == [
+        ("boxes", [d, 4]),
+        ("scores", [d]),
+        ("labels", [d]),
+        ("num_detections", [1]),
+    ]
+    _assert_matches_graph(config, graph, 4)

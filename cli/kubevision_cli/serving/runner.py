@@ -30,6 +30,10 @@ class Predictor:
         options = ort.SessionOptions()
         # 0: onnxruntime's default, one thread per physical core.
         options.intra_op_num_threads = threads
+        # Errors only: the graph optimiser warns about every detector's per-image Loop
+        # (CanUpdateImplicitInputNameInSubgraphs), which says nothing about the outputs; a
+        # failure still raises.
+        options.log_severity_level = 3
         model_uri = f"{bundle.uri.rstrip('/')}/{ONNX_FILE}"
         try:
             self.session = ort.InferenceSession(

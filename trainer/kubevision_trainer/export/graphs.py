@@ -175,6 +175,19 @@ def _drop_value_info(graph: onnx.GraphProto, *, subgraph: bool = False) -> None:
                 _drop_value_info(sub, subgraph=True)
 
 
+def _declare_detection_shapes(graph: onnx.GraphProto, d: int) -> None:
+    """Write D and the box width into the detector graph's output shapes: the exporter
+    leaves every size of a Loop's outputs unknown, and a reader of the graph (Triton's
+    config.pbtxt, ``export.triton``) should see ``boxes`` as ``(batch, D, 4)``."""
+    sizes = {"boxes": [d, 4], "scores": [d], "labels": [d], "num_detections": []}
+    for output in graph.output:
+        shape = output.type.tensor_type.shape
+        shape.ClearField("dim")
+        shape.dim.add().dim_param = "batch"
+        for size in sizes[output.name]:
+            shape.dim.add().dim_value = size
+
+
 def onnx_bytes(
     model: nn.Module, task: Task, resizer: ImageResizer, architecture: str | None = None
 ) -> bytes:
@@ -203,6 +216,8 @@ def onnx_bytes(
             )
         proto = onnx.load_from_string(buffer.getvalue())
         _drop_value_info(proto.graph)
+        if task is Task.DETECTION:
+            _declare_detection_shapes(proto.graph, detections_per_image(model))
         onnx.checker.check_model(proto)
     except Exception as exc:  # the exporters raise anything from RuntimeError to TypeError
         raise ExportError(
