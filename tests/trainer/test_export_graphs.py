@@ -317,3 +317,18 @@ def test_a_failed_export_names_the_format_and_the_architecture() -> None:
 
     with pytest.raises(graphs.ExportError, match=r"cannot export tinynet to onnx: .*svd"):
         graphs.onnx_bytes(Unexportable(), Task.CLASSIFICATION, CLASSIFIER_SIZE, "tinynet")
+
+
+def test_a_model_built_in_float64_exports_a_float32_graph() -> None:
+    """A run may build its model under ``torch.set_default_dtype(torch.float64)`` (the
+    distributed tests do): the serving copy and the export's example input are float32 all the
+    same, and the graph takes float32 images."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = models.build("resnet18", Task.CLASSIFICATION, 3, CLASSIFIER_SIZE)
+        graph = graphs.onnx_bytes(graphs.serving_copy(model), Task.CLASSIFICATION, CLASSIFIER_SIZE)
+    finally:
+        torch.set_default_dtype(previous)
+    (image,) = onnx.load_from_string(graph).graph.input
+    assert image.type.tensor_type.elem_type == onnx.TensorProto.FLOAT

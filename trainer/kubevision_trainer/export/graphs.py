@@ -134,8 +134,12 @@ class _Batched(nn.Module):
 def _example(task: Task, resizer: ImageResizer, batch: int) -> torch.Tensor:
     # Values in [0, 1]: a detector's trace must find some boxes in it no more than any
     # other input, and a classifier's graph does not depend on them.
+    # float32 whatever torch's default dtype (a run may build its model in float64): the
+    # graph's input is float32 (kubevision_api.bundle) and the serving copy is.
     generator = torch.Generator().manual_seed(0)
-    return torch.rand((batch, 3, resizer.height, resizer.width), generator=generator)
+    return torch.rand(
+        (batch, 3, resizer.height, resizer.width), generator=generator, dtype=torch.float32
+    )
 
 
 def _detector_module(model: nn.Module, resizer: ImageResizer) -> torch.jit.ScriptModule:
