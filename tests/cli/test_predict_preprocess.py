@@ -18,6 +18,8 @@ difference times ``255 * std``):
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -26,13 +28,14 @@ from PIL import Image
 from skimage import data as skimage_data
 from torchvision import tv_tensors
 
+from kubevision_api import imaging
 from kubevision_api.bundle import Preprocessing
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import ImageResizer, ResizeMode
 from kubevision_api.view import Task
 from kubevision_cli.serving.preprocess import Placement, placement, preprocess
 from kubevision_trainer import presets
-from kubevision_trainer.data import cache, decode
+from kubevision_trainer.data import cache
 
 MEAN = np.array(presets.MEAN, dtype=np.float32).reshape(3, 1, 1)
 STD = np.array(presets.STD, dtype=np.float32).reshape(3, 1, 1)
@@ -152,6 +155,28 @@ def test_an_unreadable_image_names_the_file() -> None:
         preprocess(truncated, "z.jpg", spec)
 
 
+def _png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose IHDR (CRC recomputed) claims ``width x height`` pixels."""
+    data = bytearray(_png(np.zeros((1, 1, 3), dtype=np.uint8)))
+    # Signature (8 bytes), IHDR's length and type (8), then width and height, big-endian.
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_an_image_over_the_default_pixel_limit_is_refused_as_training_refuses_it() -> None:
+    """Over 120,000,000 pixels, the View's default ``maxImagePixels``: refused from the header,
+    before any pixel is decoded, with the trainer's message."""
+    spec = _spec(ResizeMode.SQUASH, 4, 4)
+    with pytest.raises(InputError) as caught:
+        preprocess(_png_claiming(11_000, 11_000), "big.png", spec)
+    assert str(caught.value) == (
+        "big.png: the image is 11000x11000 = 121,000,000 pixels, over the limit of 120,000,000 "
+        "(spec.dataset.maxImagePixels, a decompression bomb guard): downscale the image or "
+        "raise the limit"
+    )
+
+
 def _eval_preset(picture: Image.Image, resizer: ImageResizer) -> np.ndarray:
     """The trainer's evaluation recipe on an RGB picture, as the network's input."""
     planes = torch.from_numpy(np.asarray(picture).transpose(2, 0, 1).copy())
@@ -177,7 +202,7 @@ def test_matches_the_eval_preset_on_the_same_picture(
     data = _photo(size, "PNG")
     resizer = ImageResizer(mode=mode, height=out[0], width=out[1])
     row, _ = preprocess(data, "a.png", _spec(mode, *out))
-    reference = _eval_preset(decode.decode_image(data, "a.png")[0], resizer)
+    reference = _eval_preset(imaging.decode_image(data, "a.png")[0], resizer)
     levels = _levels(row, reference)
     assert levels.max() <= 1.0 + 1e-3, levels.max()
     assert levels.mean() < 0.25
@@ -190,21 +215,21 @@ def test_a_jpeg_decoded_at_a_reduced_scale_stays_within_two_levels(mode: ResizeM
     row, where = preprocess(data, "a.jpg", _spec(mode, 48, 64))
     assert where.image == (480, 640)
     # The same reduced decode as the trainer's (decode_image with target): within 1 level.
-    reduced = decode.decode_image(data, "a.jpg", target=64)[0]
+    reduced = imaging.decode_image(data, "a.jpg", target=64)[0]
     assert reduced.size == (320, 240)
     assert _levels(row, _eval_preset(reduced, resizer)).max() <= 1.0 + 1e-3
     # Against the full decode: the DCT scaling's own difference, within 2 levels.
-    full = _levels(row, _eval_preset(decode.decode_image(data, "a.jpg")[0], resizer))
+    full = _levels(row, _eval_preset(imaging.decode_image(data, "a.jpg")[0], resizer))
     assert full.max() <= 2.0 + 1e-3 and full.mean() < 0.5
 
 
 def _cached(data: bytes, resizer: ImageResizer) -> np.ndarray:
     """The trainer's path for a validation image: reduced decode, the training-resolution copy
     (``cache.cache_size``, Pillow's resize, no Rotate90), then the eval preset."""
-    picture, orientation, raw = decode.decode_image(
+    picture, orientation, raw = imaging.decode_image(
         data, "a", target=max(resizer.height, resizer.width)
     )
-    size = cache.cache_size(*decode.upright_size(raw, orientation), resizer, [])
+    size = cache.cache_size(*imaging.upright_size(raw, orientation), resizer, [])
     small = picture if picture.size == size else picture.resize(size, Image.Resampling.BILINEAR)
     return _eval_preset(small, resizer)
 

@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
+from kubevision_api import imaging
 from kubevision_api.modelversion import ImageResizer, ResizeMode
 from kubevision_api.view import Task
 from kubevision_trainer import checkpoint, models, presets
-from kubevision_trainer.data import decode
 from tests.trainer.trainer_helpers import classification_manifests, write_digits_imagefolder
 
 pytestmark = [
@@ -38,7 +38,7 @@ def _trainer_top(best: Path, images: list[Path], concepts: list[str]) -> list[st
     preset = presets.eval_preset(Task.CLASSIFICATION, resizer)
     rows = []
     for path in images:
-        picture = decode.decode_image(path.read_bytes(), str(path), target=32)[0]
+        picture = imaging.decode_image(path.read_bytes(), str(path), target=32)[0]
         planes = torch.from_numpy(np.asarray(picture).transpose(2, 0, 1).copy())
         rows.append(preset(tv_tensors.Image(planes)))
     with torch.no_grad():

@@ -3,10 +3,12 @@
 
 The trainer's evaluation pipeline, which this follows:
 
-1. ``data.decode.decode_image``: a JPEG is decoded at a reduced scale by libjpeg's DCT scaling
-   (``Image.draft``) and other opaque RGB or grey images are ``Image.reduce``'d, as long as both
-   sides keep twice the network's largest side; then upright by the EXIF orientation and RGB
-   (transparency composited on black, 16-bit scaled to 8 bits).
+1. ``kubevision_api.imaging.decode_image``, the trainer's own decoding (not a copy): a JPEG is
+   decoded at a reduced scale by libjpeg's DCT scaling (``Image.draft``) and other opaque RGB
+   or grey images are ``Image.reduce``'d, as long as both sides keep twice the network's
+   largest side; then upright by the EXIF orientation and RGB (transparency composited on
+   black, 16-bit scaled to 8 bits). An image over the View's default ``maxImagePixels`` is
+   refused from its header, as training refuses it.
 2. ``data.cache.store``: Pillow's antialiased bilinear resize to the training-resolution copy.
 3. ``transforms.Resize``: ``torchvision`` antialiased bilinear resize to the size
    ``kubevision_api.geometry.resize_geometry`` gives for the full-size upright image, then the
@@ -22,33 +24,16 @@ states the difference from the trainer's pipeline (docs/serving.md).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from kubevision_api import imaging
 from kubevision_api.bundle import Preprocessing
-from kubevision_api.errors import InputError
 from kubevision_api.geometry import resize_geometry
 from kubevision_api.modelversion import ResizeMode
-
-#: The formats the trainer opens (``data.decode.FORMATS``): datasets and the images to predict
-#: are untrusted input; EPS, for one, runs Ghostscript.
-FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
-#: ``data.decode.REDUCING_GAP``: a reduced decode keeps at least this many times the network's
-#: largest side, so the antialiased resize still averages several pixels into one.
-REDUCING_GAP = 2
-#: Pillow's errors on bad data; DecompressionBombError is not an OSError.
-_DECODE_ERRORS = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    IndexError,
-    Image.DecompressionBombError,
-)
 
 
 @dataclass(frozen=True)
@@ -85,7 +70,8 @@ def placement(spec: Preprocessing, image: tuple[int, int]) -> Placement:
 
 
 def decode(data: bytes, source: str, target: int) -> tuple[Image.Image, tuple[int, int]]:
-    """Decode an image file as the trainer does (module docstring, step 1).
+    """Decode an image file as the trainer does (module docstring, step 1), with its
+    :func:`kubevision_api.imaging.decode_image` and its default pixel limit.
 
     Args:
         data: the whole file.
@@ -97,68 +83,14 @@ def decode(data: bytes, source: str, target: int) -> tuple[Image.Image, tuple[in
         2, and the full upright size in pixels.
 
     Raises:
-        InputError: empty file, not one of :data:`FORMATS`, truncated or corrupt (names
-            ``source``).
+        InputError: empty file, not one of :data:`kubevision_api.imaging.FORMATS`, truncated
+            or corrupt, or over :data:`kubevision_api.view.DEFAULT_MAX_IMAGE_PIXELS` pixels
+            (the View's default ``maxImagePixels``, checked from the header); names ``source``.
         RuntimeError: ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` was set to True by someone.
     """
-    # Pillow would otherwise pad a truncated image with grey and predict on it silently.
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
-    if not data:
-        raise InputError(source, "cannot decode the image: empty file (0 bytes)")
-    try:
-        image: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
-        width, height = image.size
-        side = REDUCING_GAP * target
-        if image.format == "JPEG":
-            image.draft(None, (side, side))
-        image.load()
-        if image.mode in ("RGB", "L") and "transparency" not in image.info:
-            factor = min(image.size[0] // side, image.size[1] // side)
-            if factor >= 2:
-                image = image.reduce(factor)
-        orientation = _orientation(image)
-        if orientation != 1:
-            image = ImageOps.exif_transpose(image)
-        rgb = to_rgb(image)
-    except _DECODE_ERRORS as exc:
-        what = str(exc) or type(exc).__name__
-        if isinstance(exc, UnidentifiedImageError):
-            what = "not a JPEG, PNG, BMP, GIF, WebP or TIFF image"
-        raise InputError(source, f"cannot decode the image: {what}") from exc
-    upright = (width, height) if orientation >= 5 else (height, width)
-    return rgb, upright
-
-
-def _orientation(image: Image.Image) -> int:
-    try:
-        value = image.getexif().get(ExifTags.Base.Orientation, 1)
-    except _DECODE_ERRORS:
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB by the trainer's rules (``data.decode``): transparency composited on black
-    (``rgb * alpha / 255`` rounded), 16-bit and ``I`` scaled by ``255 / 65535``, ``F`` taken as
-    0..1 when all its values are, else as 0..255; Pillow's conversion for the rest."""
-    mode = image.mode
-    if mode == "RGB" and "transparency" not in image.info:
-        return image
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        rgba = np.asarray(image.convert("RGBA")).astype(np.uint16)
-        rgb = (rgba[..., :3] * rgba[..., 3:4] + 127) // 255
-        return Image.fromarray(rgb.astype(np.uint8), "RGB")
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
-        if mode == "F":
-            unit = values.size > 0 and values.min() >= 0 and values.max() <= 1
-            values = values * (255.0 if unit else 1.0)
-        else:
-            values = np.clip(values, 0, 65535) * (255.0 / 65535.0)
-        plane = np.rint(np.clip(values, 0, 255)).astype(np.uint8)
-        return Image.fromarray(np.stack([plane] * 3, axis=-1), "RGB")
-    return image.convert("RGB")
+    picture, orientation, raw = imaging.decode_image(data, source, target=target)
+    width, height = imaging.upright_size(raw, orientation)
+    return picture, (height, width)
 
 
 def resize(picture: Image.Image, spec: Preprocessing, where: Placement) -> Image.Image:

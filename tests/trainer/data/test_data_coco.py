@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from kubevision_api import imaging
 from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
 from kubevision_api.view import BoxPolicy, Task
 from kubevision_trainer import storage
-from kubevision_trainer.data import coco, decode
+from kubevision_trainer.data import coco
 from tests.trainer.data import data_helpers as helpers
 
 CONCEPTS = ["cat", "dog", "zebra"]  # sorted: class indices 0, 1, 2
@@ -331,9 +332,9 @@ def test_boxes_of_an_exif_rotated_jpeg_follow_the_image(tmp_path: Path) -> None:
     sample = coco.read(uri, Task.DETECTION, CONCEPTS).samples[0]
     assert sample.size == helpers.RAW_SIZE and not sample.boxes_oriented
 
-    decoded, orientation, raw = decode.decode_image(
+    decoded, orientation, raw = imaging.decode_image(
         storage.read_bytes(sample.uri, role=StorageRole.DATASET), sample.uri
     )
     assert raw == sample.size and decoded.size == (40, 64)
-    oriented = decode.orient_boxes(np.array(sample.boxes), orientation, raw)[0]
+    oriented = imaging.orient_boxes(np.array(sample.boxes), orientation, raw)[0]
     assert np.abs(np.array(helpers.white_bbox(decoded)) - oriented).max() <= 1

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from kubevision_api import imaging
 from kubevision_api.errors import InputError
-from kubevision_trainer.data import decode
 from tests.trainer.data import data_helpers as helpers
 
 URI = "file:///data/cats/001.jpg"
 
 
 def pixels(data: bytes) -> np.ndarray:
-    image, _, _ = decode.decode_image(data, URI)
+    image, _, _ = imaging.decode_image(data, URI)
     assert image.mode == "RGB"
     return np.asarray(image)
 
@@ -100,7 +100,7 @@ def test_truncated_file_is_an_input_error(fmt: str) -> None:
     noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     data = helpers.encode(Image.fromarray(noise, "RGB"), fmt)
     with pytest.raises(InputError) as caught:
-        decode.decode_image(data[: len(data) // 2], URI)
+        imaging.decode_image(data[: len(data) // 2], URI)
     assert caught.value.source == URI
     assert "truncated" in str(caught.value)
     assert str(caught.value).startswith(URI + ": cannot decode the image")
@@ -110,15 +110,15 @@ def test_truncated_file_is_an_input_error(fmt: str) -> None:
 @pytest.mark.parametrize("data", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 40])
 def test_garbage_is_an_input_error(data: bytes) -> None:
     with pytest.raises(InputError, match=f"^{URI}: cannot decode the image"):
-        decode.decode_image(data, URI)
+        imaging.decode_image(data, URI)
 
 
 def test_other_formats_are_refused() -> None:
     data = helpers.encode(Image.new("RGB", (4, 4)), "PPM")
     with pytest.raises(InputError, match="not a JPEG, PNG, BMP, GIF, WebP or TIFF image"):
-        decode.decode_image(data, URI)
+        imaging.decode_image(data, URI)
     for fmt in ["BMP", "GIF", "WEBP", "TIFF"]:
-        image = decode.decode_image(helpers.encode(Image.new("RGB", (4, 3), "white"), fmt), URI)[0]
+        image = imaging.decode_image(helpers.encode(Image.new("RGB", (4, 3), "white"), fmt), URI)[0]
         assert image.size == (4, 3) and image.getpixel((1, 1)) == (255, 255, 255), fmt
     # Cameras write multi-picture JPEGs (Pillow's MPO): the first picture is the image.
     mpo = helpers.encode(
@@ -127,31 +127,31 @@ def test_other_formats_are_refused() -> None:
         save_all=True,
         append_images=[Image.new("RGB", (2, 2))],
     )
-    assert decode.decode_image(mpo, URI)[0].size == (8, 6)
+    assert imaging.decode_image(mpo, URI)[0].size == (8, 6)
 
 
 def test_load_truncated_images_must_stay_false(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     with pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
-        decode.decode_image(helpers.boxed_image(), URI)
+        imaging.decode_image(helpers.boxed_image(), URI)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_boxes_follow_every_exif_orientation(orientation: int) -> None:
-    image, tag, raw = decode.decode_image(helpers.boxed_image(orientation), URI)
+    image, tag, raw = imaging.decode_image(helpers.boxed_image(orientation), URI)
     assert tag == orientation
     assert raw == helpers.RAW_SIZE
     swapped = orientation >= 5
     assert image.size == (helpers.RAW_SIZE[::-1] if swapped else helpers.RAW_SIZE)
-    boxes = decode.orient_boxes(np.array([helpers.BOX]), orientation, raw)
+    boxes = imaging.orient_boxes(np.array([helpers.BOX]), orientation, raw)
     assert boxes.shape == (1, 4) and boxes.dtype == np.float64
     assert tuple(boxes[0]) == helpers.white_bbox(image)
 
 
 def test_jpeg_rotated_by_exif_keeps_its_box() -> None:
-    image, tag, raw = decode.decode_image(helpers.boxed_image(6, "JPEG"), URI)
+    image, tag, raw = imaging.decode_image(helpers.boxed_image(6, "JPEG"), URI)
     assert (tag, raw, image.size) == (6, (64, 40), (40, 64))
-    box = decode.orient_boxes(np.array([helpers.BOX]), tag, raw)[0]
+    box = imaging.orient_boxes(np.array([helpers.BOX]), tag, raw)[0]
     # Rotated 90 degrees clockwise: x' = H - y, y' = x.
     assert box.tolist() == [25.0, 10.0, 35.0, 30.0]
     assert np.abs(np.array(helpers.white_bbox(image)) - box).max() <= 1
@@ -159,17 +159,17 @@ def test_jpeg_rotated_by_exif_keeps_its_box() -> None:
 
 def test_missing_or_invalid_orientation_is_one() -> None:
     plain = helpers.encode(Image.new("RGB", (5, 3)), "PNG")
-    assert decode.decode_image(plain, URI)[1:] == (1, (5, 3))
-    image, tag, _ = decode.decode_image(helpers.boxed_image(9), URI)
+    assert imaging.decode_image(plain, URI)[1:] == (1, (5, 3))
+    image, tag, _ = imaging.decode_image(helpers.boxed_image(9), URI)
     assert tag == 1 and image.size == helpers.RAW_SIZE
 
 
 def test_orient_boxes_refuses_bad_input() -> None:
-    assert decode.orient_boxes(np.zeros((0, 4)), 6, (10, 20)).shape == (0, 4)
+    assert imaging.orient_boxes(np.zeros((0, 4)), 6, (10, 20)).shape == (0, 4)
     with pytest.raises(ValueError, match=r"\(N, 4\)"):
-        decode.orient_boxes(np.zeros((2, 3)), 1, (10, 20))
+        imaging.orient_boxes(np.zeros((2, 3)), 1, (10, 20))
     with pytest.raises(ValueError, match=r"1\.\.8"):
-        decode.orient_boxes(np.zeros((1, 4)), 0, (10, 20))
+        imaging.orient_boxes(np.zeros((1, 4)), 0, (10, 20))
 
 
 @pytest.mark.timeout(20)
@@ -183,5 +183,5 @@ def test_decompression_bomb_is_refused_without_decoding() -> None:
     header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 0, 0, 0, 0)
     data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
     with pytest.raises(InputError, match="decompression bomb") as caught:
-        decode.decode_image(data + chunk(b"IEND", b""), URI)
+        imaging.decode_image(data + chunk(b"IEND", b""), URI)
     assert caught.value.source == URI

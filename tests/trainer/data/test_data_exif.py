@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kubevision_api import imaging
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import ImageResizer
 from kubevision_api.view import BoxFrame, Task
 from kubevision_trainer import presets
-from kubevision_trainer.data import coco, decode, loading
+from kubevision_trainer.data import coco, loading
 from kubevision_trainer.data.loading import CachedImage, LoadOptions
 from kubevision_trainer.data.torchdata import VisionDataset
 from testenv import photos
@@ -103,7 +104,7 @@ def test_boxes_land_on_the_target_for_every_orientation(
     # The upright reference: the box drawn there covers the target.
     assert _red_share(np.asarray(upright), PHOTOS[photo][1]) == 1.0
     assert (item.width, item.height) == upright.size
-    decoded, tag, _ = decode.decode_image(item.local_path.read_bytes(), "photo.jpg")
+    decoded, tag, _ = imaging.decode_image(item.local_path.read_bytes(), "photo.jpg")
     assert tag == orientation and decoded.size == upright.size
     assert np.abs(np.array(box) - np.array(PHOTOS[photo][1])).max() <= 1
     assert _red_share(np.asarray(decoded), box) >= ON_TARGET

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from kubevision_api import imaging
 from kubevision_api.errors import InputError
 from kubevision_api.view import DEFAULT_MAX_IMAGE_PIXELS
-from kubevision_trainer.data import decode, loading
+from kubevision_trainer.data import loading
 from kubevision_trainer.data.sample import Sample
 from tests.trainer.data import bad_data_helpers as bad
 from tests.trainer.data import data_helpers as helpers
@@ -47,7 +48,8 @@ import torch
 from kubevision_api.modelversion import ImageResizer
 from kubevision_api.view import Task
 from kubevision_trainer import presets
-from kubevision_trainer.data import decode, loading
+from kubevision_api import imaging
+from kubevision_trainer.data import loading
 from kubevision_trainer.data.sample import Sample
 from kubevision_trainer.data.loading import CachedImage
 from kubevision_trainer.data.sample import Sample
@@ -63,7 +65,7 @@ def measure(work):
     return value, (kib("VmHWM") - before) * 1024
 
 path = Path({path!r})
-image, reduced = measure(lambda: decode.decode_image(path.read_bytes(), str(path), target=224)[0])
+image, reduced = measure(lambda: imaging.decode_image(path.read_bytes(), str(path), target=224)[0])
 sample = Sample(path="big.jpg", uri="", labels=(0,), boxes=((2000.0, 3000.0, 6000.0, 7000.0),),
                 box_labels=(0,))
 item = CachedImage(sample, "", path, 10_000, 10_000, target=224)
@@ -71,7 +73,7 @@ preset = presets.eval_preset(Task.DETECTION, ImageResizer(width=224, height=224)
 (tensor, target), item_peak = measure(
     lambda: VisionDataset([item], Task.DETECTION, 1, preset, 0)[0]
 )
-full, full_peak = measure(lambda: decode.decode_image(path.read_bytes(), str(path))[0])
+full, full_peak = measure(lambda: imaging.decode_image(path.read_bytes(), str(path))[0])
 print(json.dumps({{
     "reduced_size": list(image.size), "reduced": reduced, "item": item_peak,
     "full": full_peak, "full_size": list(full.size), "shape": list(tensor.shape),
@@ -104,7 +106,7 @@ def test_100_megapixel_jpeg_decodes_within_its_budget(tmp_path: Path) -> None:
         "peak RSS above the imports, MiB:",
         {k: measured[k] / MIB for k in ("reduced", "item", "full")},
     )
-    # libjpeg's DCT scaling by 1/16 keeps both sides >= 2 x 224 (decode.REDUCING_GAP).
+    # libjpeg's DCT scaling by 1/16 keeps both sides >= 2 x 224 (imaging.REDUCING_GAP).
     assert measured["reduced_size"] == [625, 625]
     assert measured["reduced"] < BUDGET and measured["item"] < BUDGET
     # The contrast that makes the measure meaningful: the full picture alone is 286 MiB.
@@ -147,7 +149,7 @@ def test_image_over_the_view_pixel_limit_is_refused_naming_file_pixels_and_limit
 
 def test_zero_byte_file_is_an_empty_file(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
-        decode.decode_image(b"", "s3://b/a.png")
+        imaging.decode_image(b"", "s3://b/a.png")
     assert str(caught.value) == "s3://b/a.png: cannot decode the image: empty file (0 bytes)"
 
     files = {f"{c}/{i}.jpg": _small() for c in ("a", "b") for i in range(5)}
@@ -172,10 +174,10 @@ def test_loading_threads_never_decode_two_huge_images_at_once(
     running: list[int] = []
     seen: list[tuple[int, int]] = []
     lock = threading.Lock()
-    real = decode.decode_image
+    real = imaging.decode_image
 
     def counted(data: bytes, source: str, **kwargs: Any) -> Any:
-        pixels = decode.stored_size(data) or (0, 0)
+        pixels = imaging.stored_size(data) or (0, 0)
         with lock:
             running.append(pixels[0] * pixels[1])
             seen.append((len(running), sum(running)))
@@ -186,7 +188,7 @@ def test_loading_threads_never_decode_two_huge_images_at_once(
             with lock:
                 running.remove(pixels[0] * pixels[1])
 
-    monkeypatch.setattr(decode, "decode_image", counted)
+    monkeypatch.setattr(imaging, "decode_image", counted)
     samples = [
         Sample(path=name, uri=(tmp_path / "data" / name).as_uri(), labels=(0,)) for name in files
     ]

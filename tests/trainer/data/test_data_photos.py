@@ -30,11 +30,12 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as tvf
 
+from kubevision_api import imaging
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import ImageResizer, ResizeMode, default_augmentations
 from kubevision_api.view import Task
 from kubevision_trainer import presets, transforms
-from kubevision_trainer.data import cache, decode, loading
+from kubevision_trainer.data import cache, loading
 from kubevision_trainer.data.loading import LoadOptions
 from kubevision_trainer.data.sample import Box, Sample
 from kubevision_trainer.data.torchdata import VisionDataset
@@ -85,7 +86,7 @@ def photo_files(tmp_path_factory: pytest.TempPathFactory) -> list[Photo]:
     for name, orientation, size in PHOTOS:
         path = folder / f"{Path(name).stem}-{orientation}.jpg"
         path.write_bytes(photos.photo(name, orientation, size))
-        picture, tag, raw = decode.decode_image(path.read_bytes(), str(path))
+        picture, tag, raw = imaging.decode_image(path.read_bytes(), str(path))
         assert tag == orientation and picture.size == size
         assert raw == (size if orientation < 5 else (size[1], size[0]))
         width, height = size
@@ -169,8 +170,8 @@ def test_truncated_12_megapixel_photo_fails_loading_naming_the_file(
     whole = photo_files[0].path.read_bytes()
     resizer = ImageResizer(mode=ResizeMode.SQUASH, width=224, height=224)
     # The loading step's decode is a reduced one: libjpeg's DCT scaling by 1/4 (1/8 would
-    # leave 375 px, under decode.REDUCING_GAP x 224 = 448), no full-size picture.
-    reduced, _, _ = decode.decode_image(whole, "whole.jpg", target=224)
+    # leave 375 px, under imaging.REDUCING_GAP x 224 = 448), no full-size picture.
+    reduced, _, _ = imaging.decode_image(whole, "whole.jpg", target=224)
     assert reduced.size == (1000, 750)
 
     keep = len(whole) - int(cut) if cut >= 1 else int(len(whole) * (1 - cut))
@@ -178,12 +179,12 @@ def test_truncated_12_megapixel_photo_fails_loading_naming_the_file(
     path.parent.mkdir()
     path.write_bytes(whole[:keep])
     # The header is intact: the file is taken for a 12 MP JPEG until its pixels are decoded.
-    assert decode.stored_size(whole[:keep]) == (4000, 3000)
+    assert imaging.stored_size(whole[:keep]) == (4000, 3000)
     sample = Sample(path="cut.jpg", uri=path.as_uri(), labels=(0,), record="cut.jpg")
     options = LoadOptions(resizer=resizer, augmentations=tuple(default_augmentations()))
     assert options.target == 224
     with pytest.raises(InputError) as caught:
-        decode.decode_image(whole[:keep], "cut.jpg", target=224)
+        imaging.decode_image(whole[:keep], "cut.jpg", target=224)
     assert "truncated" in str(caught.value)
     with pytest.raises(InputError) as caught:
         loading.load_images([sample], tmp_path / "cache", options=options)

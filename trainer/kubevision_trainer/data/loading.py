@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from kubevision_api import imaging
 from kubevision_api.contract import StorageRole
 from kubevision_api.errors import InputError
 from kubevision_api.modelversion import Augmentation, ImageResizer
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.view import DEFAULT_MAX_IMAGE_PIXELS, BoxFrame
 from kubevision_trainer import storage, transforms
-from kubevision_trainer.data import cache, decode
+from kubevision_trainer.data import cache
 from kubevision_trainer.data.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class LoadOptions:
 
     @property
     def target(self) -> int | None:
-        """The largest side of the network input (``decode.decode_image``'s ``target``)."""
+        """The largest side of the network input (``imaging.decode_image``'s ``target``)."""
         return None if self.resizer is None else max(self.resizer.width, self.resizer.height)
 
 
@@ -77,7 +78,7 @@ class CachedImage:
         local_path: the cached copy: the training-resolution copy (``cache.RAW`` or
             ``cache.PNG``, upright, ``cached_size``) or the source file's bytes.
         width, height: size of the upright image at full scale, pixels.
-        target: ``decode.decode_image``'s ``target`` for the source file (the decoded picture
+        target: ``imaging.decode_image``'s ``target`` for the source file (the decoded picture
             may be smaller than ``width`` x ``height``; boxes then scale with it).
         small_boxes: boxes dropped for being under 1 px at the resizer's size.
         cached_size: ``(width, height)`` of the training-resolution copy, or None when
@@ -120,7 +121,7 @@ def _upright(
         )
     if frame is BoxFrame.UPRIGHT or orientation == 1:
         return dataclasses.replace(sample, boxes_oriented=True)
-    boxes = decode.orient_boxes(np.asarray(sample.boxes, dtype=np.float64), orientation, raw)
+    boxes = imaging.orient_boxes(np.asarray(sample.boxes, dtype=np.float64), orientation, raw)
     oriented = tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3])) for b in boxes)
     return dataclasses.replace(sample, boxes=oriented, boxes_oriented=True)
 
@@ -204,15 +205,15 @@ def _load_one(
 ) -> CachedImage:
     data = storage.read_bytes(sample.uri, role=StorageRole.DATASET)
     digest = storage.sha256(data)
-    size = decode.stored_size(data) or (0, 0)
+    size = imaging.stored_size(data) or (0, 0)
     copy: Path | None = None
     small_size: tuple[int, int] | None = None
     try:
         with budget.hold(size[0] * size[1]):
-            picture, orientation, raw = decode.decode_image(
+            picture, orientation, raw = imaging.decode_image(
                 data, sample.uri, max_pixels=options.max_pixels, target=options.target
             )
-            upright_full = decode.upright_size(raw, orientation)
+            upright_full = imaging.upright_size(raw, orientation)
             if options.resizer is not None:
                 small_size = cache.cache_size(*upright_full, options.resizer, options.augmentations)
                 if small_size != upright_full:

@@ -19,8 +19,9 @@ from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from kubevision_api import imaging
 from kubevision_api.view import Task
-from kubevision_trainer.data import cache, decode
+from kubevision_trainer.data import cache
 from kubevision_trainer.data.loading import CachedImage
 
 
@@ -51,7 +52,7 @@ def read_image(item: CachedImage) -> torch.Tensor:
     holds the source file, the file decoded at ``item.target``'s reduced scale."""
     if item.local_path.suffix == cache.RAW and item.cached_size is not None:
         return cache.read_raw(item.local_path)
-    pil: Image.Image = decode.decode_image(
+    pil: Image.Image = imaging.decode_image(
         item.local_path.read_bytes(),
         str(item.local_path),
         # The cached copy passed the View's limit when it was loaded.
@@ -101,7 +102,7 @@ class VisionDataset(Dataset[tuple[torch.Tensor, Any]]):
             return target
         boxes = torch.tensor(sample.boxes, dtype=torch.float32).reshape(-1, 4)
         if canvas != (item.height, item.width):
-            # Decoded at a reduced scale (decode.decode_image's target): boxes follow.
+            # Decoded at a reduced scale (imaging.decode_image's target): boxes follow.
             scale = torch.tensor(
                 [canvas[1] / item.width, canvas[0] / item.height] * 2, dtype=torch.float32
             )

@@ -1,4 +1,10 @@
-"""Image bytes to an RGB picture as the user sees it, and boxes to match.
+"""The one image decoding that training and serving share, so that a served image is decoded
+as the trained ones were: image bytes to an RGB picture as the user sees it, and boxes to match.
+
+The trainer's data pipeline (``kubevision_trainer.data``) and ``kubevision predict``
+(``kubevision_cli.serving.preprocess``) both decode with :func:`decode_image`. Unlike the rest of
+the api package this module needs Pillow and numpy, which the ``trainer`` and ``serve`` extras
+both carry; only they import it (the operator, which has neither, never does).
 
 Decoding is bounded in memory: an image over ``spec.dataset.maxImagePixels`` is refused from
 its header, and a large image is decoded at a reduced scale when the network needs fewer
