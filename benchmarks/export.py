@@ -4,9 +4,9 @@ batch 32, for the classification example's model, in one run.
 The model: ``examples/01-classification-digits`` (the View's 10 concepts, the ModelVersion's
 architecture resnet18 and its resizer, squash 32 x 32), freshly initialised by the trainer's
 ``models.build`` (latency does not depend on the weights), in eval mode. The ONNX graph:
-``torch.onnx.export(dynamo=False, opset_version=17)`` with a dynamic batch, the Exporting step's
-recipe (docs/predict.md), loaded in an onnxruntime ``InferenceSession`` on the
-``CPUExecutionProvider`` with all graph optimisations (its default).
+``export.graphs.onnx_bytes`` (the Exporting step's own graph: dynamic batch, opset 17), loaded
+in an onnxruntime ``InferenceSession`` on the ``CPUExecutionProvider`` with all graph
+optimisations (its default).
 
 Both run with the same threads (``--threads``, default 1: figures per core, steadier on a shared
 machine, where a busy core stalls every thread of an eager pass):
@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +49,7 @@ from kubevision_api.export import INPUT_NAME, LOGITS_NAME, ONNX_OPSET
 from kubevision_api.modelversion import ModelVersion
 from kubevision_api.view import View
 from kubevision_trainer import models
+from kubevision_trainer.export import graphs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "01-classification-digits"
@@ -61,27 +61,18 @@ def emit(figure: str, value: float, unit: str, **extra: Any) -> None:
     print(json.dumps({"figure": figure, "value": round(value, 4), "unit": unit, **extra}))
 
 
-def example_model() -> tuple[torch.nn.Module, int, int, str]:
-    """The classification example's model, eval mode: (model, height, width, architecture)."""
+def example_model() -> tuple[torch.nn.Module, bytes, int, int, str]:
+    """The classification example's model, eval mode, and its ONNX graph as the Exporting
+    step writes it (``export.graphs.onnx_bytes``): (model, graph, height, width,
+    architecture)."""
     view = View.model_validate(yaml.safe_load((EXAMPLE / "view.yaml").read_text()))
     mv = ModelVersion.model_validate(yaml.safe_load((EXAMPLE / "modelversion.yaml").read_text()))
     resizer = mv.spec.image_resizer
     model = models.build(mv.spec.architecture, view.spec.task, len(view.spec.concepts), resizer)
-    return model.eval(), resizer.height, resizer.width, mv.spec.architecture
-
-
-def export(model: torch.nn.Module, height: int, width: int, path: Path) -> None:
-    """The model as ONNX with a dynamic batch (the Exporting step's recipe)."""
-    torch.onnx.export(
-        model,
-        (torch.zeros(2, 3, height, width),),
-        str(path),
-        input_names=[INPUT_NAME],
-        output_names=[LOGITS_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, LOGITS_NAME: {0: "batch"}},
-        opset_version=ONNX_OPSET,
-        dynamo=False,
+    graph = graphs.onnx_bytes(
+        graphs.serving_copy(model), view.spec.task, resizer, mv.spec.architecture
     )
+    return model.eval(), graph, resizer.height, resizer.width, mv.spec.architecture
 
 
 def median_ms(run: Callable[[], object], warmup: int, runs: int) -> float:
@@ -106,17 +97,14 @@ def main() -> None:
     runs, rounds = (20, 2) if args.quick else (args.runs, args.rounds)
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    model, height, width, architecture = example_model()
+    model, graph, height, width, architecture = example_model()
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     # onnxruntime's workers otherwise spin on the cores after each run, and the eager runs of
     # the next round then share the cores with them (measured: eager batch 1 at 279 ms instead
     # of 6 ms on 2 cores).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        export(model, height, width, path)
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     print(
         json.dumps(
             {
