@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from kubevision_api.modelversion import ImageResizer
 from kubevision_api.status import StepState
 from kubevision_api.view import Task
 from kubevision_trainer import main, models, outcome
-from kubevision_trainer.export import bundle, graphs
+from kubevision_trainer.export import bundle, errors, graphs
 from kubevision_trainer.report.reporter import NullReporter
 from kubevision_trainer.settings import TrainerSettings
 from tests.trainer.trainer_helpers import classification_plan, write_digits_imagefolder
@@ -136,7 +138,7 @@ def test_a_failed_export_fails_the_run_and_keeps_the_checkpoint(
 
     # The exporter itself fails (as it does on an operator it does not know).
     monkeypatch.setattr(torch.onnx, "export", refuse)
-    with pytest.raises(graphs.ExportError) as caught:
+    with pytest.raises(errors.ExportError) as caught:
         _run(plan, tmp_path)
     ending, message = outcome.classify(caught.value)
     assert ending is Outcome.EXPORT_FAILED
@@ -154,3 +156,17 @@ def test_the_export_leaves_the_trainers_model_alone() -> None:
     assert not copy.training and next(copy.parameters()).dtype == torch.float32
     assert graphs.onnx_bytes(copy, Task.CLASSIFICATION, ImageResizer(width=16, height=16))
     assert model.training and next(model.parameters()).dtype == torch.float64
+
+
+def test_the_trainer_imports_without_onnx() -> None:
+    """onnx is imported by the Exporting step alone: a process that imports the trainer for
+    its loaders or engine (benchmarks/gpu.py on a GPU machine's image) needs none."""
+    code = (
+        "import sys; sys.modules['onnx'] = None\n"
+        "import kubevision_trainer.main, kubevision_trainer.outcome, kubevision_trainer.local\n"
+        "assert 'kubevision_trainer.export.graphs' not in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

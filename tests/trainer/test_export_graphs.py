@@ -33,7 +33,7 @@ from kubevision_api.export import DETECTION_OUTPUTS, INPUT_NAME, LOGITS_NAME
 from kubevision_api.modelversion import ImageResizer
 from kubevision_api.view import Task
 from kubevision_trainer import models, presets, transforms
-from kubevision_trainer.export import graphs
+from kubevision_trainer.export import errors, graphs
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -315,7 +315,7 @@ def test_a_failed_export_names_the_format_and_the_architecture() -> None:
             left: torch.Tensor = torch.linalg.svd(x[:, 0, :2, :2])[0]
             return left.flatten(1)
 
-    with pytest.raises(graphs.ExportError, match=r"cannot export tinynet to onnx: .*svd"):
+    with pytest.raises(errors.ExportError, match=r"cannot export tinynet to onnx: .*svd"):
         graphs.onnx_bytes(Unexportable(), Task.CLASSIFICATION, CLASSIFIER_SIZE, "tinynet")
 
 

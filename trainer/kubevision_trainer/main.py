@@ -51,7 +51,6 @@ from kubevision_trainer.data.torchdata import (
     smallest_last_batch,
 )
 from kubevision_trainer.distributed import World
-from kubevision_trainer.export import bundle
 from kubevision_trainer.report import factory
 from kubevision_trainer.report.records import RecordsReporter
 from kubevision_trainer.report.reporter import MultiReporter, NullReporter, Reporter
@@ -306,6 +305,10 @@ def _run(
         fanout.step(StepName.EVALUATING, StepState.SUCCEEDED, f"best epoch {best_epoch}")
 
         fanout.step(StepName.EXPORTING, StepState.RUNNING)
+        # Imported here: the exporters need onnx, which only this step uses (a process that
+        # imports the trainer for its loaders or engine, benchmarks/gpu.py, needs none).
+        from kubevision_trainer.export import bundle  # noqa: PLC0415
+
         exported: list[ExportStatus] = []
         ranks.on_main(
             world,

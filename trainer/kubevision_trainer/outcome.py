@@ -10,7 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from kubevision_api.contract import Outcome
 from kubevision_api.errors import InputError
 from kubevision_trainer import distributed, engine, preflight, storage, upload
-from kubevision_trainer.export.graphs import ExportError
+from kubevision_trainer.export.errors import ExportError
 
 #: Every error a run can end with (``except HANDLED``), most specific first in :func:`classify`.
 HANDLED = (

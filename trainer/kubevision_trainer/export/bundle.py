@@ -102,7 +102,7 @@ def write(plan: TrainingPlan, model: nn.Module, evaluation: Evaluation | None) -
         Each file's URI, size and sha256 (of the bytes written), in the order written.
 
     Raises:
-        graphs.ExportError: a format failed; names the format and the architecture.
+        errors.ExportError: a format failed; names the format and the architecture.
         storage.StorageError: a write failed (the file it replaced is intact).
     """
     folder = storage.join(plan.output_uri, EXPORT_FOLDER)

@@ -40,16 +40,7 @@ from kubevision_api.export import (
 )
 from kubevision_api.modelversion import ImageResizer
 from kubevision_api.view import Task
-
-
-class ExportError(RuntimeError):
-    """A model could not be written in a format: names the format and the architecture."""
-
-    def __init__(self, fmt: ExportFormat, architecture: str, reason: str) -> None:
-        super().__init__(f"cannot export {architecture} to {fmt.value}: {reason}")
-        self.format = fmt
-        self.architecture = architecture
-        self.reason = reason
+from kubevision_trainer.export.errors import ExportError
 
 
 def detections_per_image(model: nn.Module) -> int:
