@@ -35,6 +35,17 @@ def field_path(loc: Sequence[int | str]) -> str:
     return out
 
 
+def validation_error(exc: ValidationError, source: str, record: str | None = None) -> InputError:
+    """One ``InputError`` for a pydantic validation failure of the document in ``source``: its
+    first error's message and field path, the count of the others after it."""
+    errors = exc.errors()
+    first = errors[0]
+    extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return InputError(
+        source, f"{first['msg']}{extra}", record=record, field=field_path(first["loc"])
+    )
+
+
 def parse(doc: dict[str, Any], source: str) -> View | ModelVersion:
     """Validate one manifest document.
 
@@ -50,15 +61,7 @@ def parse(doc: dict[str, Any], source: str) -> View | ModelVersion:
     try:
         return cls.model_validate(doc)
     except ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise InputError(
-            source,
-            f"{first['msg']}{extra}",
-            record=f"{kind} {name}",
-            field=field_path(first["loc"]),
-        ) from exc
+        raise validation_error(exc, source, record=f"{kind} {name}") from exc
 
 
 def load(paths: Iterable[str | Path]) -> list[Loaded]:

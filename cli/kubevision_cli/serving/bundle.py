@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from kubevision_api.bundle import Postprocessing, Preprocessing
 from kubevision_api.errors import InputError
 from kubevision_api.export import EXPORT_FOLDER, ONNX_FILE, POSTPROCESSING_JSON, PREPROCESSING_JSON
-from kubevision_api.manifests import field_path
+from kubevision_api.manifests import validation_error
 from kubevision_api.view import Task
 
 M = TypeVar("M", bound=BaseModel)
@@ -89,10 +89,7 @@ def _model(cls: type[M], uri: str) -> M:
     try:
         return cls.model_validate(document)
     except ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise InputError(uri, f"{first['msg']}{extra}", field=field_path(first["loc"])) from exc
+        raise validation_error(exc, uri) from exc
 
 
 def load(uri: str) -> Bundle:
