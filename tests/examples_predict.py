@@ -46,10 +46,13 @@ class Agreement:
     notes: list[str] = field(default_factory=list)
 
 
-def trainer_outputs(plan: TrainingPlan, settings: TrainerSettings) -> tuple[list[str], list[Any]]:
+def trainer_outputs(
+    plan: TrainingPlan, settings: TrainerSettings
+) -> tuple[list[str], list[Any], list[Any]]:
     """The best checkpoint's outputs on the validation split, by the trainer's own loader:
-    the image URIs in loader order, and per image the ``(C,)`` logits (classification,
-    tagging) or the detector's output dict (boxes in network-input pixels, 1-based labels)."""
+    the image URIs in loader order; per image the ``(C,)`` logits (classification, tagging) or
+    the detector's output dict (boxes in network-input pixels, 1-based labels); and per image
+    the loader's target (the label, or the detection target dict)."""
     data = prepare.prepare(plan, settings)
     model = models.build(
         plan.spec.architecture, plan.task, len(plan.concepts), plan.spec.image_resizer
@@ -58,12 +61,14 @@ def trainer_outputs(plan: TrainingPlan, settings: TrainerSettings) -> tuple[list
     model.eval()
     _, val = main.loaders(plan, data, torch.device("cpu"))
     outputs: list[Any] = []
+    targets: list[Any] = []
     with torch.no_grad():
-        for batch, _targets in val:
+        for batch, batch_targets in val:
             images = list(batch) if plan.task is Task.DETECTION else batch
             result = model(presets.model_input(plan.task, images, torch.float32))
             outputs.extend(list(result))
-    return [image.sample.uri for image in data.val], outputs
+            targets.extend(list(batch_targets))
+    return [image.sample.uri for image in data.val], outputs, targets
 
 
 def run_predict(bundle: Path, images: list[str], cwd: Path, env: dict[str, str]) -> list[Any]:

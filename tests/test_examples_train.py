@@ -29,13 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from kubevision_api.bundle import Postprocessing
 from kubevision_api.evaluation import Evaluation
 from kubevision_api.plan import TrainingPlan
-from kubevision_trainer import checkpoint, local, main, models, presets
-from kubevision_trainer.data import prepare
+from kubevision_trainer import local
 from kubevision_trainer.evaluation.predictions import DetectionImage, DetectionPredictions
 from kubevision_trainer.settings import TrainerSettings
 from tests import examples_predict
@@ -224,29 +222,20 @@ def test_example_beats_its_untrained_model(
 
 def _detections(plan: TrainingPlan, settings: TrainerSettings) -> DetectionPredictions:
     """The trained detector's detections on the validation split (its own score threshold),
-    from its best checkpoint."""
-    data = prepare.prepare(plan, settings)
-    model = models.build(
-        plan.spec.architecture, plan.task, len(plan.concepts), plan.spec.image_resizer
+    from its best checkpoint (``examples_predict.trainer_outputs``)."""
+    _, outputs, targets = examples_predict.trainer_outputs(plan, settings)
+    return DetectionPredictions(
+        images=[
+            DetectionImage(
+                gt_boxes=target["boxes"].double().numpy(),
+                gt_labels=target["labels"].numpy(),
+                dt_boxes=output["boxes"].double().numpy(),
+                dt_labels=output["labels"].numpy(),
+                dt_scores=output["scores"].double().numpy(),
+            )
+            for output, target in zip(outputs, targets, strict=True)
+        ]
     )
-    model.load_state_dict(checkpoint.CheckpointStore(plan.output_uri).load_best()["model"])
-    model.eval()
-    _, val = main.loaders(plan, data, torch.device("cpu"))
-    images: list[DetectionImage] = []
-    with torch.no_grad():
-        for batch, targets in val:
-            inputs = presets.model_input(plan.task, list(batch), torch.float32)
-            for output, target in zip(model(inputs), targets, strict=True):
-                images.append(
-                    DetectionImage(
-                        gt_boxes=target["boxes"].double().numpy(),
-                        gt_labels=target["labels"].numpy(),
-                        dt_boxes=output["boxes"].double().numpy(),
-                        dt_labels=output["labels"].numpy(),
-                        dt_scores=output["scores"].double().numpy(),
-                    )
-                )
-    return DetectionPredictions(images=images)
 
 
 @pytest.mark.timeout(2700)
@@ -325,7 +314,7 @@ def test_predict_reproduces_the_trainers_evaluation_predictions(
     assert done.returncode == 0, done.stderr[-3000:]
     out = workdir / "runs" / "default" / name
     plan = local.plan_from_manifests([workdir / "examples" / folder], output=str(out))
-    uris, ours = examples_predict.trainer_outputs(
+    uris, ours, _ = examples_predict.trainer_outputs(
         plan, TrainerSettings(cache_dir=workdir / "cache")
     )
     post = Postprocessing.model_validate_json((out / "export" / "postprocessing.json").read_text())
