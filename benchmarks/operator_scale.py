@@ -8,10 +8,17 @@ mostly the time spent queued, and for the admission alone: a place freed to the 
 it), time until every ModelVersion has a status and until all finished, the most Jobs active
 at once, API requests per ModelVersion (the operator's own counter,
 ``kubevision_operator_api_requests_total``, and the API server's ``apiserver_request_total``
-over all clients), reconciles per ModelVersion, and the operator process's peak memory
-(VmHWM) and CPU time.
+over all clients; reads and writes apart, and by verb and resource), reconciles per
+ModelVersion, what exact queue positions in every status would have cost, and the operator
+process's peak memory (VmHWM) and CPU time.
 
-    python benchmarks/operator_scale.py [--count 300] [--limit 5] [--keep]
+Side by side with a baseline: ``--baseline-ref REF`` runs the same workload first with the
+operator of git ``REF`` (a worktree of it on the operator's PYTHONPATH; the stub trainer and
+the control plane are this checkout's); otherwise the committed figures of
+``benchmarks/baselines/operator_scale.json`` (measured on the development machine) stand
+beside when they are of the same count and limit.
+
+    python benchmarks/operator_scale.py [--count 300] [--limit 5] [--baseline-ref REF] [--keep]
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +42,9 @@ from testenv.scale import figures, workload
 from testenv.scale.recorder import Recorder
 
 ROOT = Path(__file__).resolve().parents[1]
+BASELINE = ROOT / "benchmarks" / "baselines" / "operator_scale.json"
+#: The source folders of a checkout, in the order of the package's PYTHONPATH.
+SOURCES = ("api", "trainer", "operator", "cli", ".")
 
 NAMESPACE = "scale"
 
@@ -77,8 +89,9 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
-def run(count: int, limit: int, state: Path) -> list[tuple[str, str]]:
-    """Run the workload once; returns the table's rows."""
+def run(count: int, limit: int, state: Path, source: Path | None = None) -> list[tuple[str, str]]:
+    """Run the workload once, with the operator of the checkout at ``source`` (None: this
+    one); returns the table's rows."""
     cp = controlplane.start(state / "control-plane")
     agent: NodeAgent | None = None
     operator: Operator | None = None
@@ -97,7 +110,10 @@ def run(count: int, limit: int, state: Path) -> list[tuple[str, str]]:
             workdir=state / "node",
         ).start()
         apply(cp, workload.view_manifest(), namespace=NAMESPACE)
-        operator = Operator(cp, state, workload.operator_env(limit))
+        env = workload.operator_env(limit)
+        if source is not None:
+            env["PYTHONPATH"] = os.pathsep.join(str(source / folder) for folder in SOURCES)
+        operator = Operator(cp, state, env)
         operator.start()
         assert operator.process is not None
         pid = operator.process.pid
@@ -137,7 +153,8 @@ def run(count: int, limit: int, state: Path) -> list[tuple[str, str]]:
         if labels.get("kind") == "ModelVersion"
     )
     server = {k: v - server_before.get(k, 0.0) for k, v in server_after.items()}
-    top = sorted(requests.items(), key=lambda kv: -kv[1])[:6]
+    top = sorted(requests.items(), key=lambda kv: -kv[1])[:8]
+    reads, writes = figures.split_requests(requests)
     outcomes: dict[str, int] = defaultdict(int)
     for outcome in recorder.mv_outcome.values():
         outcomes[outcome] += 1
@@ -152,6 +169,21 @@ def run(count: int, limit: int, state: Path) -> list[tuple[str, str]]:
         ("place freed -> next Job created, p50", _ms(p(measured.slot_to_job, 0.50))),
         ("place freed -> next Job created, p95", _ms(p(measured.slot_to_job, 0.95))),
         ("apply -> every ModelVersion has a status", _ms(measured.all_status_seconds)),
+        (
+            "end of the apply -> every ModelVersion has a status",
+            _ms(measured.all_status_seconds - apply_seconds),
+        ),
+        (
+            "a ModelVersion created -> its first status, p50 / p95 / max",
+            " / ".join(
+                _ms(value)
+                for value in (
+                    p(measured.status_lag, 0.50),
+                    p(measured.status_lag, 0.95),
+                    max(measured.status_lag, default=float("nan")),
+                )
+            ),
+        ),
         ("apply -> every ModelVersion finished", _ms(measured.all_finished_seconds)),
         ("Jobs created / most active at once", f"{measured.jobs} / {measured.max_active}"),
         (
@@ -159,30 +191,84 @@ def run(count: int, limit: int, state: Path) -> list[tuple[str, str]]:
             f"{len(figures.order_violations(recorder, 1))} / {len(violations)}",
         ),
         ("operator API requests per ModelVersion", f"{sum(requests.values()) / count:.1f}"),
+        ("  reads (get, list) / writes per MV", f"{reads / count:.1f} / {writes / count:.1f}"),
         (
             "  of which (verb resource: per MV)",
-            ", ".join(f"{v} {r}: {n / count:.1f}" for (v, r), n in top),
+            ", ".join(f"{v} {r}: {n / count:.2f}" for (v, r), n in top),
         ),
         ("API server requests per MV, all clients", f"{sum(server.values()) / count:.1f}"),
         ("operator reconciles per ModelVersion", f"{reconciles / count:.1f}"),
+        (
+            "status patches exact queue positions would cost, per MV",
+            f"{figures.exact_position_patches(recorder) / count:.1f}",
+        ),
         ("operator peak memory (VmHWM)", peak),
         ("operator CPU time during the run", f"{cpu:.1f} s"),
     ]
+
+
+def _worktree(ref: str, state: Path) -> Path:
+    """A detached worktree of this repository at ``ref``."""
+    path = state / "baseline-src"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def _committed(count: int, limit: int) -> tuple[str, dict[str, str]] | None:
+    """The committed baseline's rows, when they are of ``count`` and ``limit``."""
+    if not BASELINE.exists():
+        return None
+    data = json.loads(BASELINE.read_text())
+    if (data.get("count"), data.get("limit")) != (count, limit):
+        return None
+    return str(data["label"]), dict(data["rows"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=300, help="ModelVersions (300)")
     parser.add_argument("--limit", type=int, default=5, help="concurrency limit (5)")
+    parser.add_argument("--baseline-ref", help="also run the operator of this git ref, first")
     parser.add_argument("--keep", action="store_true", help="keep the state folder (logs)")
     args = parser.parse_args(argv)
     state = Path(tempfile.mkdtemp(prefix="kubevision-scale-"))
     print(f"state and logs in {state}", file=sys.stderr)
-    rows = run(args.count, args.limit, state)
-    print("\n".join(figures.iter_lines(rows)))
+    baseline: tuple[str, dict[str, str]] | None = None
+    try:
+        if args.baseline_ref:
+            source = _worktree(args.baseline_ref, state)
+            rows = run(args.count, args.limit, state / "baseline", source)
+            baseline = (f"operator at {args.baseline_ref}", dict(rows))
+        else:
+            baseline = _committed(args.count, args.limit)
+        rows = run(args.count, args.limit, state / "current")
+    finally:
+        if args.baseline_ref:
+            subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(ROOT),
+                    "worktree",
+                    "remove",
+                    "--force",
+                    str(state / "baseline-src"),
+                ],
+                check=False,
+                capture_output=True,
+            )
+    if baseline is None:
+        print("\n".join(figures.iter_lines(rows)))
+    else:
+        label, before = baseline
+        print(f"baseline: {label}")
+        table = [(key, before.get(key, "-"), value) for key, value in rows]
+        print("\n".join(figures.iter_columns(table, ("figure", "baseline", "this checkout"))))
     if not args.keep:
-        import shutil
-
         shutil.rmtree(state, ignore_errors=True)
     return 0
 

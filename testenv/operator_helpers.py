@@ -99,6 +99,7 @@ class Operator:
             "KUBEVISION_TRAINER_IMAGE": "kubevision/trainer:test",
             **env,
         }
+        workdir.mkdir(parents=True, exist_ok=True)
         self.log = workdir / "operator.log"
         self.process: subprocess.Popen[bytes] | None = None
 

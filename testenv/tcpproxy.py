@@ -2,7 +2,8 @@
 bytes both ways until told to :meth:`TcpProxy.blackhole` the open connections, which it then
 keeps open but silent (what an idle-timeout load balancer or a NAT that lost its state does:
 no RST, no FIN, nothing). Connections made afterwards are forwarded again, as through a
-load balancer that accepts new flows."""
+load balancer that accepts new flows, unless :meth:`TcpProxy.partition` silences them too
+(a network partition: every request, on an old connection or a new one, hangs)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class TcpProxy:
         self._flows: list[_Flow] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._partitioned = threading.Event()
         self.accepted = 0
         threading.Thread(target=self._accept, name="tcpproxy-accept", daemon=True).start()
 
@@ -55,6 +57,14 @@ class TcpProxy:
             for flow in self._flows:
                 flow.silent.set()
             return len(self._flows)
+
+    def partition(self, on: bool = True) -> None:
+        """Silence the connections accepted from now on as well (``on``), or forward them
+        again (connections silenced meanwhile stay silent)."""
+        if on:
+            self._partitioned.set()
+        else:
+            self._partitioned.clear()
 
     def open_flows(self) -> int:
         """Connections open now (silent ones included)."""
@@ -84,6 +94,8 @@ class TcpProxy:
                 client.close()
                 continue
             flow = _Flow(client, upstream)
+            if self._partitioned.is_set():
+                flow.silent.set()
             with self._lock:
                 self._flows.append(flow)
                 self.accepted += 1

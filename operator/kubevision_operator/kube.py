@@ -148,9 +148,6 @@ class Kube:
         self.on_request = on_request
         self.policy = policy or RequestPolicy()
         self._sleep = sleep
-        #: Views as the last watch event showed them (fed by the handlers); get_view reads
-        #: the API only for a View no event has shown yet.
-        self._views: dict[tuple[str, str], Obj] = {}
         #: resourceVersion of each object after the operator's last status patch.
         self._written: dict[tuple[str, str, str], str] = {}
         self._cache_lock = threading.Lock()
@@ -220,26 +217,6 @@ class Kube:
             missing_ok=True,
         )
 
-    def get_view(self, namespace: str, name: str) -> Obj | None:
-        """The View, or None if it does not exist: from the watch's cache when an event has
-        shown it (an informer's view: as fresh as the watch), else from the API."""
-        with self._cache_lock:
-            cached = self._views.get((namespace, name))
-        if cached is not None:
-            return cached
-        return self._get_custom("views", namespace, name)
-
-    def view_seen(self, obj: Obj) -> None:
-        """A watch event showed this View (as it is now)."""
-        meta = obj["metadata"]
-        with self._cache_lock:
-            self._views[(meta["namespace"], meta["name"])] = obj
-
-    def view_gone(self, namespace: str, name: str) -> None:
-        """A watch event showed the View deleted."""
-        with self._cache_lock:
-            self._views.pop((namespace, name), None)
-
     def own_status_write(self, plural: str, obj: Obj) -> bool:
         """Whether ``obj`` (from a watch event) is exactly what the operator's last status
         patch of it left: an echo of its own write, with nothing new to reconcile."""
@@ -258,32 +235,41 @@ class Kube:
         """The ModelVersion, or None if it does not exist."""
         return self._get_custom("modelversions", namespace, name)
 
-    def list_modelversions(self, namespace: str | None = None) -> list[Obj]:
-        """ModelVersions of one namespace, or of the cluster."""
-        what = f"modelversions in {namespace or 'all namespaces'}"
-        if namespace:
-            result = self._call(
-                "list",
-                "modelversions",
-                what,
-                self.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                "modelversions",
-            )
+    def list_objects(self, plural: str, namespace: str | None, label_selector: str | None) -> Obj:
+        """One list of ``plural`` (``modelversions``, ``views``, ``jobs``, ``pods``) in
+        ``namespace`` (None: every namespace), as the API returns it (``items`` and the list's
+        ``metadata.resourceVersion``). The reconcile reads from the watches' caches; this is
+        for their resync.
+
+        Raises:
+            KubeError: the list failed; KeyError: another plural.
+        """
+        what = f"{plural} in {namespace or 'all namespaces'}"
+        call: Callable[..., Any]
+        args: tuple[str, ...]
+        if plural in ("modelversions", "views"):
+            if namespace:
+                call = self.custom.list_namespaced_custom_object
+                args = (GROUP, VERSION, namespace, plural)
+            else:
+                call, args = self.custom.list_cluster_custom_object, (GROUP, VERSION, plural)
+        elif plural == "jobs":
+            if namespace:
+                call, args = self.batch.list_namespaced_job, (namespace,)
+            else:
+                call, args = self.batch.list_job_for_all_namespaces, ()
+        elif plural == "pods":
+            if namespace:
+                call, args = self.core.list_namespaced_pod, (namespace,)
+            else:
+                call, args = self.core.list_pod_for_all_namespaces, ()
         else:
-            result = self._call(
-                "list",
-                "modelversions",
-                what,
-                self.custom.list_cluster_custom_object,
-                GROUP,
-                VERSION,
-                "modelversions",
-            )
-        items: list[Obj] = (result or {}).get("items", [])
-        return items
+            raise KeyError(plural)
+        if label_selector:
+            found = self._call("list", plural, what, call, *args, label_selector=label_selector)
+        else:
+            found = self._call("list", plural, what, call, *args)
+        return found or {}
 
     def patch_status(self, plural: str, namespace: str, name: str, status: Obj) -> Obj | None:
         """Merge-patch ``status`` through the status subresource (the same patch twice is the
@@ -371,19 +357,6 @@ class Kube:
             missing_ok=True,
         )
         return result is not None
-
-    def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
-        """Pods of one namespace matching the selector."""
-        result = self._call(
-            "list",
-            "pods",
-            f"Pods {namespace}/{label_selector}",
-            self.core.list_namespaced_pod,
-            namespace,
-            label_selector=label_selector,
-        )
-        items: list[Obj] = (result or {}).get("items", [])
-        return items
 
     def delete_pod(self, namespace: str, name: str) -> bool:
         """Delete the Pod (gracefully); False when it was gone already."""

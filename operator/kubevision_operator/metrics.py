@@ -10,7 +10,7 @@ The label ``kind`` of the watch and reconcile series is the Kubernetes kind of t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,8 +20,36 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 PHASES = ("Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed")
+
+
+def _as_float(count: Callable[[], int]) -> Callable[[], float]:
+    return lambda: float(count())
+
+
+class _QueuePositions(Collector):
+    """``kubevision_operator_queue_position``: every waiting ModelVersion's exact position,
+    computed from the queue at each scrape (free between scrapes, unlike a status write)."""
+
+    def __init__(self, positions: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        self._positions = positions
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "kubevision_operator_queue_position",
+            "Position (from 1) of each ModelVersion waiting for the concurrency limit, exact "
+            "at the scrape (the status shows it as last written).",
+            labels=["namespace", "modelversion"],
+        )
+        for (namespace, name), position in sorted(self._positions().items()):
+            family.add_metric([namespace, name], float(position))
+        yield family
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
 
 
 class OperatorMetrics:
@@ -89,6 +117,30 @@ class OperatorMetrics:
             "/healthz fails above settings.reconcile_stall_seconds.",
             registry=self.registry,
         )
+
+    def follow_cache(
+        self, synced: Callable[[], bool], sizes: Mapping[str, Callable[[], int]]
+    ) -> None:
+        """Read the cache gauges at each scrape: whether the informer caches are synced, and
+        the objects each holds (``sizes``: kind -> count)."""
+        Gauge(
+            "kubevision_operator_cache_synced",
+            "1 once the watches' initial listings are all in the caches (no reconcile acts "
+            "before), 0 before.",
+            registry=self.registry,
+        ).set_function(lambda: float(synced()))
+        objects = Gauge(
+            "kubevision_operator_cache_objects",
+            "Objects in the operator's informer caches, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        for kind, count in sizes.items():
+            objects.labels(kind=kind).set_function(_as_float(count))
+
+    def follow_queue(self, positions: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        """Serve ``kubevision_operator_queue_position`` from ``positions()`` at each scrape."""
+        self.registry.register(_QueuePositions(positions))
 
     def follow_reconciles(self, count: Callable[[], int], oldest_age: Callable[[], float]) -> None:
         """Read the in-flight gauges from ``count()`` and ``oldest_age()`` at each scrape."""

@@ -140,15 +140,25 @@ class Queue:
             return found
 
     def moved(self) -> list[Key]:
-        """Waiting ModelVersions, in queue order, whose position is no longer the one
-        :meth:`position` last told them: the position in their status is out of date."""
+        """Waiting ModelVersions, in queue order, whose position is at most half the one
+        :meth:`position` last told them: the position in their status is worth rewriting.
+
+        Exact positions in every status would cost one status patch per waiting ModelVersion
+        per admission, N²/2 for N ModelVersions (~150 per ModelVersion at 300, docs/scale.md);
+        halving costs about log2(N) at most per ModelVersion, and a status never shows more
+        than twice the true position (the exact one is a metric, free at each scrape)."""
         with self._lock:
             table = positions(self._entries.values(), self.limit)
             return [
                 key
                 for key in sorted(table, key=lambda k: table[k])
-                if key in self._told and self._told[key] != table[key]
+                if self._told.get(key) is not None and table[key] * 2 <= (self._told[key] or 0)
             ]
+
+    def table(self) -> dict[Key, int]:
+        """Every waiting ModelVersion's position (from 1), exact now."""
+        with self._lock:
+            return positions(self._entries.values(), self.limit)
 
     def waiting(self) -> list[Key]:
         """The waiting ModelVersions in queue order."""

@@ -1,10 +1,13 @@
-"""Level-based reconciliation: from what the API server holds now (ModelVersion, View, Job,
-Pods) and the trainer's latest report, create what is missing and write the status that is
-true. The reads and writes are here; what to create and which status is true come from the
-pure modules (``render``, ``observe``, ``status``, ``viewstatus``) and the queue. Called
-from the scheduler's threads and after a trainer's report; safe to call again at any time,
-from any thread: one reconcile per ModelVersion runs at a time, and a caller that finds one
-running leaves its work to it instead of waiting (``workqueue.KeyedRunner``)."""
+"""Level-based reconciliation: from what the watches show now (ModelVersion, View, Job, Pods,
+in the informer caches of ``cache``) and the trainer's latest report, create what is missing
+and write the status that is true. A reconcile reads nothing from the API server; it writes
+what changed, and a status at most once per ``settings.status_write_interval_seconds``
+(``pacing``). What to create and which status is true come from the pure modules
+(``render``, ``observe``, ``status``) and the queue. Called from the scheduler's threads and
+after a trainer's report; safe to call again at any time, from any thread: one reconcile per
+ModelVersion runs at a time, and a caller that finds one running leaves its work to it
+instead of waiting (``workqueue.KeyedRunner``). Nothing is decided before the caches are
+synced (``cache.Cache.synced``)."""
 
 from __future__ import annotations
 
@@ -23,14 +26,14 @@ from kubevision_operator import (
     jobstate,
     naming,
     observe,
-    pushgateway,
     render,
     status,
-    viewstatus,
 )
 from kubevision_operator import kube as kube_mod
+from kubevision_operator.cache import Cache
 from kubevision_operator.kube import Kube, Obj
 from kubevision_operator.metrics import OperatorMetrics
+from kubevision_operator.pacing import Pacer
 from kubevision_operator.queue import Key, Queue, entry_of
 from kubevision_operator.reports import Reports
 from kubevision_operator.settings import OperatorSettings
@@ -46,6 +49,8 @@ WARNING_SITUATIONS = frozenset({observe.Situation.RETRYING})
 #: Seconds between looks at a gang whose Job is being deleted for a restart (its deletion
 #: event wakes the reconcile too; this bounds a lost event).
 RESTART_POLL_SECONDS = 5.0
+#: Seconds before a reconcile asked for before the caches were synced runs again.
+UNSYNCED_RETRY_SECONDS = 1.0
 
 
 def _now() -> datetime:
@@ -62,7 +67,9 @@ class Reconciler:
     """The reconcile of ModelVersions and of Views, and the queue they share.
 
     Args:
-        kube: the API calls.
+        kube: the API calls (writes; reads only for what the caches cannot know).
+        cache: the informer caches the reads come from.
+        queue: the concurrency queue (filled by the caches' feed).
         settings: operator settings.
         metrics: operator metrics.
         reports: the trainers' newest reports.
@@ -72,22 +79,27 @@ class Reconciler:
     def __init__(
         self,
         kube: Kube,
+        cache: Cache,
+        queue: Queue,
         settings: OperatorSettings,
         metrics: OperatorMetrics,
         reports: Reports,
         status_ca_pem: str | None,
     ) -> None:
         self.kube = kube
+        self.cache = cache
         self.settings = settings
         self.metrics = metrics
         self.reports = reports
         self.status_ca_pem = status_ca_pem
-        self.queue = Queue(settings.concurrency_limit)
+        self.queue = queue
         self.runner: KeyedRunner[Key] = KeyedRunner()
+        self.pacer: Pacer[Key] = Pacer(settings.status_write_interval_seconds)
         #: ``requeue(namespace, name, seconds)``: reconcile again after ``seconds`` (set by
         #: the scheduler; a ModelVersion waiting for a deadline has no event to wake it).
         self.requeue: Callable[[str, str, float], None] = lambda namespace, name, seconds: None
         metrics.follow_reconciles(lambda: len(self.runner.running()), self.runner.oldest_age)
+        metrics.follow_queue(self.queue.table)
 
     def stalled(self) -> str | None:
         """Why the operator is not healthy: a reconcile running longer than
@@ -104,18 +116,11 @@ class Reconciler:
 
     # --- ModelVersion ----------------------------------------------------------------------
 
-    def seed(self) -> None:
-        """Fill the queue from the API before any handler runs, so that a restarted operator
-        admits in queue order rather than in the order its watch lists objects."""
-        watched: list[str | None] = list(self.settings.namespaces) or [None]
-        for namespace in watched:
-            for obj in self.kube.list_modelversions(namespace):
-                self.queue.update(entry_of(obj))
-
     def forget(self, namespace: str, name: str, view: str | None) -> None:
         """A ModelVersion was deleted: its children go with the garbage collector."""
         key = (namespace, name)
         self.queue.remove(key)
+        self.pacer.forget(key)
         self.reports.forget(namespace, name)
         if view:
             self.metrics.forget(namespace, view, name)
@@ -126,20 +131,25 @@ class Reconciler:
         for namespace, name in self.queue.next_admissible():
             self.reconcile_modelversion(namespace, name)
 
-    def reconcile_modelversion(self, namespace: str, name: str, body: Obj | None = None) -> None:
+    def reconcile_modelversion(self, namespace: str, name: str) -> None:
         """Bring one ModelVersion's children and status in line with what is true now, on this
         thread, or leave it to the thread reconciling it already (which then runs it again).
+        Before the caches are synced it only asks to run again in ``UNSYNCED_RETRY_SECONDS``.
 
         Raises:
             KubeError: an API call failed (after its retries).
             ValueError: the ModelVersion as stored does not validate.
         """
 
+        if not self.cache.synced:
+            self.requeue(namespace, name, UNSYNCED_RETRY_SECONDS)
+            return
+
         def work() -> None:
             started = time.perf_counter()
             result = "ok"
             try:
-                self._reconcile_modelversion(namespace, name, body)
+                self._reconcile_modelversion(namespace, name)
             except (kube_mod.KubeError, ValueError) as exc:
                 result = "error"
                 log.warning("ModelVersion %s/%s: %s", namespace, name, exc)
@@ -152,15 +162,16 @@ class Reconciler:
 
         self.runner.run((namespace, name), work)
 
-    def _reconcile_modelversion(self, namespace: str, name: str, body: Obj | None) -> None:
-        obj = self.kube.get_modelversion(namespace, name) if body is None else body
+    def _reconcile_modelversion(self, namespace: str, name: str) -> None:
+        cache = self.cache
+        obj = cache.modelversions.get(namespace, name)
         if obj is None:
             self.queue.remove((namespace, name))
             return
         mv = ModelVersion.model_validate(obj)
         previous = mv.status
         finished = status.is_finished(previous)
-        view_obj = self.kube.get_view(namespace, mv.spec.view_ref.name)
+        view_obj = cache.views.get(namespace, mv.spec.view_ref.name)
         plan: TrainingPlan | None = None
         plan_error: str | None = None
         if view_obj is not None:
@@ -173,13 +184,8 @@ class Reconciler:
             except InputError as exc:
                 plan_error = exc.message
         job_name = naming.job_name(name)
-        job = self.kube.get_job(namespace, job_name)
+        job = cache.jobs.get(namespace, job_name)
         multi = gang.is_gang(mv.spec)
-        if job is None and multi and body is not None and not finished and _had_job(previous):
-            # The next gang attempt's number comes from the status: read it afresh, not from
-            # an event's copy that may predate the status written before the old Job went.
-            self._reconcile_modelversion(namespace, name, None)
-            return
         # A ModelVersion that cannot start (no plan, or suspended by its user) holds no place.
         on_hold = plan is None or mv.spec.run_policy.suspend
         # A training holds its place while its Job runs, even once its outcome is known (the
@@ -201,14 +207,18 @@ class Reconciler:
                 namespace,
                 render.render_job(plan, mv, self.settings, suspend=suspend, attempt=attempt),
             )
+            cache.jobs.put(job)
             if created:
                 log.info("created Job %s/%s (attempt %d)", namespace, job_name, attempt)
             self.queue.update(entry_of(obj, admitted=True, held=on_hold))
         elif job is not None:
             patch = render.job_patch(job, mv)
             if patch is not None:
-                job = self.kube.patch_job(namespace, job_name, patch) or job
-        pods = self.kube.list_pods(namespace, f"job-name={job_name}") if job is not None else []
+                patched = self.kube.patch_job(namespace, job_name, patch)
+                if patched is not None:
+                    cache.jobs.put(patched)
+                    job = patched
+        pods = cache.pods.by_label(namespace, job_name) if job is not None else []
         report_pod, report = self.reports.latest(namespace, name)
         observation = observe.observe(
             job,
@@ -229,18 +239,16 @@ class Reconciler:
             plan=plan,
             report_pod=report_pod,
         )
-        new_wire = new.wire()
-        old_wire = previous.wire() if previous is not None else {}
-        stored = True
-        if new_wire != old_wire:
-            written = self.kube.patch_status(
-                "modelversions", namespace, name, merge_patch(old_wire, new_wire)
-            )
-            stored = written is not None
-            if written is not None and new.phase != (previous.phase if previous else None):
-                self._phase_event(obj, new.phase or "", observation)
-            if written is not None:
-                self._status_events(obj, previous, new)
+        stored = self._write_status(
+            obj,
+            previous,
+            new,
+            observation,
+            # Written at once: the outcome, before a lingering Job is deleted, and a failed
+            # gang attempt, before its Job is deleted for the next (a restarted operator
+            # finds them in the status).
+            urgent=observation.restart or (status.is_finished(new) and not finished),
+        )
         if job is not None and observation.restart and stored:
             self._restart_gang(namespace, name, job)
         if job is not None and observation.lingering:
@@ -257,6 +265,48 @@ class Reconciler:
         )
         if freed:
             self.admit_waiting()
+
+    def _write_status(
+        self,
+        obj: Obj,
+        previous: ModelVersionStatus | None,
+        new: ModelVersionStatus,
+        observation: observe.Observation,
+        *,
+        urgent: bool,
+    ) -> bool:
+        """Patch the status from ``previous`` to ``new`` when it changed, and post the Events
+        of the change: now when ``urgent`` or when the pacer lets it go, otherwise later (a
+        reconcile is asked for when the pacer allows the next write; it writes what is true
+        then). Returns whether the status holds ``new``."""
+        new_wire = new.wire()
+        old_wire = previous.wire() if previous is not None else {}
+        if new_wire == old_wire:
+            return True
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        if not urgent:
+            wait = self.pacer.hold((namespace, name))
+            if wait is not None:
+                if wait > 0:
+                    self.requeue(namespace, name, wait)
+                return False
+        written = self.kube.patch_status(
+            "modelversions", namespace, name, merge_patch(old_wire, new_wire)
+        )
+        if written is None:
+            return False
+        self.pacer.wrote((namespace, name))
+        self.cache.modelversions.put(written)
+        # A phase change posts an Event, but not a ModelVersion's first status that only says
+        # it waits in the queue: that is its usual start at scale, which the status and the
+        # queue-position gauge tell (one Event per waiting ModelVersion doubled the writes
+        # of a burst of applies, docs/scale.md).
+        first_in_queue = previous is None and observation.situation is observe.Situation.QUEUED
+        if new.phase != (previous.phase if previous else None) and not first_in_queue:
+            self._phase_event(obj, new.phase or "", observation)
+        self._status_events(obj, previous, new)
+        return True
 
     def _restart_gang(self, namespace: str, name: str, job: Obj) -> None:
         """The status says that the gang's attempt failed (written first, so a restarted
@@ -321,88 +371,3 @@ class Reconciler:
             _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
         self.kube.post_event(body)
-
-    # --- View ------------------------------------------------------------------------------
-
-    def reconcile_view(self, namespace: str, name: str, body: Obj | None = None) -> None:
-        """The View's model id, concept count and models library."""
-        started = time.perf_counter()
-        try:
-            obj = self.kube.get_view(namespace, name) if body is None else body
-            if obj is None:
-                return
-            view = View.model_validate(obj)
-            modelversions = [
-                ModelVersion.model_validate(mv_obj)
-                for mv_obj in self.kube.list_modelversions(namespace)
-                if _view_of(mv_obj) == name
-            ]
-            new = viewstatus.compose_view_status(view, modelversions, _now())
-            previous = view.status
-            old_wire = previous.wire() if previous is not None else {}
-            if new.wire() != old_wire:
-                self.kube.patch_status("views", namespace, name, merge_patch(old_wire, new.wire()))
-            self.metrics.reconciles.labels(kind="View", result="ok").inc()
-        except kube_mod.KubeError:
-            self.metrics.reconciles.labels(kind="View", result="error").inc()
-            raise
-        finally:
-            self.metrics.reconcile_seconds.labels(kind="View").observe(
-                time.perf_counter() - started
-            )
-
-    def sweep_pushgateway(self) -> int:
-        """Delete the trainers' Pushgateway groups that have had their day
-        (``pushgateway.stale``); returns how many were deleted. Groups outside the watched
-        namespaces are left alone.
-
-        Raises:
-            KubeError: the ModelVersions could not be listed.
-            OSError: the Pushgateway did not answer.
-        """
-        url = self.settings.pushgateway_url
-        if not url:
-            return 0
-        watched = set(self.settings.namespaces)
-        known: dict[tuple[str, str], pushgateway.Known] = {}
-        namespaces: list[str | None] = [*sorted(watched)] or [None]
-        for namespace in namespaces:
-            for obj in self.kube.list_modelversions(namespace):
-                meta, state = obj["metadata"], obj.get("status") or {}
-                completed = state.get("completionTime")
-                known[(meta["namespace"], meta["name"])] = pushgateway.Known(
-                    meta.get("uid"), datetime.fromisoformat(completed) if completed else None
-                )
-        found = [g for g in pushgateway.groups(url) if not watched or g.namespace in watched]
-        doomed = pushgateway.stale(
-            found, known, _now(), self.settings.pushgateway_retention_seconds
-        )
-        for group, why in doomed:
-            pushgateway.delete(url, group)
-            log.info(
-                "deleted Pushgateway group %s/%s run %s: %s",
-                group.namespace,
-                group.modelversion,
-                group.run,
-                why,
-            )
-        return len(doomed)
-
-    def modelversions_of_view(self, namespace: str, view: str) -> list[str]:
-        """Names of the ModelVersions that name ``view``."""
-        return [
-            obj["metadata"]["name"]
-            for obj in self.kube.list_modelversions(namespace)
-            if _view_of(obj) == view
-        ]
-
-
-def _view_of(obj: Obj) -> str | None:
-    """The name of the View a ModelVersion (as stored) names."""
-    name = (obj.get("spec", {}).get("viewRef") or {}).get("name")
-    return str(name) if name is not None else None
-
-
-def _had_job(previous: ModelVersionStatus | None) -> bool:
-    """Whether the status names a Job: the training was admitted once."""
-    return previous is not None and bool(previous.job_name)

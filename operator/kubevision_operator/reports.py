@@ -1,8 +1,9 @@
 """Trainer reports: who may report on which ModelVersion, and the newest report of each.
 
 A trainer POSTs full progress snapshots to the status endpoint (``servers.report_app``) with
-its Pod's projected ServiceAccount token; TokenReview (``Kube.token_review``) names the Pod,
-:meth:`Reports.authorize` checks that the Pod trains that ModelVersion, and
+its Pod's projected ServiceAccount token; TokenReview (``Kube.token_review``, cached by
+``tokens``) names the Pod, :meth:`Reports.authorize` checks that the Pod trains that
+ModelVersion (from the informer caches), and
 :meth:`Reports.offer` keeps the newest snapshot, which the reconcile merges into the status
 (docs/operator.md, The status endpoint). Safe to call from any thread.
 """
@@ -13,6 +14,7 @@ import threading
 
 from kubevision_api.progress import TrainerReport
 from kubevision_operator import naming
+from kubevision_operator.cache import Cache
 from kubevision_operator.kube import Caller, Kube
 from kubevision_operator.metrics import OperatorMetrics
 
@@ -23,12 +25,14 @@ class Reports:
     """The newest report of each ModelVersion, and the checks before one is taken.
 
     Args:
-        kube: the API calls (the Pod, Job and ModelVersion that authorise a caller).
+        kube: the API calls: a Pod the Pod watch has not shown yet is read from the API.
+        cache: the informer caches (the Pod, Job and ModelVersion that authorise a caller).
         metrics: counts reports by result (accepted, stale, refused).
     """
 
-    def __init__(self, kube: Kube, metrics: OperatorMetrics) -> None:
+    def __init__(self, kube: Kube, cache: Cache, metrics: OperatorMetrics) -> None:
         self.kube = kube
+        self.cache = cache
         self.metrics = metrics
         self._latest: dict[Key, tuple[str | None, TrainerReport]] = {}
         self._lock = threading.Lock()
@@ -36,7 +40,9 @@ class Reports:
     def authorize(self, caller: Caller, namespace: str, name: str) -> bool:
         """Whether ``caller``'s Pod belongs to the Job of ModelVersion ``namespace/name``: the
         Pod exists with the token's uid, it is owned by the Job, and the Job by that
-        ModelVersion (uid checked). A refusal is counted.
+        ModelVersion (uid checked). A refusal is counted. Read from the caches; from the API
+        only before they are synced, and for a Pod its watch has not shown yet (a report can
+        outrun the watch event of its own Pod).
 
         Raises:
             KubeError: an API call failed (the endpoint answers 500; the trainer retries).
@@ -49,7 +55,11 @@ class Reports:
     def _owns(self, caller: Caller, namespace: str, name: str) -> bool:
         if caller.pod_name is None:
             return False
-        pod = self.kube.get_pod(namespace, caller.pod_name)
+        cache = self.cache
+        synced = cache.synced
+        pod = cache.pods.get(namespace, caller.pod_name)
+        if pod is None or pod["metadata"].get("uid") != caller.pod_uid:
+            pod = self.kube.get_pod(namespace, caller.pod_name)
         if pod is None or pod["metadata"].get("uid") != caller.pod_uid:
             return False
         job_name = naming.job_name(name)
@@ -58,8 +68,11 @@ class Reports:
             for ref in pod["metadata"].get("ownerReferences", [])
         ):
             return False
-        job = self.kube.get_job(namespace, job_name)
-        mv = self.kube.get_modelversion(namespace, name)
+        if synced:
+            job, mv = cache.jobs.get(namespace, job_name), cache.modelversions.get(namespace, name)
+        else:
+            job = self.kube.get_job(namespace, job_name)
+            mv = self.kube.get_modelversion(namespace, name)
         if job is None or mv is None:
             return False
         return any(

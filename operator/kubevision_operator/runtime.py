@@ -1,6 +1,7 @@
-"""What the kopf handlers share, and its lifecycle: :meth:`Runtime.start` makes the reconciler
-(once the status endpoint's CA is known), the scheduler, the servers and the refresh loop;
-:meth:`Runtime.stop` takes them down. Made before kopf runs, started by the startup handler.
+"""What the kopf handlers share, and its lifecycle: the informer caches from the start;
+:meth:`Runtime.start` makes the reconciler (once the status endpoint's CA is known), the
+scheduler, the servers and the refresh loop; :meth:`Runtime.stop` takes them down. Made
+before kopf runs, started by the startup handler.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from pathlib import Path
 
 from kubevision_api import contract
 from kubevision_api.progress import TrainerReport
-from kubevision_operator import servers, tls
+from kubevision_operator import naming, servers, tls
+from kubevision_operator.cache import Cache
+from kubevision_operator.housekeeping import Housekeeping
 from kubevision_operator.kube import Caller, Kube
 from kubevision_operator.metrics import OperatorMetrics
+from kubevision_operator.queue import Queue, entry_of
 from kubevision_operator.reconcile import Reconciler
 from kubevision_operator.reports import Reports
 from kubevision_operator.scheduling import Scheduler
 from kubevision_operator.settings import OperatorSettings
+from kubevision_operator.tokens import TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +43,8 @@ class StartupError(RuntimeError):
 
 
 class Runtime:
-    """Settings, API calls and metrics from the start; the scheduler (and with it the
-    reconciler) once :meth:`start` has run.
+    """Settings, API calls, metrics and the informer caches from the start; the scheduler
+    (and with it the reconciler) once :meth:`start` has run.
 
     Args:
         settings: operator settings.
@@ -51,6 +56,14 @@ class Runtime:
         self.kube = kube
         self.metrics = OperatorMetrics()
         kube.on_request = self.metrics.api_request
+        #: What the watches delivered; the handlers fill it from kopf's first listing on.
+        self.cache = Cache(pod_index_label=naming.JOB_NAME_LABEL)
+        #: The concurrency queue; the ModelVersion cache's feed registers every one.
+        self.queue = Queue(settings.concurrency_limit)
+        stores = (self.cache.modelversions, self.cache.views, self.cache.jobs, self.cache.pods)
+        self.metrics.follow_cache(
+            lambda: self.cache.synced, {store.kind: store.__len__ for store in stores}
+        )
         #: None until :meth:`start` has made it.
         self.scheduler: Scheduler | None = None
         self._servers: list[servers.Server] = []
@@ -58,8 +71,9 @@ class Runtime:
         self._tmp = tempfile.TemporaryDirectory(prefix="kubevision-operator-")
 
     async def start(self) -> None:
-        """Fill the queue from the API, then serve the status endpoint (when
-        ``settings.status_url`` is set), health and metrics, and start the refresh loop.
+        """Serve the status endpoint (when ``settings.status_url`` is set), health and
+        metrics, and start the refresh loop. The queue fills from the caches' feed
+        (``registry``), before any reconcile acts.
 
         Raises:
             StartupError: the CA Secret holds no CA.
@@ -67,16 +81,17 @@ class Runtime:
             OSError: a port cannot be bound.
         """
         ca = await self._status_ca() if self.settings.status_url else None
-        reports = Reports(self.kube, self.metrics)
+        reports = Reports(self.kube, self.cache, self.metrics)
         reconciler = Reconciler(
             self.kube,
+            self.cache,
+            self.queue,
             self.settings,
             self.metrics,
             reports,
             ca.cert_pem.decode() if ca is not None else None,
         )
-        await asyncio.to_thread(reconciler.seed)
-        scheduler = Scheduler(reconciler)
+        scheduler = Scheduler(reconciler, Housekeeping(reconciler))
         scheduler.bind(asyncio.get_running_loop())
         self.scheduler = scheduler
         if ca is not None:
@@ -85,6 +100,25 @@ class Runtime:
         self._servers.append(await servers.serve(health, "0.0.0.0", self.settings.health_port))
         self._tasks.append(asyncio.create_task(scheduler.refresh_loop()))
         self._tasks.append(asyncio.create_task(scheduler.pushgateway_loop()))
+
+    def caches_full(self) -> None:
+        """kopf's initial listings are all in the caches: count every ModelVersion that has a
+        Job as holding its place (its status may not say so yet: status writes are paced, and
+        the operator may have stopped before the write), then mark the caches synced, which
+        lets reconciles act. Called once, on the event loop, before any reconcile runs."""
+        cache = self.cache
+        for obj in cache.modelversions.items():
+            meta = obj["metadata"]
+            if cache.jobs.get(meta["namespace"], naming.job_name(meta["name"])) is not None:
+                self.queue.update(entry_of(obj, admitted=True))
+        cache.mark_synced()
+        log.info(
+            "caches synced: %s",
+            ", ".join(
+                f"{len(store)} {store.kind}s"
+                for store in (cache.modelversions, cache.views, cache.jobs, cache.pods)
+            ),
+        )
 
     async def stop(self) -> None:
         """Stop the refresh loop, the servers and the reconcile threads. The process exits
@@ -133,8 +167,19 @@ class Runtime:
         key.write_bytes(serving.key_pem)
         key.chmod(0o600)
 
+        def bound_pod_exists(caller: Caller) -> bool:
+            if caller.pod_name is None:
+                return False
+            pod = self.cache.pods.get(caller.namespace, caller.pod_name)
+            return pod is not None and pod["metadata"].get("uid") == caller.pod_uid
+
+        tokens = TokenCache(
+            lambda token: self.kube.token_review(token, contract.TOKEN_AUDIENCE),
+            valid=bound_pod_exists,
+        )
+
         async def authenticate(token: str) -> Caller | None:
-            return await asyncio.to_thread(self.kube.token_review, token, contract.TOKEN_AUDIENCE)
+            return await asyncio.to_thread(tokens.caller, token)
 
         async def authorize(caller: Caller, namespace: str, name: str) -> bool:
             return await asyncio.to_thread(reports.authorize, caller, namespace, name)

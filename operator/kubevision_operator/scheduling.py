@@ -1,7 +1,8 @@
 """When reconciles run: the reconcile threads, the coalescing of Job and Pod events, the
-Views whose status is due for a refresh, and the loop that refreshes them and the queue
-positions (docs/scale.md, What was wrong, and what changed). The kopf handlers hand their
-events here; the reconciles themselves are the ``Reconciler``'s.
+Views whose status is due for a refresh, the loop that refreshes them and the queue
+positions, and the resync of a cache that kopf listed again (docs/scale.md). The kopf
+handlers hand their events here; the reconciles themselves are the ``Reconciler``'s and the
+``Housekeeping``'s.
 """
 
 from __future__ import annotations
@@ -13,17 +14,23 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from kubevision_operator import kube as kube_mod
+from kubevision_operator.housekeeping import Housekeeping
+from kubevision_operator.pacing import Pacer
 from kubevision_operator.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-#: Least seconds between two refreshes of one View's status. Its models library lists every
-#: ModelVersion of the View, so ModelVersion events only mark it stale: one list per second,
-#: not one per event (which made N ModelVersions cost N² reads).
+#: Seconds between two looks at the Views marked stale. ModelVersion events only mark their
+#: View stale (reconciling it on every event made N ModelVersions cost N² reads).
 VIEW_REFRESH_SECONDS = 1.0
+#: Least seconds between two status patches of one View (the first goes at once). Its models
+#: library holds every ModelVersion's phase and best metric, which change with every epoch
+#: of every training: one training alone made 8 View patches in a minute at 5 s.
+VIEW_WRITE_INTERVAL_SECONDS = 15.0
 #: Least seconds between two rewrites of the queue positions that waiting ModelVersions show
 #: ("Queued at position N"). Every admission moves every waiting ModelVersion by one, so
 #: following each at once would cost one status patch per waiting ModelVersion per admission.
@@ -38,6 +45,9 @@ RECONCILE_THREADS = 8
 #: Seconds before a reconcile that failed on an API call runs again (level-based: repeating
 #: it is safe; the API calls retried themselves first).
 RETRY_SECONDS = 5.0
+#: Seconds after kopf begins to list a kind again before the operator lists it itself to
+#: find what was deleted meanwhile (kopf's list is in by then; a deletion is known either way).
+RESYNC_DELAY_SECONDS = 10.0
 
 
 class Scheduler:
@@ -47,8 +57,12 @@ class Scheduler:
     any thread.
     """
 
-    def __init__(self, reconciler: Reconciler) -> None:
+    def __init__(self, reconciler: Reconciler, housekeeping: Housekeeping) -> None:
         self.reconciler = reconciler
+        self.housekeeping = housekeeping
+        self._view_pacer: Pacer[tuple[str, str]] = Pacer(VIEW_WRITE_INTERVAL_SECONDS)
+        #: The resync due of each kind (:meth:`relisted`).
+        self._resyncs: dict[str, asyncio.Task[None]] = {}
         #: Views whose status is to be refreshed (by :meth:`refresh_loop`).
         self._stale_views: set[tuple[str, str]] = set()
         self._stale_lock = threading.Lock()
@@ -75,30 +89,22 @@ class Scheduler:
 
         loop.call_soon_threadsafe(schedule)
 
-    async def in_pool(self, call: Callable[..., None], *args: Any) -> None:
-        """Run ``call(*args)`` on the reconcile threads."""
-        await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
+    async def in_pool(self, call: Callable[..., T], *args: Any) -> T:
+        """Run ``call(*args)`` on the reconcile threads; returns what it returns."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
 
-    async def reconcile(self, namespace: str, name: str, body: Any = None) -> None:
+    async def reconcile(self, namespace: str, name: str) -> None:
         """Reconcile the ModelVersion on the reconcile threads; one that failed on an API call
         (logged by the reconciler) runs again in ``RETRY_SECONDS``."""
         try:
-            await self.in_pool(self.reconciler.reconcile_modelversion, namespace, name, body)
+            await self.in_pool(self.reconciler.reconcile_modelversion, namespace, name)
         except kube_mod.KubeError:
             self.requeue_after(namespace, name, RETRY_SECONDS)
 
     async def reconcile_view_modelversions(self, namespace: str, view: str) -> None:
         """Reconcile every ModelVersion that names ``view`` (its spec changed, or it appeared
-        or went away); a failed listing is logged, and the View's next event tries again."""
-        loop = asyncio.get_running_loop()
-        try:
-            names = await loop.run_in_executor(
-                self.executor, self.reconciler.modelversions_of_view, namespace, view
-            )
-        except kube_mod.KubeError as exc:
-            log.warning("ModelVersions of View %s/%s: %s", namespace, view, exc)
-            return
-        for name in names:
+        or went away)."""
+        for name in self.housekeeping.modelversions_of_view(namespace, view):
             await self.reconcile(namespace, name)
 
     async def reconcile_soon(self, namespace: str, name: str) -> None:
@@ -146,8 +152,12 @@ class Scheduler:
         while True:
             await asyncio.sleep(VIEW_REFRESH_SECONDS)
             for namespace, name in self.take_stale_views():
+                if self._view_pacer.hold((namespace, name)) is not None:
+                    self.view_stale(namespace, name)  # its turn comes
+                    continue
                 try:
-                    await self.in_pool(reconciler.reconcile_view, namespace, name)
+                    if await self.in_pool(self.housekeeping.reconcile_view, namespace, name):
+                        self._view_pacer.wrote((namespace, name))
                 except kube_mod.KubeError as exc:
                     log.warning("View %s/%s: %s", namespace, name, exc)
                     self.view_stale(namespace, name)
@@ -159,6 +169,27 @@ class Scheduler:
                 with contextlib.suppress(ValueError):
                     await self.reconcile(namespace, name)
 
+    def relisted(self, kind: str) -> None:
+        """kopf lists ``kind`` again (its watch's resourceVersion expired): in
+        ``RESYNC_DELAY_SECONDS``, list it once and forget what was deleted meanwhile (one
+        resync for every relisted object of the kind). A failed list is logged and retried.
+        Called on the event loop."""
+        if kind not in self._resyncs:
+            self._resyncs[kind] = asyncio.get_running_loop().create_task(self._resync(kind))
+
+    async def _resync(self, kind: str) -> None:
+        try:
+            await asyncio.sleep(RESYNC_DELAY_SECONDS)
+            while True:
+                try:
+                    await self.in_pool(self.housekeeping.resync, kind)
+                    return
+                except kube_mod.KubeError as exc:
+                    log.warning("resync of the %s cache: %s", kind, exc)
+                    await asyncio.sleep(RETRY_SECONDS)
+        finally:
+            self._resyncs.pop(kind, None)
+
     async def pushgateway_loop(self) -> None:
         """Sweep the trainers' Pushgateway groups every ``pushgateway_sweep_seconds`` (no-op
         without a Pushgateway); failures are logged and the next round tries again."""
@@ -169,10 +200,13 @@ class Scheduler:
         while True:
             await asyncio.sleep(settings.pushgateway_sweep_seconds)
             try:
-                await loop.run_in_executor(self.executor, self.reconciler.sweep_pushgateway)
+                await loop.run_in_executor(self.executor, self.housekeeping.sweep_pushgateway)
             except (kube_mod.KubeError, OSError, ValueError) as exc:
                 log.warning("Pushgateway sweep: %s", exc)
 
     def close(self) -> None:
-        """Stop the reconcile threads; reconciles not started yet are dropped."""
+        """Stop the reconcile threads; reconciles not started yet and resyncs due are
+        dropped."""
+        for task in list(self._resyncs.values()):
+            task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -210,6 +210,15 @@ class OperatorSettings(BaseSettings):
             "(a stuck call); more than api_attempts x (connect + read timeout) plus backoff."
         ),
     )
+    status_write_interval_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "Least seconds between two status patches of one ModelVersion: the reports and "
+            "observations of a shorter while are merged into one patch (the newest wins); an "
+            "outcome and a failed gang attempt are written at once. 0: every change at once."
+        ),
+    )
     shutdown_timeout_seconds: float = Field(
         default=20.0,
         gt=0,

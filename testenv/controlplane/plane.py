@@ -9,6 +9,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +22,11 @@ from testenv.controlplane.processes import (
     STOP_TIMEOUT_S,
     Component,
     ControlPlaneError,
+    die_with_parent,
+    https_ok,
     stop_pids,
     tail,
+    wait_until,
 )
 
 #: Audience our own components (operator, trainer) request tokens for; the API server accepts it.
@@ -208,6 +212,38 @@ class ControlPlane:
                 shutil.rmtree(self.state_dir / sub, ignore_errors=True)
             for kubeconfig in self.state_dir.glob("kubeconfig*"):
                 kubeconfig.unlink(missing_ok=True)
+
+    def restart_apiserver(self, down_seconds: float = 2.0, timeout: float = 60.0) -> None:
+        """Stop the kube-apiserver process (SIGTERM, as a rolling upgrade does), leave it
+        down ``down_seconds``, and start it again with the same command line and log; returns
+        once its ``/readyz`` answers. Every client's connections break; etcd keeps the data.
+
+        Raises:
+            ControlPlaneError: it did not come back within ``timeout`` seconds.
+        """
+        component = next(c for c in self.components if c.name == "kube-apiserver")
+        stop_pids(
+            {component.name: self.pids()[component.name]}, {component.name: component.argv[0]}
+        )
+        if component.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                component.process.wait(timeout=STOP_TIMEOUT_S)
+        time.sleep(down_seconds)
+        with component.log_path.open("ab") as log:
+            component.process = subprocess.Popen(
+                component.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_dir,
+                preexec_fn=die_with_parent,  # noqa: PLW1509
+            )
+        wait_until(
+            "kube-apiserver /readyz after its restart",
+            lambda: https_ok(f"{self.server}/readyz", self.ssl_context()),
+            time.monotonic() + timeout,
+            self.components,
+        )
 
     def log_tails(self) -> str:
         """Last lines of each component's log, for failure messages."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from testenv.scale.recorder import JobRecord, Recorder
@@ -59,6 +59,7 @@ class Figures:
     apply_to_job: list[float]
     slot_to_job: list[float]
     all_status_seconds: float
+    status_lag: list[float]
     all_finished_seconds: float
     max_active: int
     jobs: int
@@ -90,10 +91,37 @@ def figures(
         apply_to_job=apply_to_job,
         slot_to_job=slot_to_job,
         all_status_seconds=(max(status_at) - apply_started) if status_at else float("nan"),
+        status_lag=[
+            at - recorder.mv_seen[name]
+            for name, at in recorder.mv_status_at.items()
+            if name in recorder.mv_seen
+        ],
         all_finished_seconds=(max(outcome_at) - apply_started) if outcome_at else float("nan"),
         max_active=recorder.max_active,
         jobs=len(recorder.jobs),
     )
+
+
+def exact_position_patches(recorder: Recorder) -> int:
+    """Status patches that exact queue positions would have cost: at each admission (a Job
+    created), every ModelVersion still waiting without a Job moves up by one and would need
+    its status rewritten."""
+    created = sorted(recorder.mv_seen.values())
+    admissions = sorted(job.seen for job in recorder.jobs)
+    total = 0
+    for k, at in enumerate(admissions):
+        total += max(0, sum(1 for seen in created if seen <= at) - (k + 1))
+    return total
+
+
+#: Verbs that read and that write.
+READS = frozenset({"get", "list"})
+
+
+def split_requests(requests: dict[tuple[str, str], float]) -> tuple[float, float]:
+    """(reads, writes) of ``{(verb, resource): count}``."""
+    reads = sum(n for (verb, _), n in requests.items() if verb in READS)
+    return reads, sum(requests.values()) - reads
 
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
@@ -118,3 +146,10 @@ def iter_lines(table: list[tuple[str, str]]) -> Iterator[str]:
     yield f"{'-' * width}  {'-' * 24}"
     for key, value in table:
         yield f"{key.ljust(width)}  {value}"
+
+
+def iter_columns(table: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> Iterator[str]:
+    """A table of any number of columns, aligned."""
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *table]:
+        yield "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))

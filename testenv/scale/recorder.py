@@ -116,14 +116,20 @@ class Recorder:
             parts.hostname, parts.port, context=context, timeout=_WATCH_SECONDS + 15
         )
 
-    def _get(self, path: str) -> Any:
-        conn = self._connection()
-        try:
-            conn.request("GET", path, headers={"Accept": "application/json"})
-            response = conn.getresponse()
-            raw = response.read()
-        finally:
-            conn.close()
+    def _get(self, path: str, tries: int = 30) -> Any:
+        """GET ``path``; a 429 (the API server's watch cache of a new CRD still
+        initialising: "storage is (re)initializing") is tried again a second later."""
+        for _ in range(tries):
+            conn = self._connection()
+            try:
+                conn.request("GET", path, headers={"Accept": "application/json"})
+                response = conn.getresponse()
+                raw = response.read()
+            finally:
+                conn.close()
+            if response.status != 429:
+                break
+            time.sleep(1.0)
         if response.status != 200:
             raise RuntimeError(f"GET {path}: {response.status} {raw[:200]!r}")
         return json.loads(raw)

@@ -23,8 +23,14 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
         ("kubevision.dev", "views", "get"),
         ("kubevision.dev", "modelversions", "get"),
     },
-    "list_namespaced_custom_object": {("kubevision.dev", "modelversions", "list")},
-    "list_cluster_custom_object": {("kubevision.dev", "modelversions", "list")},
+    "list_namespaced_custom_object": {
+        ("kubevision.dev", "views", "list"),
+        ("kubevision.dev", "modelversions", "list"),
+    },
+    "list_cluster_custom_object": {
+        ("kubevision.dev", "views", "list"),
+        ("kubevision.dev", "modelversions", "list"),
+    },
     "patch_namespaced_custom_object_status": {
         ("kubevision.dev", "views/status", "patch"),
         ("kubevision.dev", "modelversions/status", "patch"),
@@ -37,6 +43,7 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
     "list_namespaced_job": {("batch", "jobs", "list")},
     "list_job_for_all_namespaces": {("batch", "jobs", "list")},
     "list_namespaced_pod": {("", "pods", "list")},
+    "list_pod_for_all_namespaces": {("", "pods", "list")},
     "read_namespaced_pod": {("", "pods", "get")},
     "create_namespaced_config_map": {("", "configmaps", "create")},
     # A multi-Pod training's headless Service; not watched, so neither listed nor watched.
@@ -153,8 +160,6 @@ def test_namespaced_rbac(helm: Helm, tmp_path: Path, watched: list[str]) -> None
         ("authentication.k8s.io", "tokenreviews", "create"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
-        # reconcile.Reconciler.seed lists ModelVersions cluster-wide (docs/helm.md, RBAC).
-        ("kubevision.dev", "modelversions", "list"),
         *KOPF_NAMESPACED,
     }
     per_namespace = grants(roles[f"{watched[0]}/kv-kubevision"]["rules"])

@@ -132,7 +132,9 @@ def test_operator_killed_mid_training_and_restarted(e2e: h.E2E, node_agent: Any)
     prefix = "runs/crash-e2e"
     watcher = h.Watcher(e2e, "crash-e2e")
     pods = h.PodEvents(e2e)
-    with e2e.operator() as operator:
+    # Status patches as the reports come (not merged over 5 s): the operator is killed at the
+    # first batch the status shows, with most of the training still to come.
+    with e2e.operator(KUBEVISION_STATUS_WRITE_INTERVAL_SECONDS="0") as operator:
         e2e.apply(e2e.secret(), h.view("digits", dataset), mv)
         before = watcher.until("the first training batch", h.training_running, timeout=600)
         job = e2e.jobs()[0]

@@ -91,6 +91,13 @@ def _healthz(operator: Operator) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def _accepted(operator: Operator) -> float:
+    """Trainer reports the operator took so far."""
+    text = operator.metrics_text()
+    prefix = 'kubevision_operator_status_reports_total{result="accepted"} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
 def _start(cp: ControlPlane, tmp_path: Path, env: dict[str, str]) -> Operator:
     operator = Operator(cp, tmp_path, env)
     operator.start()
@@ -154,7 +161,8 @@ def test_a_blackholed_connection_does_not_wedge_the_operator(
 def test_healthz_fails_while_a_reconcile_is_stuck_and_sigterm_still_stops(
     crds: ControlPlane, namespace: str, node_agent: Any, tmp_path: Path
 ) -> None:
-    """A stall bound of 2 s under a read timeout of 20 s: the stuck reconcile shows in
+    """A stall bound of 2 s under read and connect timeouts of 20 and 10 s, and a partition
+    between the operator and the API server: the stuck reconcile shows in
     ``/healthz`` and in the in-flight gauge until its call times out; SIGTERM during a
     stall stops the process within the shutdown timeout."""
     node_agent(pods=5, cpu="16", memory="64Gi")
@@ -164,6 +172,9 @@ def test_healthz_fails_while_a_reconcile_is_stuck_and_sigterm_still_stops(
         env = _env(
             kubeconfig,
             KUBEVISION_API_READ_TIMEOUT_SECONDS="20",
+            # A request on a new connection through the partition hangs in its TLS handshake,
+            # which the connect timeout bounds.
+            KUBEVISION_API_CONNECT_TIMEOUT_SECONDS="10",
             KUBEVISION_API_ATTEMPTS="1",
             KUBEVISION_RECONCILE_STALL_SECONDS="2",
             KUBEVISION_SHUTDOWN_TIMEOUT_SECONDS="3",
@@ -172,18 +183,30 @@ def test_healthz_fails_while_a_reconcile_is_stuck_and_sigterm_still_stops(
         try:
             _apply_modelversions(crds, namespace, ["first"])
             wait_for("the first Job", lambda: _job_of(crds, namespace, "first"), 60)
+            # Once a report was taken, the trainer's token is known (TokenReview results are
+            # cached): the next report goes straight to a reconcile, whose status patch hangs.
+            wait_for("a report of the first trainer", lambda: _accepted(operator) >= 1, 60)
             assert _healthz(operator) == (200, "ok")
+            # A partition: open connections and new ones alike hang.
             proxy.blackhole()
-            # The stub's next report makes a reconcile, whose first call hangs.
+            proxy.partition()
             stuck = wait_for("/healthz to fail", lambda: _healthz(operator)[0] == 503, 60)
             assert stuck
             status, text = _healthz(operator)
             assert status == 503 and f"ModelVersion {namespace}/first" in text, text
             gauges = operator.metrics_text()
             assert "kubevision_operator_reconciles_in_flight 1.0" in gauges
-            # The call times out and /healthz recovers.
+            # The partition ends; the hung call times out and /healthz recovers.
+            proxy.partition(on=False)
             wait_for("/healthz to recover", lambda: _healthz(operator)[0] == 200, 40)
+            # The first stub is done by now: a second one reports meanwhile. (The operator
+            # reads from its watches: only a write, here a status patch, can hang.)
+            taken = _accepted(operator)
+            _apply_modelversions(crds, namespace, ["second"])
+            wait_for("the second Job", lambda: _job_of(crds, namespace, "second"), 60)
+            wait_for("a report of the second", lambda: _accepted(operator) > taken, 60)
             proxy.blackhole()
+            proxy.partition()
             wait_for("a stall again", lambda: _healthz(operator)[0] == 503, 60)
             assert operator.process is not None
             started = time.monotonic()

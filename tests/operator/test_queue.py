@@ -79,19 +79,28 @@ def test_register_keeps_what_is_known() -> None:
     assert queue.waiting() == [("ns", "b")]
 
 
-def test_moved_names_the_positions_gone_stale() -> None:
+def test_moved_names_the_positions_that_halved() -> None:
     queue = Queue(1)
-    for name in ("a", "b", "c"):
-        queue.update(entry(name))
-    assert [queue.position(("ns", n)) for n in ("a", "b", "c")] == [None, 1, 2]
+    names = [f"m{i}" for i in range(6)]
+    for name in names:
+        queue.update(entry(name, created=f"2026-01-01T00:00:0{name[1]}Z"))
+    assert [queue.position(("ns", n)) for n in names] == [None, 1, 2, 3, 4, 5]
     assert queue.moved() == []
-    queue.update(entry("a", admitted=True, finished=True))
-    # "b" may run now (next_admissible); "c" moved from 2 to 1.
-    assert queue.next_admissible() == [("ns", "b")]
-    assert queue.moved() == [("ns", "c")]
-    assert queue.position(("ns", "c")) == 1
+    queue.update(entry("m0", admitted=True, finished=True))
+    # "m1" may run now (next_admissible); each other moved up by one: only "m2" (2 -> 1)
+    # halved its position.
+    assert queue.next_admissible() == [("ns", "m1")]
+    assert queue.table() == {("ns", n): i for i, n in enumerate(names[2:], 1)}
+    assert queue.moved() == [("ns", "m2")]
+    assert queue.position(("ns", "m2")) == 1
     assert queue.moved() == []
-    queue.remove(("ns", "c"))
+    for gone in ("m1", "m2"):
+        queue.update(entry(gone, admitted=True, finished=True))
+    # The place is free again: "m3" (told 3) may run; "m4" (4 -> 1) and "m5" (5 -> 2) halved.
+    assert queue.table() == {("ns", "m4"): 1, ("ns", "m5"): 2}
+    assert queue.moved() == [("ns", "m4"), ("ns", "m5")]
+    queue.remove(("ns", "m4"))
+    queue.remove(("ns", "m5"))
     assert queue.moved() == []
 
 
