@@ -37,7 +37,7 @@ from pathlib import Path
 
 from testenv import controlplane
 from testenv.nodeagent import NodeAgent
-from testenv.operator_helpers import Operator, apply
+from testenv.operator_helpers import Operator, apply, install_crds
 from testenv.scale import figures, workload
 from testenv.scale.recorder import Recorder
 
@@ -96,11 +96,7 @@ def run(count: int, limit: int, state: Path, source: Path | None = None) -> list
     agent: NodeAgent | None = None
     operator: Operator | None = None
     try:
-        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        for crd in ("views", "modelversions"):
-            cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.kubevision.dev")
-        for namespace in ("kubevision", NAMESPACE):
-            cp.kubectl("create", "namespace", namespace)
+        install_crds(cp, NAMESPACE)
         agent = NodeAgent(
             cp,
             name="scale-node",

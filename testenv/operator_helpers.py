@@ -24,6 +24,19 @@ ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
+def install_crds(cp: ControlPlane, *namespaces: str) -> ControlPlane:
+    """kubevision's CRDs applied (server-side) and Established, the operator's namespace
+    ``kubevision`` and ``namespaces`` created (those that exist are kept); returns ``cp``."""
+    cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    for name in ("views", "modelversions"):
+        cp.kubectl(
+            "wait", "--for=condition=Established", f"crd/{name}.kubevision.dev", "--timeout=60s"
+        )
+    for name in ("kubevision", *namespaces):
+        cp.kubectl("create", "namespace", name, check=False)
+    return cp
+
+
 def apply(cp: ControlPlane, *manifests: dict[str, Any] | Path, namespace: str) -> None:
     """``kubectl apply --server-side`` of dicts or files."""
     for manifest in manifests:

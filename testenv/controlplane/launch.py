@@ -12,7 +12,6 @@ import functools
 import json
 import shutil
 import ssl
-import subprocess
 import time
 from pathlib import Path
 
@@ -31,9 +30,9 @@ from testenv.controlplane.plane import (
 from testenv.controlplane.processes import (
     Component,
     ControlPlaneError,
-    die_with_parent,
     https_ok,
     log,
+    spawn,
     wait_until,
 )
 from testenv.ports import free_ports
@@ -247,16 +246,7 @@ def _start_once(
     deadline = time.monotonic() + ready_timeout
 
     def launch(component: Component) -> None:
-        with component.log_path.open("ab") as log:
-            component.process = subprocess.Popen(
-                component.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=state_dir,
-                start_new_session=detach,
-                preexec_fn=None if detach else die_with_parent,  # noqa: PLW1509
-            )
+        spawn(component, state_dir, detach=detach)
         plane.components.append(component)
         _write_pids(state_dir, plane)
 

@@ -22,8 +22,8 @@ from testenv.controlplane.processes import (
     STOP_TIMEOUT_S,
     Component,
     ControlPlaneError,
-    die_with_parent,
     https_ok,
+    spawn,
     stop_pids,
     tail,
     wait_until,
@@ -229,15 +229,7 @@ class ControlPlane:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 component.process.wait(timeout=STOP_TIMEOUT_S)
         time.sleep(down_seconds)
-        with component.log_path.open("ab") as log:
-            component.process = subprocess.Popen(
-                component.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.state_dir,
-                preexec_fn=die_with_parent,  # noqa: PLW1509
-            )
+        spawn(component, self.state_dir)
         wait_until(
             "kube-apiserver /readyz after its restart",
             lambda: https_ok(f"{self.server}/readyz", self.ssl_context()),

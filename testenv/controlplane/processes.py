@@ -57,6 +57,21 @@ class Component:
     process: subprocess.Popen[bytes] | None = None
 
 
+def spawn(component: Component, cwd: Path, *, detach: bool = False) -> None:
+    """Start ``component``'s process, its output appended to its log: in a session of its own
+    with ``detach`` (it outlives this process), otherwise killed with this process."""
+    with component.log_path.open("ab") as log:
+        component.process = subprocess.Popen(
+            component.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=detach,
+            preexec_fn=None if detach else die_with_parent,  # noqa: PLW1509
+        )
+
+
 def tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     """The last ``lines`` lines of a log file, for error messages."""
     try:

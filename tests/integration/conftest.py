@@ -30,6 +30,7 @@ import pytest
 
 from testenv.controlplane import ControlPlane
 from testenv.fixtures import control_plane, node_agent  # noqa: F401  (fixtures)
+from testenv.operator_helpers import install_crds
 from tests.integration import services
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,13 +158,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def crds(control_plane: ControlPlane) -> ControlPlane:  # noqa: F811
     """The control plane with kubevision's CRDs installed and the ``kubevision`` namespace."""
-    control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    for name in ("views", "modelversions"):
-        control_plane.kubectl(
-            "wait", "--for=condition=Established", f"crd/{name}.kubevision.dev", "--timeout=60s"
-        )
-    control_plane.kubectl("create", "namespace", "kubevision", check=False)
-    return control_plane
+    return install_crds(control_plane)
 
 
 @pytest.fixture

@@ -32,13 +32,20 @@ from kubevision_operator.settings import OperatorSettings
 from testenv import controlplane
 from testenv.controlplane import ControlPlane
 from testenv.nodeagent import NodeAgent
-from testenv.operator_helpers import Operator, apply, condition, get, mv_path, wait_for
+from testenv.operator_helpers import (
+    Operator,
+    apply,
+    condition,
+    get,
+    install_crds,
+    mv_path,
+    wait_for,
+)
 from testenv.scale import figures, stub_trainer, workload
 from testenv.scale.recorder import Recorder
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 5
 WAITING = 100
 WATCH_SERVER_TIMEOUT_S = 10
@@ -136,11 +143,7 @@ def test_caches_resynchronise_after_the_api_server_restarts(tmp_path: Path) -> N
     operator: Operator | None = None
     namespace = "restart"
     try:
-        cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        for crd in ("views", "modelversions"):
-            cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.kubevision.dev")
-        for name in ("kubevision", namespace):
-            cp.kubectl("create", "namespace", name)
+        install_crds(cp, namespace)
         agent = NodeAgent(
             cp, name="restart-node", pods=10, cpu="16", memory="64Gi", workdir=tmp_path / "node"
         ).start()
