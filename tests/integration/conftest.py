@@ -33,8 +33,6 @@ from testenv.fixtures import control_plane, node_agent  # noqa: F401  (fixtures)
 from testenv.operator_helpers import install_crds
 from tests.integration import services
 
-REPO = Path(__file__).resolve().parents[2]
-
 STARTUP_TIMES: dict[str, float] = {}
 
 
