@@ -94,8 +94,8 @@ def stalled_reconcile(
         "KubevisionOperatorReconcileStalled",
         {"job": job, "namespace": "kubevision", **extra},
         f"A ModelVersion reconcile of {job} ran {ran} within the last {window} (limit "
-        f"{limit} s): /healthz failed and the liveness probe restarts the operator. Its log "
-        "names the ModelVersion.",
+        f"{limit} s): /healthz failed (its answer names the ModelVersion) and the liveness "
+        "probe restarts the operator.",
         "A kubevision reconcile ran past its stall limit.",
     )
 
