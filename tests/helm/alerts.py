@@ -23,6 +23,17 @@ from tests.integration import services
 PROMTOOL_BINARY = "/usr/bin/promtool"
 #: The default values.yaml's metrics.prometheusRule.runbookURL.
 RUNBOOK = "https://github.com/kubevision/kubevision/blob/main/docs/helm.md"
+#: Every alert the chart ships (with a Pushgateway and an operator replica).
+ALERTS = frozenset(
+    {
+        "KubevisionOperatorDown",
+        "KubevisionOperatorReconcileStalled",
+        "KubevisionOperatorWatchSilent",
+        "KubevisionModelVersionFailed",
+        "KubevisionTrainingStalled",
+        "KubevisionPushgatewayGroupStale",
+    }
+)
 #: One failed expectation in promtool's report: its test group, alert and evaluation time.
 FAILURE = re.compile(
     r"name: (?P<name>[^,\n]+),\s*alertname: (?P<alert>\w+), time: (?P<at>[^,\s]+),"

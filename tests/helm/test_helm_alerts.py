@@ -13,20 +13,12 @@ import pytest
 from tests.helm import alerts, dashboards, helm_tool
 from tests.helm.alert_cases import DEFAULT, TUNED_CASES
 from tests.helm.alert_series import MONITORED, TUNED
-from tests.helm.alerts import Case
+from tests.helm.alerts import ALERTS, Case
 from tests.helm.helm_tool import Obj
 
 PROFILES: dict[str, tuple[Obj, list[Case]]] = {
     "defaults": (MONITORED, DEFAULT),
     "tuned": (TUNED, TUNED_CASES),
-}
-ALERTS = {
-    "KubevisionOperatorDown",
-    "KubevisionOperatorReconcileStalled",
-    "KubevisionOperatorWatchSilent",
-    "KubevisionModelVersionFailed",
-    "KubevisionTrainingStalled",
-    "KubevisionPushgatewayGroupStale",
 }
 
 

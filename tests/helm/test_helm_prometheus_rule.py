@@ -10,19 +10,11 @@ import re
 from pathlib import Path
 
 from tests.helm.alert_series import MONITORED
-from tests.helm.alerts import RUNBOOK, rules_by_alert
+from tests.helm.alerts import ALERTS, RUNBOOK, rules_by_alert
 from tests.helm.helm_tool import CHART, Helm, Obj, by_kind, one
 
 DOCS = CHART.parents[1] / "docs" / "helm.md"
 JOB_MATCHER = re.compile(r'\bjob="([^"]*)"')
-ALL_ALERTS = {
-    "KubevisionOperatorDown",
-    "KubevisionOperatorReconcileStalled",
-    "KubevisionOperatorWatchSilent",
-    "KubevisionModelVersionFailed",
-    "KubevisionTrainingStalled",
-    "KubevisionPushgatewayGroupStale",
-}
 #: The trainer's Pushgateway job (kubevision_trainer.report.prometheus.JOB), not the operator's.
 TRAINER_JOB = "kubevision-trainer"
 
@@ -58,7 +50,7 @@ def test_rendered_only_when_enabled(helm: Helm, tmp_path: Path) -> None:
         "kubevision.operator",
         "kubevision.trainings",
     ]
-    assert set(rules_by_alert(rule["spec"]["groups"])) == ALL_ALERTS
+    assert set(rules_by_alert(rule["spec"]["groups"])) == ALERTS
 
 
 def test_namespace_and_labels(helm: Helm, tmp_path: Path) -> None:
@@ -76,7 +68,7 @@ def test_each_alert_has_severity_annotations_and_its_runbook(helm: Helm, tmp_pat
     values = with_rule(additionalLabels={"team": "vision"})
     rules = alerts_of(helm.template(values, tmp_path=tmp_path))
     headings = set(re.findall(r"^### (\w+)$", DOCS.read_text(), flags=re.MULTILINE))
-    assert headings >= ALL_ALERTS, ALL_ALERTS - headings
+    assert headings >= ALERTS, ALERTS - headings
     for name, rule in rules.items():
         assert rule["labels"] == {
             "severity": "critical" if name == "KubevisionOperatorDown" else "warning",
@@ -99,10 +91,10 @@ def test_alerts_follow_what_is_installed(helm: Helm, tmp_path: Path) -> None:
     down (the other alerts stay: they need series, which then are absent)."""
     without_gateway = {"metrics": {**MONITORED["metrics"], "pushgatewayURL": ""}}
     rules = alerts_of(helm.template(without_gateway, tmp_path=tmp_path))
-    assert set(rules) == ALL_ALERTS - {"KubevisionPushgatewayGroupStale"}
+    assert set(rules) == ALERTS - {"KubevisionPushgatewayGroupStale"}
     scaled = {**MONITORED, "operator": {"replicas": 0}}
     rules = alerts_of(helm.template(scaled, tmp_path=tmp_path))
-    assert set(rules) == ALL_ALERTS - {"KubevisionOperatorDown"}
+    assert set(rules) == ALERTS - {"KubevisionOperatorDown"}
 
 
 def test_operator_series_are_selected_by_the_service_monitor_s_job(
