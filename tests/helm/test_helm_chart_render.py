@@ -73,6 +73,13 @@ MATRIX: dict[str, Obj] = {
     "full": FULL,
     "namespaced": {"watchNamespaces": ["vision"]},
     "monitors": {"metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}},
+    "alerts": {
+        "metrics": {
+            "pushgatewayURL": "http://pushgateway.monitoring.svc:9091",
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True, "namespace": "monitoring", "labels": {"r": "p"}},
+        }
+    },
     "scaled-to-zero": {"operator": {"replicas": 0}},
     "no-rbac-existing-sa": {
         "rbac": {"create": False},

@@ -73,6 +73,40 @@ CASES = [
         ("pattern",),
     ),
     Bad(
+        "alert-for-in-words",
+        {"metrics": {"prometheusRule": {"alerts": {"operatorDown": {"for": "5 minutes"}}}}},
+        "metrics.prometheusRule.alerts.operatorDown.for",
+        ("pattern",),
+    ),
+    Bad(
+        "alert-window-zero",
+        {"metrics": {"prometheusRule": {"alerts": {"trainingStalled": {"window": "0m"}}}}},
+        "metrics.prometheusRule.alerts.trainingStalled.window",
+        ("not",),
+    ),
+    Bad(
+        "alert-typo",
+        {"metrics": {"prometheusRule": {"alerts": {"operatorDwn": {"for": "5m"}}}}},
+        "metrics.prometheusRule.alerts",
+        ("operatordwn",),
+    ),
+    Bad(
+        "alert-label-name",
+        {"metrics": {"prometheusRule": {"additionalLabels": {"on-call": "team-a"}}}},
+        "metrics.prometheusRule.additionalLabels",
+        ("on-call",),
+    ),
+    Bad(
+        "alert-negative-margin",
+        {
+            "metrics": {
+                "prometheusRule": {"alerts": {"pushgatewayGroupStale": {"marginSeconds": -1}}}
+            }
+        },
+        "metrics.prometheusRule.alerts.pushgatewayGroupStale.marginSeconds",
+        ("0",),
+    ),
+    Bad(
         "extra-env-name",
         {"operator": {"extraEnv": {"PATH": "/bin"}}},
         "operator.extraEnv",
@@ -97,6 +131,12 @@ TEMPLATE_CASES = [
         "podmonitor-without-port",
         {"trainer": {"metricsPort": 0}, "metrics": {"podMonitor": {"enabled": True}}},
         "metrics.podMonitor.enabled needs trainer.metricsPort > 0",
+    ),
+    (
+        "rule-without-operator-scrape",
+        {"metrics": {"prometheusRule": {"enabled": True}}},
+        "metrics.prometheusRule.enabled needs metrics.serviceMonitor.enabled, or "
+        "metrics.prometheusRule.operatorJob",
     ),
     (
         "existing-sa-without-name",

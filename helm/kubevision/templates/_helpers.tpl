@@ -77,4 +77,8 @@ app.kubernetes.io/part-of: kubevision
 {{- if and .Values.metrics.podMonitor.enabled (eq (int .Values.trainer.metricsPort) 0) -}}
 {{- fail "metrics.podMonitor.enabled needs trainer.metricsPort > 0 (the trainer's \"metrics\" port)" -}}
 {{- end -}}
+{{- $rule := .Values.metrics.prometheusRule -}}
+{{- if and $rule.enabled (not .Values.metrics.serviceMonitor.enabled) (not $rule.operatorJob) -}}
+{{- fail "metrics.prometheusRule.enabled needs metrics.serviceMonitor.enabled, or metrics.prometheusRule.operatorJob (the job label of the operator's series where something else scrapes it)" -}}
+{{- end -}}
 {{- end -}}
