@@ -64,9 +64,10 @@ class Housekeeping:
             if view_of(obj) == view
         ]
 
-    def reconcile_view(self, namespace: str, name: str) -> bool:
+    def reconcile_view(self, namespace: str, name: str, *, phases_only: bool = False) -> bool:
         """The View's model id, concept count and models library; returns whether its status
-        was patched.
+        was patched. With ``phases_only``, only a change beyond the library's figures (a
+        ModelVersion's phase, a model, a condition) is written; best metrics wait.
 
         Raises:
             KubeError: the status patch failed.
@@ -86,7 +87,9 @@ class Housekeeping:
             previous = view.status
             old_wire = previous.wire() if previous is not None else {}
             written = None
-            if new.wire() != old_wire:
+            if new.wire() != old_wire and not (
+                phases_only and _without_figures(new.wire()) == _without_figures(old_wire)
+            ):
                 written = self.kube.patch_status(
                     "views", namespace, name, merge_patch(old_wire, new.wire())
                 )
@@ -186,3 +189,18 @@ class Housekeeping:
             ]
         for owner in owners:
             reconciler.requeue(namespace, owner, 0.0)
+
+
+def _without_figures(wire: Obj) -> Obj:
+    """A View status without its library's figures (best metric, evaluation)."""
+    models = [
+        {
+            **model,
+            "modelVersions": [
+                {k: v for k, v in mv.items() if k not in ("best", "indicator", "value")}
+                for mv in model.get("modelVersions") or []
+            ],
+        }
+        for model in wire.get("models") or []
+    ]
+    return {**wire, "models": models}

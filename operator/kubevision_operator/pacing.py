@@ -37,18 +37,21 @@ class Pacer(Generic[K]):
         self._due: dict[K, float] = {}
         self._lock = threading.Lock()
 
-    def hold(self, key: K) -> float | None:
+    def hold(self, key: K, interval: float | None = None) -> float | None:
         """Whether a write of ``key`` must wait: None when it may go now; otherwise the
         seconds until it may, or 0.0 when a held write is due already (its reconcile has been
-        asked for: the caller need not ask again)."""
+        asked for: the caller need not ask again). ``interval`` replaces the pacer's for this
+        write (a write of less worth may wait longer)."""
         now = self._clock()
+        interval = self.interval if interval is None else interval
         with self._lock:
             last = self._written.get(key)
-            if last is None or now - last >= self.interval:
+            if last is None or now - last >= interval:
                 return None
-            if key in self._due:
+            due = last + interval
+            asked = self._due.get(key)
+            if asked is not None and now < asked <= due:
                 return 0.0
-            due = last + self.interval
             self._due[key] = due
             return due - now
 

@@ -51,6 +51,14 @@ WARNING_SITUATIONS = frozenset({observe.Situation.RETRYING})
 RESTART_POLL_SECONDS = 5.0
 #: Seconds before a reconcile asked for before the caches were synced runs again.
 UNSYNCED_RETRY_SECONDS = 1.0
+#: Status patches of one ModelVersion that change nothing but its progress within an epoch
+#: (the trainer reports it every 5 s) wait this many times
+#: ``settings.status_write_interval_seconds`` (30 s by default); a step, an epoch, a
+#: condition waits for the interval only. Without it a long epoch cost a patch per trainer
+#: report, and one training's cost grew with its duration.
+PROGRESS_WRITE_FACTOR = 6.0
+#: The status fields a trainer's progress report changes within an epoch.
+PROGRESS_FIELDS = frozenset({"progress", "lastReport"})
 
 
 def _now() -> datetime:
@@ -218,7 +226,7 @@ class Reconciler:
                 if patched is not None:
                     cache.jobs.put(patched)
                     job = patched
-        pods = cache.pods.by_label(namespace, job_name) if job is not None else []
+        pods = _pods_of(job, cache.pods.by_label(namespace, job_name)) if job is not None else []
         report_pod, report = self.reports.latest(namespace, name)
         observation = observe.observe(
             job,
@@ -286,7 +294,14 @@ class Reconciler:
         meta = obj["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         if not urgent:
-            wait = self.pacer.hold((namespace, name))
+            changed = {
+                k for k in new_wire.keys() | old_wire.keys() if new_wire.get(k) != old_wire.get(k)
+            }
+            progress_only = changed <= PROGRESS_FIELDS
+            wait = self.pacer.hold(
+                (namespace, name),
+                self.pacer.interval * PROGRESS_WRITE_FACTOR if progress_only else None,
+            )
             if wait is not None:
                 if wait > 0:
                     self.requeue(namespace, name, wait)
@@ -371,3 +386,14 @@ class Reconciler:
             _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
         self.kube.post_event(body)
+
+
+def _pods_of(job: Obj, pods: list[Obj]) -> list[Obj]:
+    """The Pods ``job`` owns (by uid): a gang's next Job has the same name, and the Pods of
+    the one before may still be in the cache (the Pod and Job watches are not ordered)."""
+    uid = job["metadata"].get("uid")
+    return [
+        pod
+        for pod in pods
+        if any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or [])
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -27,10 +28,11 @@ T = TypeVar("T")
 #: Seconds between two looks at the Views marked stale. ModelVersion events only mark their
 #: View stale (reconciling it on every event made N ModelVersions cost N² reads).
 VIEW_REFRESH_SECONDS = 1.0
-#: Least seconds between two status patches of one View (the first goes at once). Its models
-#: library holds every ModelVersion's phase and best metric, which change with every epoch
-#: of every training: one training alone made 8 View patches in a minute at 5 s.
-VIEW_WRITE_INTERVAL_SECONDS = 15.0
+#: Least seconds between two status patches of one View whose library's figures alone
+#: changed (its first patch and a phase change go at once). Its models library holds every
+#: ModelVersion's best metric, which changes with every epoch of every training: one
+#: training alone made 8 View patches in a minute at 5 s.
+VIEW_WRITE_INTERVAL_SECONDS = 30.0
 #: Least seconds between two rewrites of the queue positions that waiting ModelVersions show
 #: ("Queued at position N"). Every admission moves every waiting ModelVersion by one, so
 #: following each at once would cost one status patch per waiting ModelVersion per admission.
@@ -71,6 +73,8 @@ class Scheduler:
         #: ModelVersions with a reconcile due (:meth:`reconcile_soon`); touched on the loop only.
         self._due: set[tuple[str, str]] = set()
         self.executor = ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile")
+        #: Set by :meth:`close`: reconciles asked for later (a requeue's timer) are dropped.
+        self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         reconciler.requeue = self.requeue_after
 
@@ -81,7 +85,7 @@ class Scheduler:
     def requeue_after(self, namespace: str, name: str, seconds: float) -> None:
         """Reconcile the ModelVersion again in ``seconds``; callable from any thread."""
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None or loop.is_closed() or self._closed:
             return
 
         def schedule() -> None:
@@ -95,7 +99,10 @@ class Scheduler:
 
     async def reconcile(self, namespace: str, name: str) -> None:
         """Reconcile the ModelVersion on the reconcile threads; one that failed on an API call
-        (logged by the reconciler) runs again in ``RETRY_SECONDS``."""
+        (logged by the reconciler) runs again in ``RETRY_SECONDS``. Nothing after
+        :meth:`close`."""
+        if self._closed:
+            return
         try:
             await self.in_pool(self.reconciler.reconcile_modelversion, namespace, name)
         except kube_mod.KubeError:
@@ -152,12 +159,17 @@ class Scheduler:
         while True:
             await asyncio.sleep(VIEW_REFRESH_SECONDS)
             for namespace, name in self.take_stale_views():
-                if self._view_pacer.hold((namespace, name)) is not None:
-                    self.view_stale(namespace, name)  # its turn comes
-                    continue
+                held = self._view_pacer.hold((namespace, name)) is not None
                 try:
-                    if await self.in_pool(self.housekeeping.reconcile_view, namespace, name):
+                    written = await self.in_pool(
+                        functools.partial(
+                            self.housekeeping.reconcile_view, namespace, name, phases_only=held
+                        )
+                    )
+                    if written:
                         self._view_pacer.wrote((namespace, name))
+                    elif held:
+                        self.view_stale(namespace, name)  # its figures' turn comes
                 except kube_mod.KubeError as exc:
                     log.warning("View %s/%s: %s", namespace, name, exc)
                     self.view_stale(namespace, name)
@@ -207,6 +219,7 @@ class Scheduler:
     def close(self) -> None:
         """Stop the reconcile threads; reconciles not started yet and resyncs due are
         dropped."""
+        self._closed = True
         for task in list(self._resyncs.values()):
             task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -176,7 +176,9 @@ def test_gang_restarts_from_last_pt_bit_exact(e2e: h.E2E, node_agent: Any) -> No
     watcher = h.Watcher(e2e, victim)
     pod_events = h.PodEvents(e2e)
     started = time.monotonic()
-    with e2e.operator():
+    # Status patches as the reports come (not merged over 5 s, progress within an epoch over
+    # 30 s): the victim is killed at the progress the status shows.
+    with e2e.operator(KUBEVISION_STATUS_WRITE_INTERVAL_SECONDS="0"):
         # One after the other: the Pods of a node agent share one network namespace, and
         # every trainer of one operator serves its metrics on the same port.
         e2e.apply(e2e.secret(), h.view("gang", dataset), manifests[reference])

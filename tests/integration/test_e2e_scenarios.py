@@ -176,7 +176,9 @@ def test_suspend_and_resume(e2e: h.E2E, node_agent: Any) -> None:  # noqa: F811
             "-n", e2e.namespace, "patch", "mv/pause-e2e", "--type=merge", "-p", json.dumps(patch)
         )
 
-    with e2e.operator():
+    # Progress within an epoch patched as it comes (it waits 30 s by default): the training is
+    # suspended at its first batch the status shows, mid-epoch.
+    with e2e.operator(KUBEVISION_STATUS_WRITE_INTERVAL_SECONDS="0"):
         e2e.apply(e2e.secret(), h.view("digits", dataset), mv)
         watcher.until("the first training batch", h.training_running, timeout=600)
         first = pods.names()[0]
