@@ -320,6 +320,39 @@ def test_printer_columns_show_status_values(cluster: ControlPlane, namespace: st
     assert vw["AGE"]
 
 
+def test_a_status_patch_without_the_subresource_is_silently_dropped(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    """docs/operator-status.md, "Editing a status by hand": the status is a subresource, so
+    `kubectl patch` of the object itself answers success and leaves the status as it was;
+    only `--subresource=status` changes it."""
+    _create(cluster, namespace, model_version(name="by-hand"))
+    patch = json.dumps({"status": {"phase": "Failed", "message": "set by hand"}})
+
+    def phase() -> Any:
+        out = cluster.kubectl(
+            "-n", namespace, "get", "modelversions/by-hand", "-o", "jsonpath={.status.phase}"
+        )
+        return out.stdout.strip()
+
+    done = cluster.kubectl(
+        "-n", namespace, "patch", "modelversions/by-hand", "--type=merge", "-p", patch
+    )
+    assert done.returncode == 0 and "patched" in done.stdout, done.stdout
+    assert phase() == ""  # answered "patched (no change)", status untouched
+    cluster.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "modelversions/by-hand",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        patch,
+    )
+    assert phase() == "Failed"
+
+
 def _olrp_evaluation(value: float | None) -> EvaluationStatus:
     """A detection evaluation with a test split, as the trainer reports it."""
 
