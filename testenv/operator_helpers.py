@@ -92,6 +92,17 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
     return None
 
 
+def job_exists(cp: ControlPlane, namespace: str, name: str) -> bool:
+    """Whether ModelVersion ``name``'s Job exists (``naming.job_name``: ``kv-<name>``)."""
+    return get(cp, f"/apis/batch/v1/namespaces/{namespace}/jobs/kv-{name}") is not None
+
+
+def succeeded(cp: ControlPlane, namespace: str, name: str) -> bool:
+    """Whether the ModelVersion's Succeeded condition is True."""
+    found = condition(get(cp, mv_path(namespace, name)), "Succeeded")
+    return found is not None and found["status"] == "True"
+
+
 class Operator:
     """A running ``kubevision operator`` process."""
 

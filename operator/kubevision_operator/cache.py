@@ -184,8 +184,11 @@ class Cache:
         Raises:
             KeyError: another kind.
         """
-        stores = {s.kind: s for s in (self.modelversions, self.views, self.jobs, self.pods)}
-        return stores[kind]
+        return {store.kind: store for store in self.stores()}[kind]
+
+    def stores(self) -> tuple[Store, ...]:
+        """The four stores: ModelVersions, Views, Jobs, Pods."""
+        return (self.modelversions, self.views, self.jobs, self.pods)
 
     @property
     def synced(self) -> bool:

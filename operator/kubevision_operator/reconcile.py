@@ -72,7 +72,7 @@ def merge_patch(old: Obj, new: Obj) -> Obj:
 
 
 class Reconciler:
-    """The reconcile of ModelVersions and of Views, and the queue they share.
+    """The reconcile of ModelVersions, and the queue they share (Views: ``housekeeping``).
 
     Args:
         kube: the API calls (writes; reads only for what the caches cannot know).

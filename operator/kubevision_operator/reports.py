@@ -15,7 +15,7 @@ import threading
 from kubevision_api.progress import TrainerReport
 from kubevision_operator import naming
 from kubevision_operator.cache import Cache
-from kubevision_operator.kube import Caller, Kube
+from kubevision_operator.kube import Caller, Kube, Obj
 from kubevision_operator.metrics import OperatorMetrics
 
 Key = tuple[str, str]
@@ -52,14 +52,20 @@ class Reports:
             self.metrics.reports.labels(result="refused").inc()
         return allowed
 
+    def cached_pod(self, caller: Caller, namespace: str) -> Obj | None:
+        """The Pod ``caller``'s token was bound to, in ``namespace``, as the Pod cache holds it
+        (name and uid); None when the cache holds no such Pod (gone, or not shown yet)."""
+        if caller.pod_name is None:
+            return None
+        pod = self.cache.pods.get(namespace, caller.pod_name)
+        return pod if pod is not None and pod["metadata"].get("uid") == caller.pod_uid else None
+
     def _owns(self, caller: Caller, namespace: str, name: str) -> bool:
         if caller.pod_name is None:
             return False
         cache = self.cache
         synced = cache.synced
-        pod = cache.pods.get(namespace, caller.pod_name)
-        if pod is None or pod["metadata"].get("uid") != caller.pod_uid:
-            pod = self.kube.get_pod(namespace, caller.pod_name)
+        pod = self.cached_pod(caller, namespace) or self.kube.get_pod(namespace, caller.pod_name)
         if pod is None or pod["metadata"].get("uid") != caller.pod_uid:
             return False
         job_name = naming.job_name(name)

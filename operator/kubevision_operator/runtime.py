@@ -60,9 +60,8 @@ class Runtime:
         self.cache = Cache(pod_index_label=naming.JOB_NAME_LABEL)
         #: The concurrency queue; the ModelVersion cache's feed registers every one.
         self.queue = Queue(settings.concurrency_limit)
-        stores = (self.cache.modelversions, self.cache.views, self.cache.jobs, self.cache.pods)
         self.metrics.follow_cache(
-            lambda: self.cache.synced, {store.kind: store.__len__ for store in stores}
+            lambda: self.cache.synced, {store.kind: store.__len__ for store in self.cache.stores()}
         )
         #: None until :meth:`start` has made it.
         self.scheduler: Scheduler | None = None
@@ -114,10 +113,7 @@ class Runtime:
         cache.mark_synced()
         log.info(
             "caches synced: %s",
-            ", ".join(
-                f"{len(store)} {store.kind}s"
-                for store in (cache.modelversions, cache.views, cache.jobs, cache.pods)
-            ),
+            ", ".join(f"{len(store)} {store.kind}s" for store in cache.stores()),
         )
 
     async def stop(self) -> None:
@@ -167,15 +163,9 @@ class Runtime:
         key.write_bytes(serving.key_pem)
         key.chmod(0o600)
 
-        def bound_pod_exists(caller: Caller) -> bool:
-            if caller.pod_name is None:
-                return False
-            pod = self.cache.pods.get(caller.namespace, caller.pod_name)
-            return pod is not None and pod["metadata"].get("uid") == caller.pod_uid
-
         tokens = TokenCache(
             lambda token: self.kube.token_review(token, contract.TOKEN_AUDIENCE),
-            valid=bound_pod_exists,
+            valid=lambda caller: reports.cached_pod(caller, caller.namespace) is not None,
         )
 
         async def authenticate(token: str) -> Caller | None:

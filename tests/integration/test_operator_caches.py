@@ -35,10 +35,9 @@ from testenv.nodeagent import NodeAgent
 from testenv.operator_helpers import (
     Operator,
     apply,
-    condition,
-    get,
     install_crds,
-    mv_path,
+    job_exists,
+    succeeded,
     wait_for,
 )
 from testenv.scale import figures, stub_trainer, workload
@@ -128,15 +127,6 @@ def test_a_restarted_operator_decides_nothing_before_its_caches_are_full(
     assert sum(v for (_, r), v in reads.items() if r == "pods") <= 2, reads
 
 
-def _job_exists(cp: ControlPlane, namespace: str, name: str) -> bool:
-    return get(cp, f"/apis/batch/v1/namespaces/{namespace}/jobs/kv-{name}") is not None
-
-
-def _succeeded(cp: ControlPlane, namespace: str, name: str) -> bool:
-    found = condition(get(cp, mv_path(namespace, name)), "Succeeded")
-    return found is not None and found["status"] == "True"
-
-
 def test_caches_resynchronise_after_the_api_server_restarts(tmp_path: Path) -> None:
     cp = controlplane.start(tmp_path / "control-plane")
     agent: NodeAgent | None = None
@@ -154,17 +144,17 @@ def test_caches_resynchronise_after_the_api_server_restarts(tmp_path: Path) -> N
         before, after = listing["items"]
         before["metadata"]["name"], after["metadata"]["name"] = "before", "after"
         apply(cp, before, namespace=namespace)
-        wait_for("the first training", lambda: _succeeded(cp, namespace, "before"), 120)
+        wait_for("the first training", lambda: succeeded(cp, namespace, "before"), 120)
 
         cp.restart_apiserver(down_seconds=3.0)
         back = time.monotonic()
         apply(cp, after, namespace=namespace)
         bound = WATCH_CLIENT_TIMEOUT_S + 10
         wait_for(
-            "the Job of the one applied after", lambda: _job_exists(cp, namespace, "after"), bound
+            "the Job of the one applied after", lambda: job_exists(cp, namespace, "after"), bound
         )
         took = time.monotonic() - back
-        wait_for("its training", lambda: _succeeded(cp, namespace, "after"), 120)
+        wait_for("its training", lambda: succeeded(cp, namespace, "after"), 120)
         print(f"\nAPI server back: the next ModelVersion had its Job after {took:.1f} s")
         assert _metric(operator, "kubevision_operator_cache_synced") == [({}, 1.0)]
     finally:

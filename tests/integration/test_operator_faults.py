@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from testenv.controlplane import ControlPlane
-from testenv.operator_helpers import Operator, apply, condition, get, mv_path, wait_for
+from testenv.operator_helpers import Operator, apply, job_exists, succeeded, wait_for
 from testenv.scale import stub_trainer, workload
 from testenv.tcpproxy import TcpProxy, tcp_proxy
 
@@ -73,15 +73,6 @@ def _apply_modelversions(cp: ControlPlane, namespace: str, names: list[str]) -> 
     apply(cp, listing, namespace=namespace)
 
 
-def _job_of(cp: ControlPlane, namespace: str, name: str) -> bool:
-    return get(cp, f"/apis/batch/v1/namespaces/{namespace}/jobs/kv-{name}") is not None
-
-
-def _succeeded(cp: ControlPlane, namespace: str, name: str) -> bool:
-    cond = condition(get(cp, mv_path(namespace, name)), "Succeeded")
-    return cond is not None and cond["status"] == "True"
-
-
 def _healthz(operator: Operator) -> tuple[int, str]:
     url = f"http://127.0.0.1:{operator.health_port}/healthz"
     try:
@@ -117,8 +108,8 @@ def test_a_blackholed_connection_does_not_wedge_the_operator(
         operator = _start(crds, tmp_path, _env(kubeconfig, KUBEVISION_CONCURRENCY_LIMIT="5"))
         try:
             _apply_modelversions(crds, namespace, running + waiting)
-            wait_for("five Jobs", lambda: all(_job_of(crds, namespace, n) for n in running), 60)
-            assert not any(_job_of(crds, namespace, n) for n in waiting)
+            wait_for("five Jobs", lambda: all(job_exists(crds, namespace, n) for n in running), 60)
+            assert not any(job_exists(crds, namespace, n) for n in waiting)
             assert proxy.blackhole() > 0
             blackholed = time.monotonic()
             _apply_modelversions(crds, namespace, later)
@@ -128,21 +119,21 @@ def test_a_blackholed_connection_does_not_wedge_the_operator(
             # machine do not count against the operator.
             wait_for(
                 "the five running trainings to succeed",
-                lambda: all(_succeeded(crds, namespace, n) for n in running),
+                lambda: all(succeeded(crds, namespace, n) for n in running),
                 120,
             )
             freed = time.monotonic()
             bound = ATTEMPTS * READ_TIMEOUT_S + WATCH_CLIENT_TIMEOUT_S + 10
             wait_for(
                 "the waiting ModelVersions' Jobs",
-                lambda: all(_job_of(crds, namespace, n) for n in waiting),
+                lambda: all(job_exists(crds, namespace, n) for n in waiting),
                 bound,
             )
             waited = time.monotonic() - blackholed
             after_freed = time.monotonic() - freed
             wait_for(
                 "every training to succeed",
-                lambda: all(_succeeded(crds, namespace, n) for n in running + waiting + later),
+                lambda: all(succeeded(crds, namespace, n) for n in running + waiting + later),
                 120,
             )
             assert _healthz(operator) == (200, "ok")
@@ -182,7 +173,7 @@ def test_healthz_fails_while_a_reconcile_is_stuck_and_sigterm_still_stops(
         operator = _start(crds, tmp_path, env)
         try:
             _apply_modelversions(crds, namespace, ["first"])
-            wait_for("the first Job", lambda: _job_of(crds, namespace, "first"), 60)
+            wait_for("the first Job", lambda: job_exists(crds, namespace, "first"), 60)
             # Once a report was taken, the trainer's token is known (TokenReview results are
             # cached): the next report goes straight to a reconcile, whose status patch hangs.
             wait_for("a report of the first trainer", lambda: _accepted(operator) >= 1, 60)
@@ -203,7 +194,7 @@ def test_healthz_fails_while_a_reconcile_is_stuck_and_sigterm_still_stops(
             # reads from its watches: only a write, here a status patch, can hang.)
             taken = _accepted(operator)
             _apply_modelversions(crds, namespace, ["second"])
-            wait_for("the second Job", lambda: _job_of(crds, namespace, "second"), 60)
+            wait_for("the second Job", lambda: job_exists(crds, namespace, "second"), 60)
             wait_for("a report of the second", lambda: _accepted(operator) > taken, 60)
             proxy.blackhole()
             proxy.partition()
