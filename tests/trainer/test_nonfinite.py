@@ -20,7 +20,19 @@ def test_learning_rate_10_fails_non_finite_and_saves_nothing_non_finite(
 ) -> None:
     data = write_digits_imagefolder(tmp_path / "data", (0, 1, 2), per_class=12, size=32)
     out = tmp_path / "out"
-    plan = classification_plan(data, out.as_uri() + "/", (0, 1, 2), epochs=3, learningRate=10.0)
+    # A constant rate of 10 with room to diverge: under a cosine schedule over 3 epochs the
+    # rate decays to 0 first, and whether the losses (1e37 after epoch 1) overflow depended on
+    # the machine's thread count (finite on one thread). Here the outputs overflow after epoch
+    # 3 on 1, 2 and 4 threads alike, 5 epochs before the end.
+    plan = classification_plan(
+        data,
+        out.as_uri() + "/",
+        (0, 1, 2),
+        epochs=8,
+        learningRate=10.0,
+        weightDecay=0.0,
+        lrSchedule={"policy": "constant", "warmupEpochs": 0},
+    )
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(plan.model_dump_json(by_alias=True))
     log = tmp_path / "termination-log"
