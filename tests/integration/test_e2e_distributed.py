@@ -192,10 +192,12 @@ def test_gang_restarts_from_last_pt_bit_exact(e2e: h.E2E, node_agent: Any) -> No
         # The epoch's report goes before its last.pt: the kill waits for both.
         obj = watcher.until(
             "epoch 1 done in status and its last.pt in storage",
-            lambda o: h.outcome(o) is not None
-            or (
-                h.progress_epoch(o) >= 1
-                and e2e.read(f"runs/{victim}/checkpoints/last.pt") is not None
+            lambda o: (
+                h.outcome(o) is not None
+                or (
+                    h.progress_epoch(o) >= 1
+                    and e2e.read(f"runs/{victim}/checkpoints/last.pt") is not None
+                )
             ),
             timeout=600,
         )
@@ -231,9 +233,7 @@ def test_gang_restarts_from_last_pt_bit_exact(e2e: h.E2E, node_agent: Any) -> No
     assert len(victim_pods) == 4, victim_pods
     # The second attempt's two Pods resumed from one last.pt, of an epoch the killed attempt
     # had finished (1, or 2 if it ended before the kill), not from scratch nor past the end.
-    resumed = {
-        n: re.findall(r"resuming at epoch (\d+),", agent.logs(ns, n)) for n in victim_pods
-    }
+    resumed = {n: re.findall(r"resuming at epoch (\d+),", agent.logs(ns, n)) for n in victim_pods}
     resumed = {n: at for n, at in resumed.items() if at}
     assert len(resumed) == 2 and killed not in resumed, resumed
     assert len({tuple(at) for at in resumed.values()}) == 1, resumed
