@@ -16,8 +16,9 @@ from kubevision_operator import naming, pushgateway, viewstatus
 from kubevision_operator.cache import Cache, Key, resource_version
 from kubevision_operator.kube import Kube, Obj
 from kubevision_operator.metrics import OperatorMetrics
-from kubevision_operator.reconcile import Reconciler, merge_patch
+from kubevision_operator.reconcile import Reconciler
 from kubevision_operator.settings import OperatorSettings
+from kubevision_operator.statuswrite import merge_patch
 
 log = logging.getLogger(__name__)
 

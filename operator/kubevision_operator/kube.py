@@ -218,8 +218,9 @@ class Kube:
         )
 
     def own_status_write(self, plural: str, obj: Obj) -> bool:
-        """Whether ``obj`` (from a watch event) is exactly what the operator's last status
-        patch of it left: an echo of its own write, with nothing new to reconcile."""
+        """Whether ``obj`` (from a watch event) is exactly what the operator's last write of
+        it (a status patch, the completion annotation) left: an echo of its own write, with
+        nothing new to reconcile."""
         meta = obj.get("metadata") or {}
         key = (plural, str(meta.get("namespace")), str(meta.get("name")))
         with self._cache_lock:
@@ -287,6 +288,38 @@ class Kube:
             {"status": status},
             missing_ok=True,
         )
+        return self._own_write(plural, namespace, name, obj)
+
+    def annotate_modelversion(
+        self, namespace: str, name: str, annotations: dict[str, str]
+    ) -> Obj | None:
+        """Merge-patch annotations onto a ModelVersion (metadata: the status subresource
+        cannot write them, and ``metadata.generation`` does not change); None if it is gone
+        or the write is forbidden (logged: RBAC without ``patch`` on modelversions)."""
+        try:
+            obj = self._call(
+                "patch",
+                "modelversions",
+                f"modelversions {namespace}/{name} annotations",
+                self.custom.patch_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                "modelversions",
+                name,
+                {"metadata": {"annotations": annotations}},
+                missing_ok=True,
+            )
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            log.warning("%s (the chart's Role grants it: upgrade the chart)", exc)
+            return None
+        return self._own_write("modelversions", namespace, name, obj)
+
+    def _own_write(self, plural: str, namespace: str, name: str, obj: Obj | None) -> Obj | None:
+        """Remember the resourceVersion a write of the operator's left
+        (:meth:`own_status_write`); returns ``obj``."""
         if obj is None:
             return None
         version = (obj.get("metadata") or {}).get("resourceVersion")

@@ -117,6 +117,13 @@ class OperatorMetrics:
             "/healthz fails above settings.reconcile_stall_seconds.",
             registry=self.registry,
         )
+        self.pruned_status_writes = Counter(
+            "kubevision_operator_pruned_status_writes",
+            "Status writes from which the API server dropped fields (the installed CRD's "
+            "status schema lacks them: docs/crds.md), by kind and the first dropped path.",
+            ["kind", "path"],
+            registry=self.registry,
+        )
 
     def follow_cache(
         self, synced: Callable[[], bool], sizes: Mapping[str, Callable[[], int]]

@@ -22,6 +22,7 @@ from kubevision_api.plan import TrainingPlan, resolve
 from kubevision_api.status import ModelVersionStatus
 from kubevision_api.view import View
 from kubevision_operator import (
+    completion,
     gang,
     jobstate,
     naming,
@@ -33,42 +34,23 @@ from kubevision_operator import kube as kube_mod
 from kubevision_operator.cache import Cache
 from kubevision_operator.kube import Kube, Obj
 from kubevision_operator.metrics import OperatorMetrics
-from kubevision_operator.pacing import Pacer
 from kubevision_operator.queue import Key, Queue, entry_of
 from kubevision_operator.reports import Reports
 from kubevision_operator.settings import OperatorSettings
+from kubevision_operator.statuswrite import StatusWriter
 from kubevision_operator.workqueue import KeyedRunner
 
 log = logging.getLogger(__name__)
 
-#: Phase -> Event type; failures are Warnings.
-EVENT_TYPES = {"Failed": "Warning"}
-#: Situations whose phase events are Warnings whatever the phase (a failed attempt is back to
-#: Pending while the Job retries).
-WARNING_SITUATIONS = frozenset({observe.Situation.RETRYING})
 #: Seconds between looks at a gang whose Job is being deleted for a restart (its deletion
 #: event wakes the reconcile too; this bounds a lost event).
 RESTART_POLL_SECONDS = 5.0
 #: Seconds before a reconcile asked for before the caches were synced runs again.
 UNSYNCED_RETRY_SECONDS = 1.0
-#: Status patches of one ModelVersion that change nothing but its progress within an epoch
-#: (the trainer reports it every 5 s) wait this many times
-#: ``settings.status_write_interval_seconds`` (30 s by default); a step, an epoch, a
-#: condition waits for the interval only. Without it a long epoch cost a patch per trainer
-#: report, and one training's cost grew with its duration.
-PROGRESS_WRITE_FACTOR = 6.0
-#: The status fields a trainer's progress report changes within an epoch.
-PROGRESS_FIELDS = frozenset({"progress", "lastReport"})
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def merge_patch(old: Obj, new: Obj) -> Obj:
-    """A JSON merge patch (RFC 7386) of a status from ``old`` to ``new``: top-level fields
-    that ``new`` lacks become null, which removes them; lists are replaced whole."""
-    return {**{key: None for key in old if key not in new}, **new}
 
 
 class Reconciler:
@@ -102,10 +84,17 @@ class Reconciler:
         self.status_ca_pem = status_ca_pem
         self.queue = queue
         self.runner: KeyedRunner[Key] = KeyedRunner()
-        self.pacer: Pacer[Key] = Pacer(settings.status_write_interval_seconds)
         #: ``requeue(namespace, name, seconds)``: reconcile again after ``seconds`` (set by
         #: the scheduler; a ModelVersion waiting for a deadline has no event to wake it).
         self.requeue: Callable[[str, str, float], None] = lambda namespace, name, seconds: None
+        self.writer = StatusWriter(
+            kube,
+            cache,
+            settings.status_write_interval_seconds,
+            metrics,
+            # Late-bound: the scheduler replaces ``self.requeue`` after this.
+            lambda namespace, name, seconds: self.requeue(namespace, name, seconds),  # noqa: PLW0108
+        )
         metrics.follow_reconciles(lambda: len(self.runner.running()), self.runner.oldest_age)
         metrics.follow_queue(self.queue.table)
 
@@ -128,7 +117,7 @@ class Reconciler:
         """A ModelVersion was deleted: its children go with the garbage collector."""
         key = (namespace, name)
         self.queue.remove(key)
-        self.pacer.forget(key)
+        self.writer.forget(key)
         self.reports.forget(namespace, name)
         if view:
             self.metrics.forget(namespace, view, name)
@@ -193,6 +182,13 @@ class Reconciler:
                 plan_error = exc.message
         job_name = naming.job_name(name)
         job = cache.jobs.get(namespace, job_name)
+        recorded = completion.read(obj)
+        if recorded is not None and job is None and not finished:
+            self._restore(obj, mv, previous, recorded)
+            return
+        # A finished training is a fact once recorded, whatever its status says (a pruning
+        # CRD strips the conditions each write): it never gets another Job.
+        finished = finished or recorded is not None
         multi = gang.is_gang(mv.spec)
         # A ModelVersion that cannot start (no plan, or suspended by its user) holds no place.
         on_hold = plan is None or mv.spec.run_policy.suspend
@@ -247,7 +243,7 @@ class Reconciler:
             plan=plan,
             report_pod=report_pod,
         )
-        stored = self._write_status(
+        stored = self.writer.write(
             obj,
             previous,
             new,
@@ -257,6 +253,8 @@ class Reconciler:
             # finds them in the status).
             urgent=observation.restart or (status.is_finished(new) and not finished),
         )
+        if stored and status.is_finished(new):
+            self.writer.record(obj, new, generation)
         if job is not None and observation.restart and stored:
             self._restart_gang(namespace, name, job)
         if job is not None and observation.lingering:
@@ -274,54 +272,21 @@ class Reconciler:
         if freed:
             self.admit_waiting()
 
-    def _write_status(
+    def _restore(
         self,
         obj: Obj,
+        mv: ModelVersion,
         previous: ModelVersionStatus | None,
-        new: ModelVersionStatus,
-        observation: observe.Observation,
-        *,
-        urgent: bool,
-    ) -> bool:
-        """Patch the status from ``previous`` to ``new`` when it changed, and post the Events
-        of the change: now when ``urgent`` or when the pacer lets it go, otherwise later (a
-        reconcile is asked for when the pacer allows the next write; it writes what is true
-        then). Returns whether the status holds ``new``."""
-        new_wire = new.wire()
-        old_wire = previous.wire() if previous is not None else {}
-        if new_wire == old_wire:
-            return True
-        meta = obj["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        if not urgent:
-            changed = {
-                k for k in new_wire.keys() | old_wire.keys() if new_wire.get(k) != old_wire.get(k)
-            }
-            progress_only = changed <= PROGRESS_FIELDS
-            wait = self.pacer.hold(
-                (namespace, name),
-                self.pacer.interval * PROGRESS_WRITE_FACTOR if progress_only else None,
-            )
-            if wait is not None:
-                if wait > 0:
-                    self.requeue(namespace, name, wait)
-                return False
-        written = self.kube.patch_status(
-            "modelversions", namespace, name, merge_patch(old_wire, new_wire)
-        )
-        if written is None:
-            return False
-        self.pacer.wrote((namespace, name))
-        self.cache.modelversions.put(written)
-        # A phase change posts an Event, but not a ModelVersion's first status that only says
-        # it waits in the queue: that is its usual start at scale, which the status and the
-        # queue-position gauge tell (one Event per waiting ModelVersion doubled the writes
-        # of a burst of applies, docs/scale.md).
-        first_in_queue = previous is None and observation.situation is observe.Situation.QUEUED
-        if new.phase != (previous.phase if previous else None) and not first_in_queue:
-            self._phase_event(obj, new.phase or "", observation)
-        self._status_events(obj, previous, new)
-        return True
+        recorded: completion.Completion,
+    ) -> None:
+        """The status lacks the outcome (lost in a restore, replaced by hand, pruned) and the
+        Job is gone, but the completion record says the training finished at this generation:
+        write the recorded status back instead of training again. It holds no place."""
+        namespace, name = mv.metadata.namespace or "", mv.metadata.name or ""
+        self.writer.restore(obj, previous, recorded)
+        self.metrics.set_phase(namespace, mv.spec.view_ref.name, name, recorded.outcome)
+        if self.queue.update(entry_of(obj, admitted=False, finished=True)):
+            self.admit_waiting()
 
     def _restart_gang(self, namespace: str, name: str, job: Obj) -> None:
         """The status says that the gang's attempt failed (written first, so a restarted
@@ -364,28 +329,6 @@ class Reconciler:
                 held,
             )
             self.kube.delete_pod(namespace, observation.pod_name)
-
-    def _status_events(
-        self, obj: Obj, previous: ModelVersionStatus | None, new: ModelVersionStatus
-    ) -> None:
-        """The Events that the status written is worth (``status.status_events``)."""
-        now = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
-        for event in status.status_events(previous, new):
-            self.kube.post_event(
-                render.render_event(obj, event.type, event.reason, event.message, now)
-            )
-
-    def _phase_event(self, obj: Obj, phase: str, observation: observe.Observation) -> None:
-        body = render.render_event(
-            obj,
-            "Warning"
-            if observation.situation in WARNING_SITUATIONS
-            else EVENT_TYPES.get(phase, "Normal"),
-            observation.reason or observation.situation.value,
-            f"{phase}: {observation.message}",
-            _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-        )
-        self.kube.post_event(body)
 
 
 def _pods_of(job: Obj, pods: list[Obj]) -> list[Obj]:

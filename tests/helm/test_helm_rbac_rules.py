@@ -35,6 +35,8 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
         ("kubevision.dev", "views/status", "patch"),
         ("kubevision.dev", "modelversions/status", "patch"),
     },
+    # The completion annotation (kubevision_operator.completion): ModelVersions only.
+    "patch_namespaced_custom_object": {("kubevision.dev", "modelversions", "patch")},
     "read_namespaced_job": {("batch", "jobs", "get")},
     "create_namespaced_job": {("batch", "jobs", "create")},
     "patch_namespaced_job": {("batch", "jobs", "patch")},

@@ -365,6 +365,8 @@ def test_service_account_can_i_watched_namespaces(releases: Callable[..., Releas
             ("create", "services", watched),
             ("delete", "services", watched),
             ("patch", "modelversions.kubevision.dev#status", watched),
+            # The completion annotation.
+            ("patch", "modelversions.kubevision.dev", watched),
             ("get", ca, release.namespace),
             ("create", "secrets", release.namespace),
             ("create", "tokenreviews.authentication.k8s.io", unwatched),
@@ -392,7 +394,8 @@ def test_service_account_can_i_watched_namespaces(releases: Callable[..., Releas
             ("delete", "jobs.batch", unwatched),
             ("delete", "pods", unwatched),
             ("deletecollection", "jobs.batch", watched),
-            ("patch", "modelversions.kubevision.dev", watched),
+            ("patch", "views.kubevision.dev", watched),
+            ("update", "modelversions.kubevision.dev", watched),
             ("update", "modelversions.kubevision.dev#status", watched),
         ):
             assert not can_i(release, verb, resource, ns), (verb, resource, ns)
