@@ -21,6 +21,8 @@ PURE = [
     "viewstatus",
     "queue",
     "render",
+    "completion",
+    "pruning",
 ]
 FORBIDDEN = ("kopf", "kubernetes", "aiohttp", "prometheus_client", "torch", "torchvision")
 
