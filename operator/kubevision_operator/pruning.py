@@ -83,12 +83,13 @@ class PrunedWrites:
             self._told.add(tuple(paths))
         self._count(self.kind, paths[0])
         if first:
+            name = "/".join(map(str, key)) if isinstance(key, tuple) else str(key)
             log.warning(
-                "the API server dropped %s from a %s status write (%s): the installed CRD's "
-                "schema lacks them; apply the CRDs of this release (docs/crds.md)",
+                "the API server dropped %s from the status write of %s %s: the installed "
+                "CRD's schema lacks them; apply the CRDs of this release (docs/crds.md)",
                 ", ".join(paths),
                 self.kind,
-                key,
+                name,
             )
         return paths
 
