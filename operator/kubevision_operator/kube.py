@@ -538,12 +538,13 @@ class Kube:
             )
             if secret is not None:
                 return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+            data = make()
             body = {
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "metadata": {"name": name, "namespace": namespace},
                 "type": "Opaque",
-                "data": {k: base64.b64encode(v).decode() for k, v in make().items()},
+                "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
             }
             try:
                 self._call(
@@ -552,6 +553,9 @@ class Kube:
             except KubeError as exc:
                 if exc.status != 409:
                     raise
+                continue
+            # Created: what it holds is what was sent (no second read on a first start).
+            return data
         raise RuntimeError(f"Secret {namespace}/{name} could not be read or created")
 
 
