@@ -102,6 +102,8 @@ class Reconciler:
         self.status_ca_pem = status_ca_pem
         self.queue = queue
         self.runner: KeyedRunner[Key] = KeyedRunner()
+        #: The start-up check's message while the CRDs differ (``crdcheck``; set by the runtime).
+        self.schema_problem: str | None = None
         self.pacer: Pacer[Key] = Pacer(settings.status_write_interval_seconds)
         #: ``requeue(namespace, name, seconds)``: reconcile again after ``seconds`` (set by
         #: the scheduler; a ModelVersion waiting for a deadline has no event to wake it).
@@ -246,6 +248,7 @@ class Reconciler:
             _now(),
             plan=plan,
             report_pod=report_pod,
+            schema_problem=self.schema_problem,
         )
         stored = self._write_status(
             obj,

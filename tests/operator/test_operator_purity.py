@@ -21,6 +21,7 @@ PURE = [
     "viewstatus",
     "queue",
     "render",
+    "crdcheck",
 ]
 FORBIDDEN = ("kopf", "kubernetes", "aiohttp", "prometheus_client", "torch", "torchvision")
 
