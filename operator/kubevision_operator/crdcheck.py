@@ -8,9 +8,10 @@ field its schema lacks, from the specs users write (a ModelVersion's
 operator writes (``status.lastReport``). So, for each CRD of ``crdgen.RESOURCES``: is it
 installed, does its ``kubevision.dev/schema-hash`` annotation equal the hash of the CRD this
 operator generates (``crdgen.schema_hash``), and which of our field paths would its
-``openAPIV3Schema`` prune (:func:`pruned_paths`). :func:`problem` makes one message of it
-for the log, the termination message and the ``CRDsCurrent`` condition
-(:func:`crd_condition`). Pure: the runtime reads the CRDs (``kube.Kube.get_crd``).
+``openAPIV3Schema`` prune (:func:`pruned_paths`; walked whatever the marker says).
+:func:`problem` makes one message of it for the log, the termination message and the
+``CRDsCurrent`` condition (:func:`crd_condition`). Pure: the runtime reads the CRDs
+(``kube.Kube.get_crd``).
 """
 
 from __future__ import annotations
@@ -119,22 +120,26 @@ def _schema(crd: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def check_crd(installed: Mapping[str, Any] | None, expected: Mapping[str, Any]) -> Finding | None:
     """What differs between the installed CRD (None: not installed) and the ``expected`` one
-    (``crdgen.crd``); None when the installed one carries the expected marker. A CRD without
-    the marker, or with another, is compared field by field for what it prunes."""
+    (``crdgen.crd``); None when the installed one carries the expected marker and prunes
+    nothing. The schemas are compared field by field whatever the marker says: a CRD edited
+    by hand keeps the marker it was generated with."""
     name = str(expected["metadata"]["name"])
     if installed is None:
         return Finding(name, "is not installed", ())
     want = expected["metadata"]["annotations"][SCHEMA_HASH_ANNOTATION]
     annotations = (installed.get("metadata") or {}).get("annotations") or {}
     have = annotations.get(SCHEMA_HASH_ANNOTATION)
+    pruned = tuple(pruned_paths(_schema(expected), _schema(installed)))
     if have == want:
-        return None
-    if have is None:
+        if not pruned:
+            return None
+        what = f"was edited after it was generated (its {SCHEMA_HASH_ANNOTATION} is ours)"
+    elif have is None:
         what = f"was installed from an earlier release (no {SCHEMA_HASH_ANNOTATION} annotation)"
     else:
         release = annotations.get(RELEASE_ANNOTATION) or "an unknown release"
         what = f"was generated from another schema (release {release}, {have}; expected {want})"
-    return Finding(name, what, tuple(pruned_paths(_schema(expected), _schema(installed))))
+    return Finding(name, what, pruned)
 
 
 def check(installed: Mapping[str, Mapping[str, Any] | None]) -> list[Finding]:

@@ -141,6 +141,14 @@ def test_a_crd_whose_status_is_cut_down() -> None:
     assert not any(p.startswith("spec") for p in finding.pruned)
 
 
+def test_a_crd_edited_by_hand_keeps_its_marker_and_is_caught() -> None:
+    edited = copy.deepcopy(current()[MV])
+    del schema_of(edited)["properties"]["status"]["properties"]["steps"]
+    (finding,) = crdcheck.check({**current(), MV: edited})
+    assert "edited after it was generated" in finding.what
+    assert finding.pruned == ("status.steps",)
+
+
 def test_a_missing_crd() -> None:
     (finding,) = crdcheck.check({VW: current()[VW]})
     assert (finding.crd, finding.what, finding.pruned) == (MV, "is not installed", ())
