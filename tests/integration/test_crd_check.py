@@ -18,7 +18,6 @@ puts the current CRDs back (the control plane is the session's).
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import sys
 import time
@@ -48,6 +47,7 @@ from testenv.operator_helpers import (
 OLD = ROOT / "tests" / "integration" / "data" / "crds-before-lastreport"
 CHART_CRDS = ROOT / "helm" / "kubevision" / "crds"
 MV_CRD = "modelversions.kubevision.dev"
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 #: Seconds within which a refusing operator has exited (it reads two objects, then stops).
 REFUSE_BOUND_S = 60
 #: What a Pod's termination message keeps of the log (FallbackToLogsOnError): its tail.
@@ -62,20 +62,18 @@ MANIFEST: dict[str, Any] = {
 
 
 def _install(cp: ControlPlane, *docs: dict[str, Any]) -> None:
-    """Apply CRDs server-side as kubectl's field manager (the one ``install_crds`` uses), so
-    what the earlier CRD lacks is removed, and wait until they are Established."""
+    """Replace the CRDs with ``docs`` as they are (a PUT: annotations and schema that other
+    field managers, as Helm's, own from earlier tests go too), and wait until Established."""
     for doc in docs:
-        cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(doc))
-        cp.kubectl(
-            "wait",
-            "--for=condition=Established",
-            f"crd/{doc['metadata']['name']}",
-            "--timeout=60s",
-        )
+        name = doc["metadata"]["name"]
+        body = copy.deepcopy(doc)
+        body["metadata"]["resourceVersion"] = _installed(cp, name)["metadata"]["resourceVersion"]
+        cp.request("PUT", f"{CRD_PATH}/{name}", body)
+        cp.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
 
 def _installed(cp: ControlPlane, name: str) -> dict[str, Any]:
-    crd = get(cp, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+    crd = get(cp, f"{CRD_PATH}/{name}")
     assert crd is not None
     return crd
 
@@ -97,6 +95,9 @@ def _upgrade(cp: ControlPlane) -> None:
 def cluster(crds: ControlPlane) -> Iterator[ControlPlane]:
     """The session's control plane; the current CRDs are back after the test."""
     yield crds
+    # Exactly today's CRDs (what the earlier ones had and today's lack goes too), then owned
+    # by kubectl's field manager as install_crds leaves them.
+    _install(crds, *(crdgen.crd(model) for model in crdgen.RESOURCES))
     _upgrade(crds)
 
 
