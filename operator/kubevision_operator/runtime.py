@@ -20,7 +20,7 @@ from kubevision_api.progress import TrainerReport
 from kubevision_operator import crdcheck, naming, servers, tls
 from kubevision_operator.cache import Cache
 from kubevision_operator.housekeeping import Housekeeping
-from kubevision_operator.kube import Caller, Kube
+from kubevision_operator.kube import Caller, Kube, KubeError
 from kubevision_operator.metrics import OperatorMetrics
 from kubevision_operator.queue import Queue, entry_of
 from kubevision_operator.reconcile import Reconciler
@@ -151,10 +151,19 @@ class Runtime:
         warning) or None when they are current.
 
         Raises:
-            StartupError: they differ and ``settings.crd_mismatch`` is Refuse.
-            KubeError: a CRD could not be read (RBAC: ``get`` on customresourcedefinitions).
+            StartupError: they differ and ``settings.crd_mismatch`` is Refuse, or the
+                operator may not read them (403: RBAC of an earlier chart).
+            KubeError: a CRD could not be read otherwise (kopf retries the start).
         """
-        installed = {name: self.kube.get_crd(name) for name in crdcheck.CRD_NAMES}
+        try:
+            installed = {name: self.kube.get_crd(name) for name in crdcheck.CRD_NAMES}
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            raise StartupError(
+                f"{exc}: the operator reads its CRDs at start; the chart of this release "
+                "grants get on customresourcedefinitions (docs/helm.md, RBAC)"
+            ) from exc
         findings = crdcheck.check(installed)
         differ = {finding.crd for finding in findings}
         self.metrics.set_crds_current({name: name not in differ for name in crdcheck.CRD_NAMES})

@@ -232,3 +232,68 @@ def test_view_status_carries_crds_current_false(problem: str | None) -> None:
     stored = View.model_validate({**v.wire(), "status": status.wire()})
     after = compose_view_status(stored, [], at(20), None)
     assert types(after.conditions) == [("Ready", "True")]
+
+
+# ---- the runtime's start-up check -------------------------------------------------------------
+
+
+class FakeKube:
+    """``Kube.get_crd`` from a dict; a KubeError for every CRD when ``error`` is set."""
+
+    def __init__(self, crds: dict[str, Any], error: Exception | None = None) -> None:
+        self.crds = crds
+        self.error = error
+        self.on_request: Any = None
+
+    def get_crd(self, name: str) -> dict[str, Any] | None:
+        if self.error is not None:
+            raise self.error
+        return self.crds.get(name)
+
+
+def runtime(kube: FakeKube, mode: str) -> Any:
+    from kubevision_operator.runtime import Runtime
+    from kubevision_operator.settings import OperatorSettings
+
+    return Runtime(OperatorSettings(crd_mismatch=mode), kube)  # type: ignore[arg-type]
+
+
+def gauge(rt: Any, crd: str) -> float:
+    value: float = rt.metrics.registry.get_sample_value(
+        "kubevision_operator_crd_current", {"crd": crd}
+    )
+    return value
+
+
+def test_refuse_stops_the_start_with_the_message() -> None:
+    from kubevision_operator.runtime import StartupError
+
+    rt = runtime(FakeKube({**current(), MV: old("modelversions")}), "Refuse")
+    with pytest.raises(StartupError) as info:
+        rt._check_crds()
+    assert "status.lastReport" in str(info.value) and crdcheck.FIX_COMMAND in str(info.value)
+    assert (gauge(rt, MV), gauge(rt, VW)) == (0.0, 1.0)
+
+
+def test_condition_runs_with_the_message() -> None:
+    rt = runtime(FakeKube({VW: current()[VW]}), "Condition")
+    problem = rt._check_crds()
+    assert problem is not None and f"- {MV} is not installed" in problem
+    assert (gauge(rt, MV), gauge(rt, VW)) == (0.0, 1.0)
+    assert runtime(FakeKube(current()), "Refuse")._check_crds() is None
+
+
+def test_no_permission_to_read_the_crds_is_a_startup_error() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from kubevision_operator.kube import KubeError
+    from kubevision_operator.runtime import StartupError
+
+    forbidden = KubeError(
+        "CustomResourceDefinition x", ApiException(status=403, reason="Forbidden")
+    )
+    with pytest.raises(StartupError, match="grants get on customresourcedefinitions"):
+        runtime(FakeKube({}, forbidden), "Condition")._check_crds()
+    unavailable = KubeError("CustomResourceDefinition x", ApiException(status=503, reason="x"))
+    with pytest.raises(KubeError):
+        runtime(FakeKube({}, unavailable), "Refuse")._check_crds()
