@@ -18,6 +18,12 @@ GROUP: Final = "kubevision.dev"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = "kubevision.dev/v1alpha1"
 
+#: Annotations of each generated CRD (``crdgen.crd``): the SHA-256 of its ``spec``, which the
+#: operator compares with its own at start (``kubevision_operator.crdcheck``), and the release
+#: that generated it (informational: only the hash is compared).
+SCHEMA_HASH_ANNOTATION: Final = f"{GROUP}/schema-hash"
+RELEASE_ANNOTATION: Final = f"{GROUP}/release"
+
 #: RFC 1123 DNS label, the rule for names that become label values and object names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: RFC 1123 DNS subdomain (object names).
@@ -310,6 +316,8 @@ class LocalObjectReference(ApiModel):
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+#: The longest condition message the API server takes (``metav1.Condition``: 32768).
+CONDITION_MESSAGE_MAX: Final = 32768
 
 
 class Condition(ApiModel):
@@ -325,8 +333,31 @@ class Condition(ApiModel):
         pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
         description="One CamelCase word that a program can branch on.",
     )
-    message: str = Field(default="", max_length=32768, description="A sentence for people.")
+    message: str = Field(
+        default="", max_length=CONDITION_MESSAGE_MAX, description="A sentence for people."
+    )
     last_transition_time: datetime = Field(description="When status last changed (RFC 3339).")
     observed_generation: int | None = Field(
         default=None, ge=0, description="metadata.generation that this condition describes."
     )
+
+
+def set_condition(conditions: list[Condition], new: Condition) -> list[Condition]:
+    """``conditions`` with ``new`` in place of the condition of its type (appended when there
+    is none), as ``meta.SetStatusCondition`` does: while the status stays, the old
+    ``lastTransitionTime`` is kept (it says since when, not when last written)."""
+    out, found = [], False
+    for old in conditions:
+        if old.type != new.type:
+            out.append(old)
+            continue
+        found = True
+        if old.status == new.status:
+            new = new.model_copy(update={"last_transition_time": old.last_transition_time})
+        out.append(new)
+    return out if found else [*out, new]
+
+
+def remove_condition(conditions: list[Condition], ctype: str) -> list[Condition]:
+    """``conditions`` without the condition of type ``ctype``."""
+    return [c for c in conditions if c.type != ctype]

@@ -84,7 +84,9 @@ class Housekeeping:
                 for mv_obj in self.cache.modelversions.items(namespace)
                 if view_of(mv_obj) == name
             ]
-            new = viewstatus.compose_view_status(view, modelversions, datetime.now(UTC))
+            new = viewstatus.compose_view_status(
+                view, modelversions, datetime.now(UTC), self.reconciler.schema_problem
+            )
             previous = view.status
             old_wire = previous.wire() if previous is not None else {}
             written = None

@@ -157,6 +157,7 @@ class Kube:
         self.batch: Any = client.BatchV1Api(api)
         self.custom: Any = client.CustomObjectsApi(api)
         self.authn: Any = client.AuthenticationV1Api(api)
+        self.apiext: Any = client.ApiextensionsV1Api(api)
 
     def _call(
         self,
@@ -472,6 +473,20 @@ class Kube:
             missing_ok=True,
         )
         return result is not None
+
+    # --- CustomResourceDefinitions ---------------------------------------------------------
+
+    def get_crd(self, name: str) -> Obj | None:
+        """The CustomResourceDefinition ``name`` (``modelversions.kubevision.dev``) as
+        installed, or None if it is not (the start-up check, ``crdcheck``)."""
+        return self._call(
+            "get",
+            "customresourcedefinitions",
+            f"CustomResourceDefinition {name}",
+            self.apiext.read_custom_resource_definition,
+            name,
+            missing_ok=True,
+        )
 
     # --- authentication --------------------------------------------------------------------
 

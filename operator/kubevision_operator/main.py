@@ -22,6 +22,10 @@ def run(settings: OperatorSettings, *, peering: str | None = None) -> None:
         settings: operator settings.
         peering: kopf peering object name for several replicas (one is active at a time);
             None runs standalone.
+
+    Raises:
+        SystemExit: (code 1, the reason on stderr) the operator refused to start
+            (``runtime.StartupError``: e.g. CRDs of another release, ``crdcheck``).
     """
     kube.load_config()
     policy = kube.RequestPolicy(
@@ -33,10 +37,18 @@ def run(settings: OperatorSettings, *, peering: str | None = None) -> None:
     registry = build_registry(runtime)
     namespaces = settings.namespaces or None
     log.info("kubevision operator: watching %s", ", ".join(settings.namespaces) or "all namespaces")
-    kopf.run(
-        registry=registry,
-        standalone=peering is None,
-        peering_name=peering,
-        namespaces=namespaces or [],
-        clusterwide=namespaces is None,
-    )
+    try:
+        kopf.run(
+            registry=registry,
+            standalone=peering is None,
+            peering_name=peering,
+            namespaces=namespaces or [],
+            clusterwide=namespaces is None,
+        )
+    except Exception:
+        if runtime.startup_error is None:
+            raise
+        # kopf ends with its own error and traceback, which say less: the reason goes last,
+        # where a Pod's termination message (FallbackToLogsOnError: the log's tail) finds it.
+        logging.shutdown()
+        raise SystemExit(f"kubevision operator: cannot start: {runtime.startup_error}") from None

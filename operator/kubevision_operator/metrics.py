@@ -124,6 +124,13 @@ class OperatorMetrics:
             ["kind", "path"],
             registry=self.registry,
         )
+        self.crd_current = Gauge(
+            "kubevision_operator_crd_current",
+            "1 when the installed CRD carries this operator's schema hash, 0 when it differs "
+            "or is missing (checked at start; docs/crds.md, Upgrading the CRDs on a cluster).",
+            ["crd"],
+            registry=self.registry,
+        )
 
     def follow_cache(
         self, synced: Callable[[], bool], sizes: Mapping[str, Callable[[], int]]
@@ -161,6 +168,11 @@ class OperatorMetrics:
     def api_request(self, verb: str, resource: str) -> None:
         """Count one API request (``kube.Kube``'s ``on_request`` hook)."""
         self.api_requests.labels(verb=verb, resource=resource).inc()
+
+    def set_crds_current(self, current: Mapping[str, bool]) -> None:
+        """``kubevision_operator_crd_current``: 1 or 0 for each CRD (name -> current)."""
+        for crd, ok in current.items():
+            self.crd_current.labels(crd=crd).set(1.0 if ok else 0.0)
 
     def watch_event(self, kind: str) -> None:
         """Count a watch event of ``kind`` and stamp its time."""

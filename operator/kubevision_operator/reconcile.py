@@ -84,6 +84,8 @@ class Reconciler:
         self.status_ca_pem = status_ca_pem
         self.queue = queue
         self.runner: KeyedRunner[Key] = KeyedRunner()
+        #: The start-up check's message while the CRDs differ (``crdcheck``; set by the runtime).
+        self.schema_problem: str | None = None
         #: ``requeue(namespace, name, seconds)``: reconcile again after ``seconds`` (set by
         #: the scheduler; a ModelVersion waiting for a deadline has no event to wake it).
         self.requeue: Callable[[str, str, float], None] = lambda namespace, name, seconds: None
@@ -242,6 +244,7 @@ class Reconciler:
             _now(),
             plan=plan,
             report_pod=report_pod,
+            schema_problem=self.schema_problem,
         )
         stored = self.writer.write(
             obj,

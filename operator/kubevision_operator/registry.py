@@ -59,6 +59,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         try:
             await runtime.start()
         except StartupError as exc:
+            # kopf stops and kopf.run raises; main.run exits with this message.
+            runtime.startup_error = str(exc)
             raise kopf.PermanentError(str(exc)) from exc
 
     @kopf.on.cleanup(registry=registry)

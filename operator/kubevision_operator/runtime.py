@@ -17,10 +17,10 @@ from pathlib import Path
 
 from kubevision_api import contract
 from kubevision_api.progress import TrainerReport
-from kubevision_operator import naming, servers, tls
+from kubevision_operator import crdcheck, naming, servers, tls
 from kubevision_operator.cache import Cache
 from kubevision_operator.housekeeping import Housekeeping
-from kubevision_operator.kube import Caller, Kube
+from kubevision_operator.kube import Caller, Kube, KubeError
 from kubevision_operator.metrics import OperatorMetrics
 from kubevision_operator.queue import Queue, entry_of
 from kubevision_operator.reconcile import Reconciler
@@ -39,7 +39,8 @@ def _exit_now() -> None:
 
 
 class StartupError(RuntimeError):
-    """The operator cannot start (e.g. the CA Secret holds no CA); retrying will not help."""
+    """The operator cannot start (the CA Secret holds no CA, the installed CRDs are not its
+    own); retrying will not help."""
 
 
 class Runtime:
@@ -65,6 +66,12 @@ class Runtime:
         )
         #: None until :meth:`start` has made it.
         self.scheduler: Scheduler | None = None
+        #: The start-up check's message while the installed CRDs are not this operator's
+        #: (``crdcheck``; only with ``settings.crd_mismatch`` Condition: Refuse stops); None
+        #: when they are. The reconciler puts it in every status as ``CRDsCurrent`` False.
+        self.schema_problem: str | None = None
+        #: Why :meth:`start` refused to start (a :class:`StartupError`), for the exit.
+        self.startup_error: str | None = None
         self._servers: list[servers.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="kubevision-operator-")
@@ -74,11 +81,15 @@ class Runtime:
         metrics, and start the refresh loop. The queue fills from the caches' feed
         (``registry``), before any reconcile acts.
 
+        First of all, the installed CRDs are checked (:meth:`_check_crds`).
+
         Raises:
-            StartupError: the CA Secret holds no CA.
+            StartupError: the CA Secret holds no CA, or the CRDs differ and
+                ``settings.crd_mismatch`` is Refuse.
             KubeError: an API call failed.
             OSError: a port cannot be bound.
         """
+        self.schema_problem = await asyncio.to_thread(self._check_crds)
         ca = await self._status_ca() if self.settings.status_url else None
         reports = Reports(self.kube, self.cache, self.metrics)
         reconciler = Reconciler(
@@ -90,6 +101,7 @@ class Runtime:
             reports,
             ca.cert_pem.decode() if ca is not None else None,
         )
+        reconciler.schema_problem = self.schema_problem
         scheduler = Scheduler(reconciler, Housekeeping(reconciler))
         scheduler.bind(asyncio.get_running_loop())
         self.scheduler = scheduler
@@ -132,6 +144,37 @@ class Runtime:
         if self.scheduler is not None:
             self.scheduler.close()
         self._tmp.cleanup()
+
+    def _check_crds(self) -> str | None:
+        """Read the installed CRDs and compare them with this operator's (``crdcheck``): sets
+        ``kubevision_operator_crd_current`` for each, and returns the message (logged as a
+        warning) or None when they are current.
+
+        Raises:
+            StartupError: they differ and ``settings.crd_mismatch`` is Refuse, or the
+                operator may not read them (403: RBAC of an earlier chart).
+            KubeError: a CRD could not be read otherwise (kopf retries the start).
+        """
+        try:
+            installed = {name: self.kube.get_crd(name) for name in crdcheck.CRD_NAMES}
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            raise StartupError(
+                f"{exc}: the operator reads its CRDs at start; the chart of this release "
+                "grants get on customresourcedefinitions (docs/helm.md, RBAC)"
+            ) from exc
+        findings = crdcheck.check(installed)
+        differ = {finding.crd for finding in findings}
+        self.metrics.set_crds_current({name: name not in differ for name in crdcheck.CRD_NAMES})
+        problem = crdcheck.message(findings)
+        if problem is None:
+            log.info("CRDs current: %s", ", ".join(crdcheck.CRD_NAMES))
+            return None
+        if self.settings.crd_mismatch == "Refuse":
+            raise StartupError(problem)
+        log.warning("%s\n(KUBEVISION_CRD_MISMATCH=Condition: running anyway)", problem)
+        return problem
 
     async def _status_ca(self) -> tls.KeyPair:
         """The status endpoint's CA from its Secret, made and stored on first start

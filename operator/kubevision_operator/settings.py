@@ -227,6 +227,15 @@ class OperatorSettings(BaseSettings):
             "exits anyway (keep it below the Pod's terminationGracePeriodSeconds)."
         ),
     )
+    crd_mismatch: Literal["Refuse", "Condition"] = Field(
+        default="Refuse",
+        description=(
+            "What the operator does when the installed CRDs are not the ones it was built "
+            "with (checked at start): Refuse exits non-zero with a message naming each CRD, "
+            "the fields the API server would prune and the fix; Condition runs anyway, logs "
+            "the message as a warning and sets CRDsCurrent False on every status it writes."
+        ),
+    )
     trainer_command_override: list[str] | None = Field(
         default=None,
         min_length=1,

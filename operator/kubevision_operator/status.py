@@ -27,7 +27,7 @@ from kubevision_api.status import (
     Step,
     StepState,
 )
-from kubevision_operator import podstate
+from kubevision_operator import crdcheck, podstate
 from kubevision_operator.situation import Observation, Situation
 from kubevision_operator.statustable import CONDITION_TYPES, TABLE, Row, StepPolicy, summarize
 
@@ -203,6 +203,7 @@ def compose_status(
     *,
     plan: TrainingPlan | None = None,
     report_pod: str | None = None,
+    schema_problem: str | None = None,
 ) -> ModelVersionStatus:
     """The status that ``observation`` and ``report`` make true.
 
@@ -216,6 +217,8 @@ def compose_status(
         now: the time of this composition (condition transitions, failures).
         plan: the resolved plan: its model id and concepts are the admission snapshot.
         report_pod: the Pod whose token sent ``report`` (the status endpoint's TokenReview).
+        schema_problem: the start-up check's message while the installed CRDs are not the
+            operator's (``crdcheck``): a ``CRDsCurrent`` False condition; None: none.
 
     A finished training (Succeeded or Failed True) stays finished: an observation that is
     not an outcome (its Job was deleted after ttlSecondsAfterFinished) changes nothing but
@@ -229,10 +232,18 @@ def compose_status(
         )
         for cond in kept.conditions:
             cond.observed_generation = generation
+        kept.conditions = crdcheck.crd_condition(kept.conditions, schema_problem, generation, now)
         return kept
 
     row = TABLE[observation.situation]
     conditions = _conditions(row, observation, prev.conditions, generation, now)
+    # The table's conditions, and CRDsCurrent (carried over from prev, or removed) after them.
+    conditions = crdcheck.crd_condition(
+        [*conditions, *(c for c in prev.conditions if c.type == crdcheck.CONDITION_TYPE)],
+        schema_problem,
+        generation,
+        now,
+    )
     before = {s.name: s for s in prev.steps}
     trainer_steps = {name: before.get(name) or Step(name=name) for name in TRAINER_STEPS}
     progress, metrics, dataset, checkpoint, evaluation, export = (

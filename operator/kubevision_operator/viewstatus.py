@@ -12,10 +12,14 @@ from datetime import datetime
 from kubevision_api.meta import Condition
 from kubevision_api.modelversion import ModelVersion
 from kubevision_api.view import ModelEntry, ModelSummary, View, ViewStatus, model_id
+from kubevision_operator import crdcheck
 
 
 def compose_view_status(
-    view: View, modelversions: Iterable[ModelVersion], now: datetime
+    view: View,
+    modelversions: Iterable[ModelVersion],
+    now: datetime,
+    schema_problem: str | None = None,
 ) -> ViewStatus:
     """The status that ``view`` and ``modelversions`` make true.
 
@@ -23,6 +27,8 @@ def compose_view_status(
         view: the View as stored; its status is the previous one (None on the first visit).
         modelversions: the ModelVersions whose ``spec.viewRef`` names ``view``, in any order.
         now: the time of this composition (the Ready condition's transition).
+        schema_problem: the start-up check's message while the installed CRDs are not the
+            operator's (``crdcheck``): a ``CRDsCurrent`` False condition after Ready.
 
     Each ModelVersion is filed under the model of its admission snapshot (``status.model``),
     or the View's current model when it has none yet; a model's concept count is that
@@ -58,14 +64,16 @@ def compose_view_status(
         last_transition_time=now,
         observed_generation=generation,
     )
-    if previous is not None:
-        for old in previous.conditions:
-            if old.type == "Ready" and old.status == "True" and old.message == ready.message:
-                ready = ready.model_copy(update={"last_transition_time": old.last_transition_time})
+    before = previous.conditions if previous is not None else []
+    for old in before:
+        if old.type == "Ready" and old.status == "True" and old.message == ready.message:
+            ready = ready.model_copy(update={"last_transition_time": old.last_transition_time})
+    kept = [c for c in before if c.type == crdcheck.CONDITION_TYPE]
+    conditions = crdcheck.crd_condition([ready, *kept], schema_problem, generation, now)
     return ViewStatus(
         observed_generation=generation,
         model=current,
         concept_count=len(names),
-        conditions=[ready],
+        conditions=conditions,
         models=sorted(library.values(), key=lambda e: e.model),
     )

@@ -4,6 +4,9 @@ manifests is refused by pydantic at the same field paths the API server names
 
 from __future__ import annotations
 
+import copy
+import importlib.metadata
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from kubevision_api import crdgen, manifests
-from kubevision_api.meta import ObjectRules
+from kubevision_api.meta import RELEASE_ANNOTATION, SCHEMA_HASH_ANNOTATION, ObjectRules
 from kubevision_api.modelversion import ModelVersion, ModelVersionSpec
 from kubevision_api.view import View
 from kubevision_cli import main
@@ -92,6 +95,45 @@ def test_check_command_reports_drift(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main.main(["crds", "--check", "--out", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "-                maxItems: 999" in out and "+                maxItems: 1000" in out
+
+
+# ---- the schema marker -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [View, ModelVersion])
+def test_committed_crds_carry_the_schema_marker(model: type[View] | type[ModelVersion]) -> None:
+    """The marker is the SHA-256 of the spec the API server enforces, as committed."""
+    for folder in (CRDS, CHART_CRDS):
+        committed = yaml.safe_load((folder / crdgen.file_name(model)).read_text())
+        annotations = committed["metadata"]["annotations"]
+        marker = annotations[SCHEMA_HASH_ANNOTATION]
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", marker), marker
+        assert marker == crdgen.schema_hash(model) == crdgen.spec_hash(committed["spec"])
+        assert annotations[RELEASE_ANNOTATION] == importlib.metadata.version("kubevision")
+        assert committed["metadata"]["name"] == crdgen.crd_name(model)
+
+
+def test_schema_hash_follows_the_spec_not_the_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = crdgen.crd(ModelVersion)
+    monkeypatch.setattr(crdgen, "release", lambda: "9.9.9")
+    after = crdgen.crd(ModelVersion)
+    assert after["metadata"]["annotations"][RELEASE_ANNOTATION] == "9.9.9"
+    marker = before["metadata"]["annotations"][SCHEMA_HASH_ANNOTATION]
+    assert after["metadata"]["annotations"][SCHEMA_HASH_ANNOTATION] == marker
+    # Any change of the spec changes the hash: a field, a bound, a printer column.
+    spec = before["spec"]
+    schema = spec["versions"][0]["schema"]["openAPIV3Schema"]
+    changed = copy.deepcopy(spec)
+    del changed["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert crdgen.spec_hash(changed) != crdgen.spec_hash(spec)
+    changed = copy.deepcopy(spec)
+    changed["versions"][0]["additionalPrinterColumns"].pop()
+    assert crdgen.spec_hash(changed) != crdgen.spec_hash(spec)
+    # Key order is not part of the marker (canonical JSON).
+    reordered = dict(reversed(list(spec.items())))
+    assert crdgen.spec_hash(reordered) == crdgen.spec_hash(spec)
+    assert crdgen.schema_hash(View) != crdgen.schema_hash(ModelVersion)
+    assert schema["properties"]["status"]
 
 
 # ---- structure ------------------------------------------------------------------------------

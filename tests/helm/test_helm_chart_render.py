@@ -37,6 +37,7 @@ FULL: Obj = {
         "api": {"connectTimeoutSeconds": 2, "readTimeoutSeconds": 12.5, "attempts": 4},
         "reconcileStallSeconds": 75,
         "shutdownTimeoutSeconds": 15,
+        "crdMismatch": "Condition",
         "extraEnv": {"KUBEVISION_STATUS_BIND_HOST": "0.0.0.0"},
         "image": {"repository": "registry.example/kv/operator", "tag": "1.2.3"},
     },
@@ -198,6 +199,8 @@ def test_operator_deployment(helm: Helm, tmp_path: Path, monkeypatch: pytest.Mon
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     (container,) = pod["containers"]
     assert container["command"] == ["kubevision", "operator"]
+    # A refusal to start (crdcheck) is the log's last words: the termination message.
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert container["image"] == "ghcr.io/kubevision/operator:0.1.0"
     security = container["securityContext"]
     assert security["allowPrivilegeEscalation"] is False
@@ -219,6 +222,7 @@ def test_operator_deployment(helm: Helm, tmp_path: Path, monkeypatch: pytest.Mon
     assert settings.ca_secret_name == "kv-kubevision-status-ca"
     assert settings.namespaces == []
     assert settings.trainer_image == "ghcr.io/kubevision/trainer:0.1.0"
+    assert settings.crd_mismatch == "Refuse"
     for field in ("gpu_resource_name", "output_base_uri", "concurrency_limit", "health_port"):
         assert getattr(settings, field) == OperatorSettings.model_fields[field].default, field
     assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
@@ -273,6 +277,7 @@ def test_every_setting_is_mapped(
         settings.api_attempts,
     ) == (2, 12.5, 4)
     assert (settings.reconcile_stall_seconds, settings.shutdown_timeout_seconds) == (75, 15)
+    assert settings.crd_mismatch == "Condition"
     # Helm merges a user's map into the default; null removes a default key.
     assert settings.trainer_pod_labels == {"sidecar.istio.io/inject": "false", "team": "vision"}
     assert settings.trainer_pod_annotations == {}

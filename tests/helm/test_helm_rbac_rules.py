@@ -56,6 +56,10 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
     "read_namespaced_secret": {("", "secrets", "get")},
     "create_namespaced_secret": {("", "secrets", "create")},
     "create_namespaced_event": {("", "events", "create")},
+    # The start-up check reads the two CRDs (crdcheck).
+    "read_custom_resource_definition": {
+        ("apiextensions.k8s.io", "customresourcedefinitions", "get")
+    },
 }
 
 #: What kopf does on its own: list+watch each handled resource (registry.py: ModelVersions,
@@ -92,6 +96,7 @@ def kube_calls() -> set[str]:
                 "batch",
                 "custom",
                 "authn",
+                "apiext",
             ):
                 calls.add(node.attr)
     return calls
@@ -160,6 +165,7 @@ def test_namespaced_rbac(helm: Helm, tmp_path: Path, watched: list[str]) -> None
     # Cluster-wide: nothing that touches Jobs, Pods or ConfigMaps, nor reads a ModelVersion.
     assert cluster_grants == {
         ("authentication.k8s.io", "tokenreviews", "create"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
         *KOPF_NAMESPACED,

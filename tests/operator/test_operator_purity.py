@@ -23,6 +23,7 @@ PURE = [
     "render",
     "completion",
     "pruning",
+    "crdcheck",
 ]
 FORBIDDEN = ("kopf", "kubernetes", "aiohttp", "prometheus_client", "torch", "torchvision")
 

@@ -25,6 +25,7 @@ def test_defaults() -> None:
     assert cfg.trainer_metrics_port == 9090
     assert cfg.concurrency_limit == 0
     assert cfg.trainer_command_override is None
+    assert cfg.crd_mismatch == "Refuse"
     assert 0 < cfg.watch_server_timeout_seconds < cfg.watch_client_timeout_seconds
 
 
@@ -40,7 +41,9 @@ def test_environment_beats_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBEVISION_OUTPUT_BASE_URI", "s3://bucket/runs/")
     monkeypatch.setenv("KUBEVISION_TRAINER_COMMAND_OVERRIDE", '["python", "-m", "stub"]')
     monkeypatch.setenv("KUBEVISION_STATUS_URL", "https://op.kv.svc:8443")
+    monkeypatch.setenv("KUBEVISION_CRD_MISMATCH", "Condition")
     cfg = OperatorSettings()
+    assert cfg.crd_mismatch == "Condition"
     assert cfg.namespaces == ["team-a", "team-b"]
     assert cfg.concurrency_limit == 5
     assert cfg.gpu_resource_name == "amd.com/gpu"
@@ -63,6 +66,7 @@ def test_init_values_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
         ("image_pull_policy", "Sometimes"),
         ("concurrency_limit", "-1"),
         ("trainer_command_override", "[]"),
+        ("crd_mismatch", "Ignore"),
     ],
 )
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, field: str, value: str) -> None:
