@@ -180,6 +180,15 @@ class Operator:
         return self.log.read_text()
 
 
+def stop_cleanly(operator: Operator | None) -> None:
+    """Stop a started operator (if it still runs): it must exit 0 with no traceback logged."""
+    if operator is None or operator.process is None:
+        return
+    code = operator.stop()
+    assert code == 0, operator.log_text()[-3000:]
+    assert "Traceback" not in operator.log_text(), operator.log_text()[-5000:]
+
+
 @contextmanager
 def running_operator(cp: ControlPlane, workdir: Path, **env: str) -> Iterator[Operator]:
     """An operator for the duration of the block; its log must hold no traceback."""

@@ -111,12 +111,8 @@ class StatusWriter:
                 k for k in new_wire.keys() | old_wire.keys() if new_wire.get(k) != old_wire.get(k)
             }
             progress_only = changed <= PROGRESS_FIELDS
-            wait = self.pacer.hold(
-                key, self.pacer.interval * PROGRESS_WRITE_FACTOR if progress_only else None
-            )
-            if wait is not None:
-                if wait > 0:
-                    self.requeue(*key, wait)
+            factor = PROGRESS_WRITE_FACTOR if progress_only else 1.0
+            if self._held(key, self.pacer.interval * factor):
                 return False
         if not self._patch(obj, old_wire, new_wire):
             return False
@@ -142,10 +138,7 @@ class StatusWriter:
         key = (meta["namespace"], meta["name"])
         if self.pruned.unchanged(key, new_wire, old_wire):
             return True
-        wait = self.pacer.hold(key)
-        if wait is not None:
-            if wait > 0:
-                self.requeue(*key, wait)
+        if self._held(key, self.pacer.interval):
             return False
         if not self._patch(obj, old_wire, new_wire):
             return False
@@ -181,6 +174,16 @@ class StatusWriter:
         )
         if written is not None:
             self.cache.modelversions.put(written)
+
+    def _held(self, key: Key, interval: float) -> bool:
+        """Whether the pacer holds this write back (``interval`` seconds since the last);
+        a reconcile is then asked for when it may go."""
+        wait = self.pacer.hold(key, interval)
+        if wait is None:
+            return False
+        if wait > 0:
+            self.requeue(*key, wait)
+        return True
 
     def _patch(self, obj: Obj, old_wire: Obj, new_wire: Obj) -> bool:
         meta = obj["metadata"]

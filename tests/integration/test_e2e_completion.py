@@ -58,6 +58,16 @@ def _wipe(env: h.E2E, name: str) -> dict[str, Any]:
     return answered
 
 
+def _restored(watcher: h.Watcher, wiped: dict[str, Any], what: str) -> dict[str, Any]:
+    """The ModelVersion once a status with an outcome was written after the wipe."""
+    after = int(wiped["metadata"]["resourceVersion"])
+    return watcher.until(
+        what,
+        lambda o: h.outcome(o) is not None and int(o["metadata"]["resourceVersion"]) > after,
+        timeout=60,
+    )
+
+
 def _restored_events(env: h.E2E, name: str) -> list[dict[str, Any]]:
     listing = env.cp.kubectl(
         "-n",
@@ -103,15 +113,7 @@ def test_a_finished_version_whose_status_is_lost_stays_finished(
 
         # 1. Replaced by hand while the operator runs.
         wiped = _wipe(e2e, name)
-        restored = watcher.until(
-            "the status restored",
-            lambda o: (
-                h.outcome(o) is not None
-                and int(o["metadata"]["resourceVersion"])
-                > int(wiped["metadata"]["resourceVersion"])
-            ),
-            timeout=60,
-        )
+        restored = _restored(watcher, wiped, "the status restored")
         assert _kept(restored) == before
         _no_job_for(e2e, NO_JOB_S)
         assert len(_restored_events(e2e, name)) == 1
@@ -121,15 +123,7 @@ def test_a_finished_version_whose_status_is_lost_stays_finished(
     # 2. Lost while the operator is down (a restore from a backup without status).
     wiped = _wipe(e2e, name)
     with e2e.operator() as operator:
-        restored = watcher.until(
-            "the status restored by a starting operator",
-            lambda o: (
-                h.outcome(o) is not None
-                and int(o["metadata"]["resourceVersion"])
-                > int(wiped["metadata"]["resourceVersion"])
-            ),
-            timeout=60,
-        )
+        restored = _restored(watcher, wiped, "the status restored by a starting operator")
         assert _kept(restored) == before
         _no_job_for(e2e, NO_JOB_S)
         # Both operators log to one file: one Job in all, the first.

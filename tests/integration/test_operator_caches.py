@@ -37,6 +37,7 @@ from testenv.operator_helpers import (
     apply,
     install_crds,
     job_exists,
+    stop_cleanly,
     succeeded,
     wait_for,
 )
@@ -158,10 +159,7 @@ def test_caches_resynchronise_after_the_api_server_restarts(tmp_path: Path) -> N
         print(f"\nAPI server back: the next ModelVersion had its Job after {took:.1f} s")
         assert _metric(operator, "kubevision_operator_cache_synced") == [({}, 1.0)]
     finally:
-        if operator is not None and operator.process is not None:
-            code = operator.stop()
-            assert code == 0, operator.log_text()[-3000:]
-            assert "Traceback" not in operator.log_text(), operator.log_text()[-5000:]
+        stop_cleanly(operator)
         if agent is not None:
             agent.stop()
         cp.stop()

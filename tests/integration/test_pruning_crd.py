@@ -18,7 +18,7 @@ from kubevision_api.modelversion import ModelVersion
 from kubevision_operator import completion
 from testenv import controlplane
 from testenv.nodeagent import NodeAgent
-from testenv.operator_helpers import ROOT, Operator, apply, get, mv_path, wait_for
+from testenv.operator_helpers import ROOT, Operator, apply, get, mv_path, stop_cleanly, wait_for
 from testenv.scale import figures, workload
 
 pytestmark = pytest.mark.slow
@@ -104,10 +104,7 @@ def test_a_pruning_crd_trains_a_finished_version_once(tmp_path: Path) -> None:
         assert patches.get("modelversions", 0) == 1, patches
         print(f"\npruned paths {pruned}; patches {patches}")
     finally:
-        if operator is not None and operator.process is not None:
-            code = operator.stop()
-            assert code == 0, operator.log_text()[-3000:]
-            assert "Traceback" not in operator.log_text(), operator.log_text()[-5000:]
+        stop_cleanly(operator)
         if agent is not None:
             agent.stop()
         cp.stop()
