@@ -121,9 +121,12 @@ def test_a_restarted_operator_decides_nothing_before_its_caches_are_full(
     assert max(per_mv.values()) == 1, per_mv.most_common(3)
     assert not figures.order_violations(recorder, LIMIT)
     assert recorder.max_active <= LIMIT
-    # The second operator read nothing from the API but its CA Secret, at start.
+    # The second operator read nothing from the API but its CA Secret and CRDs, at start.
     reads = {k: v for k, v in requests.items() if k[0] in figures.READS}
-    assert not {k: v for k, v in reads.items() if k[1] not in ("pods", "secrets")}, reads
+    at_start = ("secrets", "customresourcedefinitions")
+    assert not {k: v for k, v in reads.items() if k[1] not in ("pods", *at_start)}, reads
+    # The CA Secret and the two CRDs (the start-up check), once each.
+    assert reads.get(("get", "customresourcedefinitions")) == 2.0, reads
     # A Pod is read only when a report outran the Pod's watch event.
     assert sum(v for (_, r), v in reads.items() if r == "pods") <= 2, reads
 
