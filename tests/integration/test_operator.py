@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import ssl
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -165,8 +166,17 @@ def test_deleted_while_operator_is_away(crds: ControlPlane, namespace: str, tmp_
             ),
         )
         operator.start()
+        # Both operators log to one file: the second one's caches are synced (its watches
+        # run: stopped before, kopf's watch task could log a traceback on its way out).
+        wait_for(
+            "the restarted operator's caches",
+            lambda: operator.log_text().count("caches synced") == 2,
+        )
         crds.kubectl("-n", namespace, "annotate", "vw/digits", "touched=yes")
-        assert _jobs(crds, namespace) == []
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            assert _jobs(crds, namespace) == []
+            time.sleep(0.3)
 
 
 def test_concurrency_limit_queues_in_order(
