@@ -342,19 +342,24 @@ class Condition(ApiModel):
     )
 
 
+def transition_time(old: Condition | None, status: ConditionStatus, now: datetime) -> datetime:
+    """A condition's ``lastTransitionTime``: ``old``'s while its status stays (it says since
+    when, not when last written), else ``now`` (``meta.SetStatusCondition``'s rule)."""
+    return old.last_transition_time if old is not None and old.status == status else now
+
+
 def set_condition(conditions: list[Condition], new: Condition) -> list[Condition]:
     """``conditions`` with ``new`` in place of the condition of its type (appended when there
-    is none), as ``meta.SetStatusCondition`` does: while the status stays, the old
-    ``lastTransitionTime`` is kept (it says since when, not when last written)."""
+    is none), as ``meta.SetStatusCondition`` does, the old ``lastTransitionTime`` kept while
+    the status stays (:func:`transition_time`)."""
     out, found = [], False
     for old in conditions:
         if old.type != new.type:
             out.append(old)
             continue
         found = True
-        if old.status == new.status:
-            new = new.model_copy(update={"last_transition_time": old.last_transition_time})
-        out.append(new)
+        since = transition_time(old, new.status, new.last_transition_time)
+        out.append(new.model_copy(update={"last_transition_time": since}))
     return out if found else [*out, new]
 
 

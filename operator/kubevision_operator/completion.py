@@ -117,8 +117,7 @@ def read(obj: dict[str, Any]) -> Completion | None:
     return Completion(generation, status)
 
 
-def is_recorded(obj: dict[str, Any], status: ModelVersionStatus, generation: int) -> bool:
-    """Whether the object's annotation already records ``status``'s outcome at
+def is_recorded(found: Completion | None, status: ModelVersionStatus, generation: int) -> bool:
+    """Whether ``found`` (:func:`read` of the object) already records ``status``'s outcome at
     ``generation`` (then it is not written again)."""
-    found = read(obj)
     return found is not None and found.generation == generation and found.outcome == status.phase

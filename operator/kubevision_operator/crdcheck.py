@@ -9,7 +9,7 @@ operator writes (``status.lastReport``). So, for each CRD of ``crdgen.RESOURCES`
 installed, does its ``kubevision.dev/schema-hash`` annotation equal the hash of the CRD this
 operator generates (``crdgen.schema_hash``), and which of our field paths would its
 ``openAPIV3Schema`` prune (:func:`pruned_paths`; walked whatever the marker says).
-:func:`problem` makes one message of it for the log, the termination message and the
+:func:`message` makes one message of it for the log, the termination message and the
 ``CRDsCurrent`` condition (:func:`crd_condition`). Pure: the runtime reads the CRDs
 (``kube.Kube.get_crd``).
 """
@@ -171,11 +171,6 @@ def message(findings: list[Finding]) -> str | None:
     head = f"The installed kubevision CRDs differ from this operator's (kubevision {release}):"
     fix = f"Fix: {FIX_COMMAND} (the chart of this release; {DOCS})"
     return "\n".join([head, *(f.line() for f in findings), fix])
-
-
-def problem(installed: Mapping[str, Mapping[str, Any] | None]) -> str | None:
-    """:func:`message` of :func:`check`: None when every CRD is this operator's."""
-    return message(check(installed))
 
 
 def crd_condition(

@@ -257,7 +257,7 @@ class Reconciler:
             urgent=observation.restart or (status.is_finished(new) and not finished),
         )
         if stored and status.is_finished(new):
-            self.writer.record(obj, new, generation)
+            self.writer.record(obj, recorded, new, generation)
         if job is not None and observation.restart and stored:
             self._restart_gang(namespace, name, job)
         if job is not None and observation.lingering:

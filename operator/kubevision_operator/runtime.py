@@ -66,10 +66,6 @@ class Runtime:
         )
         #: None until :meth:`start` has made it.
         self.scheduler: Scheduler | None = None
-        #: The start-up check's message while the installed CRDs are not this operator's
-        #: (``crdcheck``; only with ``settings.crd_mismatch`` Condition: Refuse stops); None
-        #: when they are. The reconciler puts it in every status as ``CRDsCurrent`` False.
-        self.schema_problem: str | None = None
         #: Why :meth:`start` refused to start (a :class:`StartupError`), for the exit.
         self.startup_error: str | None = None
         self._servers: list[servers.Server] = []
@@ -89,7 +85,7 @@ class Runtime:
             KubeError: an API call failed.
             OSError: a port cannot be bound.
         """
-        self.schema_problem = await asyncio.to_thread(self._check_crds)
+        schema_problem = await asyncio.to_thread(self._check_crds)
         ca = await self._status_ca() if self.settings.status_url else None
         reports = Reports(self.kube, self.cache, self.metrics)
         reconciler = Reconciler(
@@ -101,7 +97,8 @@ class Runtime:
             reports,
             ca.cert_pem.decode() if ca is not None else None,
         )
-        reconciler.schema_problem = self.schema_problem
+        # The reconciler puts it in every status it writes as CRDsCurrent False.
+        reconciler.schema_problem = schema_problem
         scheduler = Scheduler(reconciler, Housekeeping(reconciler))
         scheduler.bind(asyncio.get_running_loop())
         self.scheduler = scheduler

@@ -16,7 +16,7 @@ from typing import Final
 from kubevision_api.contract import StepName
 from kubevision_api.evaluation import HIGHER_IS_BETTER, EvaluationStatus, EvaluationSummary
 from kubevision_api.export import ExportStatus
-from kubevision_api.meta import Condition
+from kubevision_api.meta import Condition, transition_time
 from kubevision_api.plan import TrainingPlan
 from kubevision_api.progress import TrainerReport
 from kubevision_api.status import (
@@ -93,16 +93,13 @@ def _conditions(
     }
     out = []
     for ctype, cell in zip(CONDITION_TYPES, row.conditions, strict=True):
-        old = before.get(ctype)
-        changed = old is None or old.status != cell.status
         out.append(
             Condition(
                 type=ctype,
                 status=cell.status,
                 reason=cell.reason.format(**values),
                 message=cell.message.format(**values),
-                # Kept while the status stays: it says since when, not when last written.
-                last_transition_time=now if changed or old is None else old.last_transition_time,
+                last_transition_time=transition_time(before.get(ctype), cell.status, now),
                 observed_generation=generation,
             )
         )

@@ -160,11 +160,18 @@ class StatusWriter:
         )
         return True
 
-    def record(self, obj: Obj, finished: ModelVersionStatus, generation: int) -> None:
-        """Record a finished status in the ModelVersion's completion annotation, unless it is
-        there already (one write per outcome). A refused write (no RBAC ``patch`` on
-        modelversions, an older chart) is logged: the status still says it."""
-        if completion.is_recorded(obj, finished, generation):
+    def record(
+        self,
+        obj: Obj,
+        recorded: completion.Completion | None,
+        finished: ModelVersionStatus,
+        generation: int,
+    ) -> None:
+        """Record a finished status in the ModelVersion's completion annotation, unless
+        ``recorded`` (what it holds: :func:`completion.read`) says it already (one write per
+        outcome). A refused write (no RBAC ``patch`` on modelversions, an older chart) is
+        logged: the status still says it."""
+        if completion.is_recorded(recorded, finished, generation):
             return
         meta = obj["metadata"]
         written = self.kube.annotate_modelversion(

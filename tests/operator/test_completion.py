@@ -54,7 +54,7 @@ def test_a_finished_status_round_trips_without_its_report_cursor() -> None:
     expected = {k: v for k, v in status.wire().items() if k != "lastReport"}
     assert found.status.wire() == expected
     assert found.status.checkpoint == status.checkpoint
-    assert completion.is_recorded(_obj(text), status, 2)
+    assert completion.is_recorded(completion.read(_obj(text)), status, 2)
 
 
 def test_only_a_finished_status_is_recorded() -> None:
@@ -67,7 +67,7 @@ def test_another_generations_record_is_not_this_ones() -> None:
     status = ModelVersionStatus.model_validate(FINISHED)
     text = completion.record(status, 2)
     assert completion.read(_obj(text, generation=3)) is None
-    assert not completion.is_recorded(_obj(text, generation=3), status, 3)
+    assert not completion.is_recorded(completion.read(_obj(text, generation=3)), status, 3)
     assert completion.read(_obj(None)) is None
 
 
